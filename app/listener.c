@@ -1,0 +1,116 @@
+/* listener: the sockets the master opens before forking its workers. */
+#define _GNU_SOURCE
+#include "listener.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* A unix socket file nobody accepts on is left over from a crash. */
+static int unix_socket_stale(const struct sockaddr_un *sa)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    int stale = connect(fd, (const struct sockaddr *)sa, sizeof *sa) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return stale;
+}
+
+static int open_unix(struct listener *l, const char *path, int backlog, int mode, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "%s: the path is longer than %zu bytes", l->addr, sizeof sa.sun_path - 1);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            snprintf(err, errlen, "%s: the path exists and is not a socket", l->addr);
+            return -1;
+        }
+        if (!unix_socket_stale(&sa)) {
+            snprintf(err, errlen, "%s: another server is listening there", l->addr);
+            return -1;
+        }
+        unlink(path);
+    }
+    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l->fd < 0) goto fail;
+    /* Bind with a tight umask, then open up to the asked mode: no window in
+     * which the socket is wider open than configured. */
+    mode_t old = umask(0177);
+    int rc = bind(l->fd, (struct sockaddr *)&sa, sizeof sa);
+    umask(old);
+    if (rc != 0) goto fail;
+    snprintf(l->unix_path, sizeof l->unix_path, "%s", path);
+    if (chmod(path, (mode_t)mode) != 0 || listen(l->fd, backlog) != 0) goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "%s: %s", l->addr, strerror(errno));
+    listener_close(l);
+    return -1;
+}
+
+static int open_tcp(struct listener *l, const char *addr, int backlog, char *err, size_t errlen)
+{
+    char host[128];
+    const char *colon = strrchr(addr, ':');
+    size_t hostlen = (size_t)(colon - addr);
+    if (hostlen >= sizeof host) hostlen = sizeof host - 1;
+    memcpy(host, addr, hostlen);
+    host[hostlen] = '\0';
+    if (host[0] == '[' && hostlen >= 2 && host[hostlen - 1] == ']') { /* [::1]:9000 */
+        memmove(host, host + 1, hostlen - 2);
+        host[hostlen - 2] = '\0';
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res;
+    int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+    if (gai != 0) {
+        snprintf(err, errlen, "%s: %s", l->addr, gai_strerror(gai));
+        return -1;
+    }
+    int one = 1, saved = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (l->fd < 0) continue;
+        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (bind(l->fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(l->fd, backlog) == 0) break;
+        saved = errno;
+        close(l->fd);
+        l->fd = -1;
+    }
+    freeaddrinfo(res);
+    if (l->fd < 0) {
+        snprintf(err, errlen, "%s: %s", l->addr, strerror(saved ? saved : EADDRNOTAVAIL));
+        return -1;
+    }
+    return 0;
+}
+
+int listener_open(struct listener *l, const char *addr, int backlog, int unix_mode, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->fd = -1;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    if (strncmp(addr, "unix:", 5) == 0) return open_unix(l, addr + 5, backlog, unix_mode, err, errlen);
+    return open_tcp(l, addr, backlog, err, errlen);
+}
+
+void listener_close(struct listener *l)
+{
+    if (l->fd >= 0) close(l->fd);
+    l->fd = -1;
+    if (l->unix_path[0]) unlink(l->unix_path);
+    l->unix_path[0] = '\0';
+}

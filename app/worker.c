@@ -1,0 +1,167 @@
+/* worker: what every worker class shares: start-up, signals, the blocking driver. */
+#define _GNU_SOURCE
+#include "worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+volatile sig_atomic_t worker_stopping;
+volatile sig_atomic_t worker_reopen_logs;
+
+static const struct worker_driver drivers[] = {
+    [WORKER_SYNC] = {"sync", worker_sync_run},
+    [WORKER_THREAD] = {"thread", NULL},
+    [WORKER_EVENT] = {"event", NULL},
+};
+
+const struct worker_driver *worker_driver_for(enum worker_class c)
+{
+    return &drivers[c];
+}
+
+static void on_term(int sig)
+{
+    (void)sig;
+    worker_stopping = 1;
+}
+
+static void on_usr1(int sig)
+{
+    (void)sig;
+    worker_reopen_logs = 1;
+}
+
+static void on_quit(int sig)
+{
+    (void)sig;
+    _exit(0);
+}
+
+/* No SA_RESTART: a blocking accept must return so the worker sees the flag. */
+static void worker_signals(void)
+{
+    struct sigaction sa = {0};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = on_term;
+    sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = on_quit;
+    sigaction(SIGQUIT, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    sigaction(SIGTTIN, &sa, NULL);
+    sigaction(SIGTTOU, &sa, NULL);
+    /* A handler, not SIG_IGN: libfcgi replaces an ignored SIGUSR1 with its
+     * own, which stops accepting. */
+    sa.sa_handler = on_usr1;
+    sigaction(SIGUSR1, &sa, NULL);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+void worker_main(const struct worker_env *env)
+{
+    log_set_role("worker");
+    worker_signals();
+    /* Do not outlive the master. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != env->master_pid) _exit(0);
+    const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
+    if (!wc->run) {
+        log_error("worker class %s is not available in this build", wc->name);
+        _exit(WORKER_EXIT_BOOT_FAILED);
+    }
+    _exit(wc->run(env));
+}
+
+void worker_request_from_params(struct request *req, char **envp, char *path_buf, size_t path_len)
+{
+    memset(req, 0, sizeof *req);
+    const char *request_uri = NULL, *document_uri = NULL, *script_name = NULL, *content_length = NULL;
+    for (char **e = envp; e && *e; e++) {
+        const char *kv = *e;
+        switch (kv[0]) {
+        case 'C':
+            if (strncmp(kv, "CONTENT_LENGTH=", 15) == 0) content_length = kv + 15;
+            break;
+        case 'D':
+            if (strncmp(kv, "DOCUMENT_URI=", 13) == 0) document_uri = kv + 13;
+            break;
+        case 'Q':
+            if (strncmp(kv, "QUERY_STRING=", 13) == 0) req->query = kv + 13;
+            break;
+        case 'R':
+            if (strncmp(kv, "REQUEST_METHOD=", 15) == 0) req->method = kv + 15;
+            else if (strncmp(kv, "REQUEST_URI=", 12) == 0) request_uri = kv + 12;
+            break;
+        case 'S':
+            if (strncmp(kv, "SCRIPT_NAME=", 12) == 0) script_name = kv + 12;
+            break;
+        }
+    }
+    /* Nginx sends DOCUMENT_URI (decoded, normalised); other clients may only
+     * send REQUEST_URI or SCRIPT_NAME. */
+    if (document_uri) {
+        req->path = document_uri;
+    } else if (request_uri) {
+        size_t n = strcspn(request_uri, "?");
+        if (n >= path_len) n = path_len - 1;
+        memcpy(path_buf, request_uri, n);
+        path_buf[n] = '\0';
+        req->path = path_buf;
+    } else {
+        req->path = script_name ? script_name : "/";
+    }
+    if (!req->query) req->query = "";
+    if (!req->method) req->method = "GET";
+    if (content_length && *content_length) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(content_length, &end, 10);
+        req->content_length = errno || *end || v < 0 ? -1 : v;
+    }
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+void worker_run_blocking(struct exchange *ex, struct blocking_backends *b)
+{
+    struct backend_result res;
+    PGresult *pg = NULL;
+    enum step s = exchange_step(ex, NULL);
+    while (s == STEP_BACKEND) {
+        memset(&res, 0, sizeof res);
+        switch (ex->op.kind) {
+        case BACKEND_REDIS:
+            redis_client_run(b->redis, &ex->op, &res);
+            break;
+        case BACKEND_PG:
+            pg = pg_pool_run(b->pool, &ex->op, ex->deadline_ms, &res);
+            break;
+        case BACKEND_SLEEP:
+            sleep_ms(ex->op.sleep_ms);
+            res.status = BACKEND_OK;
+            break;
+        case BACKEND_NONE:
+            break;
+        }
+        s = exchange_step(ex, &res);
+        PQclear(pg);
+        pg = NULL;
+    }
+}

@@ -1,0 +1,22 @@
+/* listener: the sockets the master opens before forking its workers. */
+#ifndef PERFCGI_LISTENER_H
+#define PERFCGI_LISTENER_H
+
+#include <stddef.h>
+
+struct listener {
+    int fd;
+    char addr[128];      /* as configured: unix:PATH or HOST:PORT */
+    char unix_path[108]; /* "" for TCP */
+};
+
+/*
+ * Binds and listens on addr (unix:PATH or HOST:PORT, [v6]:PORT). A stale unix
+ * socket that nobody answers on is replaced; one in use is an error. Returns
+ * 0, or -1 with the reason in err.
+ */
+int listener_open(struct listener *l, const char *addr, int backlog, int unix_mode, char *err, size_t errlen);
+/* Closes the socket and removes a unix socket file. */
+void listener_close(struct listener *l);
+
+#endif

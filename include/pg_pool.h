@@ -1,0 +1,31 @@
+/* pg_pool: a worker process's PostgreSQL connections, shared by its threads. */
+#ifndef PERFCGI_PG_POOL_H
+#define PERFCGI_PG_POOL_H
+
+#include <libpq-fe.h>
+
+#include "backend.h"
+#include "settings.h"
+
+struct pg_pool;
+
+/* Connections open lazily, on first checkout. NULL when out of memory. */
+struct pg_pool *pg_pool_new(const struct settings *cfg);
+void pg_pool_free(struct pg_pool *pool);
+
+/*
+ * Checks out a connection (waiting up to pool_timeout), runs the query of op
+ * and checks the connection back in. res->values point into the returned
+ * PGresult, which the caller PQclear()s once done with them (NULL on failure).
+ * The query is cancelled if it runs past deadline_ms (monotonic).
+ */
+PGresult *pg_pool_run(struct pg_pool *pool, const struct backend_op *op, double deadline_ms,
+                      struct backend_result *res);
+
+/* Connections open now, and how many of them are checked out. */
+void pg_pool_counts(struct pg_pool *pool, int *open, int *busy);
+
+/* SELECT 1 on a connection of its own: 0 when PostgreSQL answers. */
+int pg_ping(const char *conninfo, int timeout_ms, char *err, size_t errlen);
+
+#endif

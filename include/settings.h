@@ -1,0 +1,111 @@
+/* settings: the one table of perfcgi's settings and the loaders that fill it. */
+#ifndef PERFCGI_SETTINGS_H
+#define PERFCGI_SETTINGS_H
+
+#include <stdio.h>
+
+/*
+ * One line per setting drives everything: the struct field, the command-line
+ * flag (--max-requests), the environment variable (PERFCGI_MAX_REQUESTS), the
+ * INI key under [perfcgi], --help and --print-config.
+ *
+ *   X(name, kind, default, min, max, help)
+ *
+ * Kinds: INT (whole number in [min, max]), SECONDS (decimal seconds in [min, max]),
+ * BOOL, STR, BINDS (repeatable unix:PATH or HOST:PORT), WORKERS (INT or "auto"),
+ * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal).
+ */
+#define SETTINGS_TABLE(X)                                                                          \
+    X(bind, BINDS, "127.0.0.1:9000", 0, 0,                                                         \
+      "FastCGI socket to serve: unix:PATH or HOST:PORT; repeat for several")                       \
+    X(backlog, INT, "2048", 1, 65535, "Length of the listen queue of each bind")                   \
+    X(workers, WORKERS, "auto", 1, 1024,                                                           \
+      "Worker processes, or auto: 2*cores+1 for sync, cores*4 for thread and event")               \
+    X(worker_class, CLASS, "sync", 0, 0, "Worker model: sync, thread or event")                    \
+    X(threads, INT, "4", 1, 1024, "Requests served at once per thread worker")                     \
+    X(worker_connections, INT, "1000", 1, 65535,                                                   \
+      "FastCGI connections multiplexed per event worker")                                          \
+    X(max_requests, INT, "0", 0, 100000000,                                                        \
+      "Recycle a worker after this many requests (0 = never)")                                     \
+    X(max_requests_jitter, INT, "0", 0, 100000000,                                                 \
+      "Random extra requests in [0, jitter] added to max_requests per worker")                     \
+    X(max_worker_rss_mb, INT, "0", 0, 1048576,                                                     \
+      "Recycle a worker whose resident size exceeds this many MiB (0 = never)")                    \
+    X(timeout, SECONDS, "30", 1, 86400,                                                            \
+      "Kill and replace a worker busy on one request for longer than this")                        \
+    X(graceful_timeout, SECONDS, "30", 0, 86400,                                                   \
+      "Time in-flight requests get to finish on a graceful stop or reload")                        \
+    X(keepalive_timeout, SECONDS, "5", 0, 3600,                                                    \
+      "Close kept-alive FastCGI connections idle for longer than this")                            \
+    X(preload, BOOL, "false", 0, 0, "Load the application in the master before forking")           \
+    X(status_bind, BINDS, "127.0.0.1:9001", 0, 0,                                                  \
+      "HTTP socket of the master's /healthz, /readyz, /status and /metrics")                       \
+    X(pidfile, STR, "", 0, 0, "File the master writes its pid to (empty = none)")                  \
+    X(user, STR, "", 0, 0, "Run workers as this user when started as root")                        \
+    X(group, STR, "", 0, 0, "Run workers as this group when started as root")                      \
+    X(socket_mode, MODE, "0660", 0, 0777, "Permissions of unix sockets, in octal")                 \
+    X(access_log, STR, "", 0, 0, "Access log file, - for stderr (empty = off)")                    \
+    X(error_log, STR, "-", 0, 0, "Error log file, - for stderr")                                   \
+    X(log_level, LEVEL, "info", 0, 0, "Error log threshold: debug, info, warning or error")        \
+    X(redis_url, STR, "redis://127.0.0.1:6379/0", 0, 0,                                            \
+      "Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH")                           \
+    X(database_url, STR, "postgresql://perfcgi@127.0.0.1:5432/perfcgi", 0, 0,                      \
+      "PostgreSQL connection string or URI, as libpq accepts it")                                  \
+    X(pool_size, INT, "5", 1, 1000, "PostgreSQL connections kept per worker process")              \
+    X(pool_max_overflow, INT, "10", 0, 1000,                                                       \
+      "Extra PostgreSQL connections a worker process may open under load")                         \
+    X(pool_timeout, SECONDS, "5", 0.001, 3600,                                                     \
+      "Longest wait for a PostgreSQL connection before 503 pool_timeout")                          \
+    X(pool_recycle, SECONDS, "1800", 0, 864000,                                                    \
+      "Reopen PostgreSQL connections older than this (0 = never)")                                 \
+    X(cache_ttl, INT, "60", 1, 86400, "Seconds a /cached-data result stays in Redis")              \
+    X(max_request_mb, INT, "256", 1, 65536, "Largest block /memory-test may map")                  \
+    X(max_held_mb, INT, "512", 0, 1048576,                                                         \
+      "Most memory /memory-test?hold=1 may keep in one worker")
+
+enum worker_class { WORKER_SYNC, WORKER_THREAD, WORKER_EVENT };
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR };
+
+#define SETTINGS_MAX_BINDS 8
+
+struct settings_binds {
+    int count;
+    char *addr[SETTINGS_MAX_BINDS];
+};
+
+#define SETTINGS_CTYPE_INT int
+#define SETTINGS_CTYPE_SECONDS double
+#define SETTINGS_CTYPE_BOOL int
+#define SETTINGS_CTYPE_STR char *
+#define SETTINGS_CTYPE_BINDS struct settings_binds
+#define SETTINGS_CTYPE_WORKERS int /* 0 = auto */
+#define SETTINGS_CTYPE_CLASS enum worker_class
+#define SETTINGS_CTYPE_LEVEL enum log_level
+#define SETTINGS_CTYPE_MODE int
+
+struct settings {
+#define SETTINGS_FIELD(name, kind, def, lo, hi, help) SETTINGS_CTYPE_##kind name;
+    SETTINGS_TABLE(SETTINGS_FIELD)
+#undef SETTINGS_FIELD
+    char *config_file; /* -c FILE, or NULL */
+};
+
+enum settings_action { SETTINGS_RUN, SETTINGS_HELP, SETTINGS_PRINT_CONFIG, SETTINGS_VERSION };
+
+/*
+ * Fill *s from defaults, then the -c file, then PERFCGI_* variables of envp,
+ * then argv (strongest). Returns 0 and the action asked for, or -1 with a
+ * message naming the flag, the variable, or the file and line in err.
+ */
+int settings_load(struct settings *s, int argc, char **argv, char **envp,
+                  enum settings_action *action, char *err, size_t errlen);
+void settings_free(struct settings *s);
+void settings_print_help(FILE *out, const char *prog);
+/* Writes `key = value` lines that -c accepts back. */
+void settings_print_config(FILE *out, const struct settings *s);
+/* `workers`, with auto resolved for the worker class and the number of cores. */
+int settings_worker_count(const struct settings *s);
+const char *settings_class_name(enum worker_class c);
+const char *settings_version(void);
+
+#endif

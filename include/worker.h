@@ -1,0 +1,52 @@
+/* worker: what every worker class shares, and the class table. */
+#ifndef PERFCGI_WORKER_H
+#define PERFCGI_WORKER_H
+
+#include <signal.h>
+
+#include "exchange.h"
+#include "listener.h"
+#include "pg_pool.h"
+#include "redis_client.h"
+#include "settings.h"
+
+/* A worker that exits with this cannot serve at all (bad settings, unusable
+ * socket): the master stops instead of forking it again and again. */
+#define WORKER_EXIT_BOOT_FAILED 3
+
+struct worker_env {
+    const struct settings *cfg;
+    const struct listener *listeners;
+    int nlisteners;
+    pid_t master_pid;
+};
+
+struct worker_driver {
+    const char *name;
+    /* Serves until told to stop; returns the process exit code. */
+    int (*run)(const struct worker_env *env);
+};
+
+const struct worker_driver *worker_driver_for(enum worker_class c);
+
+/* Entry point of a freshly forked worker process; never returns. */
+void worker_main(const struct worker_env *env) __attribute__((noreturn));
+
+/* Set by the worker's signal handlers. */
+extern volatile sig_atomic_t worker_stopping, worker_reopen_logs;
+
+/* The backends of one thread of a blocking worker class. */
+struct blocking_backends {
+    struct redis_client *redis;
+    struct pg_pool *pool;
+};
+
+/* Runs an exchange to its answer, doing each backend operation blocking. */
+void worker_run_blocking(struct exchange *ex, struct blocking_backends *b);
+
+/* Fills req from FastCGI parameters (a NULL-terminated "NAME=value" array). */
+void worker_request_from_params(struct request *req, char **envp, char *path_buf, size_t path_len);
+
+int worker_sync_run(const struct worker_env *env);
+
+#endif
