@@ -2,9 +2,12 @@
 
 CC      ?= cc
 PKGS    := fcgi hiredis libpq inih jansson
-CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude -pthread -MMD -MP \
+OPT     ?= -O2 -g
+# Sanitizers for the asan build; empty otherwise.
+SAN     ?=
+CFLAGS  += $(OPT) $(SAN) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude -pthread -MMD -MP \
            $(shell pkg-config --cflags $(PKGS))
+LDFLAGS += $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 BUILD   ?= build
@@ -14,7 +17,7 @@ LIB_OBJ := $(patsubst app/%.c,$(BUILD)/app/%.o,$(filter-out app/main.c,$(APP_SRC
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all test unit integration compose-config asan up down clean
+.PHONY: all test unit integration unit-bins asan asan-unit-bins up down clean
 all: bin/perfcgi
 
 bin/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
@@ -29,22 +32,34 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
-# The whole suite: unit tests, the compose file, the real stack through Nginx.
-test: all $(UNIT_BIN)
+ASAN_FLAGS := BUILD=build/asan OPT="-O1 -g" SAN="-fsanitize=address,undefined -fno-omit-frame-pointer"
+
+# The whole suite: unit tests (also under ASan/UBSan), docs, the real stack through Nginx.
+test:
+	deploy/install-deps.sh test
+	$(MAKE) all
 	tests/run.sh
 
-unit: $(UNIT_BIN)
-	tests/run.sh unit
+unit: all
+	tests/run.sh unit asan
 
 integration: all
 	tests/run.sh integration
 
-# AddressSanitizer + UBSan build of everything, then the same suite on it.
-asan:
-	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer" \
-	    LDFLAGS="-fsanitize=address,undefined" bin/perfcgi
+unit-bins: $(UNIT_BIN)
 
-up: all
+# AddressSanitizer + UBSan build: build/asan/perfcgi and the unit tests.
+asan:
+	$(MAKE) $(ASAN_FLAGS) build/asan/perfcgi asan-unit-bins
+asan-unit-bins:
+	$(MAKE) $(ASAN_FLAGS) unit-bins
+
+build/asan/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+up:
+	deploy/install-deps.sh stack
+	$(MAKE) all
 	deploy/stack.sh up
 
 down:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# deploy/install-deps.sh [stack|test]: makes sure the Debian packages perfcgi needs are
+# installed. As root it installs what is missing; otherwise it prints the exact
+# apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test tools.
+set -euo pipefail
+
+build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev)
+stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
+test=(libcmocka-dev libfcgi-bin python3 docker-compose)
+
+packages=("${build[@]}" "${stack[@]}")
+[[ ${1:-stack} == test ]] && packages+=("${test[@]}")
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+
+line="apt-get install -y --no-install-recommends ${missing[*]}"
+if ((EUID != 0)); then
+    echo "perfcgi needs these Debian packages; as root, run:" >&2
+    echo "  apt-get update && $line" >&2
+    exit 1
+fi
+echo "installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,76 @@
+/* Unit tests of what drivers read from their peers: FastCGI parameters and redis_url. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "redis_client.h"
+#include "worker.h"
+
+static void nginx_params_use_document_uri(void **state)
+{
+    (void)state;
+    char *envp[] = {"REQUEST_METHOD=HEAD", "REQUEST_URI=/cpu-intensive?n=5", "DOCUMENT_URI=/cpu-intensive",
+                    "QUERY_STRING=n=5", "CONTENT_LENGTH=", NULL};
+    struct request req;
+    char path[64];
+    worker_request_from_params(&req, envp, path, sizeof path);
+    assert_string_equal(req.method, "HEAD");
+    assert_string_equal(req.path, "/cpu-intensive");
+    assert_string_equal(req.query, "n=5");
+    assert_int_equal(req.content_length, 0);
+}
+
+static void other_clients_fall_back_to_request_uri(void **state)
+{
+    (void)state;
+    char *envp[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/mixed?n=5&ms=1", "CONTENT_LENGTH=12", NULL};
+    struct request req;
+    char path[64];
+    worker_request_from_params(&req, envp, path, sizeof path);
+    assert_string_equal(req.path, "/mixed");
+    assert_string_equal(req.query, "");
+    assert_int_equal(req.content_length, 12);
+
+    char *bad[] = {"CONTENT_LENGTH=12x", NULL};
+    worker_request_from_params(&req, bad, path, sizeof path);
+    assert_int_equal(req.content_length, -1);
+    assert_string_equal(req.method, "GET");
+    assert_string_equal(req.path, "/");
+}
+
+static void redis_urls_parse(void **state)
+{
+    (void)state;
+    struct redis_address a;
+    char err[256];
+    assert_int_equal(redis_url_parse("redis://127.0.0.1:16379/2", &a, err, sizeof err), 0);
+    assert_string_equal(a.host, "127.0.0.1");
+    assert_int_equal(a.port, 16379);
+    assert_int_equal(a.db, 2);
+    assert_int_equal(redis_url_parse("redis://:s3cret@cache", &a, err, sizeof err), 0);
+    assert_string_equal(a.host, "cache");
+    assert_int_equal(a.port, 6379);
+    assert_string_equal(a.password, "s3cret");
+    assert_int_equal(redis_url_parse("unix:///run/redis.sock?db=3", &a, err, sizeof err), 0);
+    assert_string_equal(a.unix_path, "/run/redis.sock");
+    assert_int_equal(a.db, 3);
+    const char *bad[] = {"http://x", "redis://", "redis://h:0", "redis://h:99999", "redis://h:6379/x", "unix:"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(redis_url_parse(bad[i], &a, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad[i]));
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(nginx_params_use_document_uri),
+        cmocka_unit_test(other_clients_fall_back_to_request_uri),
+        cmocka_unit_test(redis_urls_parse),
+    };
+    return cmocka_run_group_tests_name("params", tests, NULL, NULL);
+}

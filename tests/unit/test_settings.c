@@ -1,0 +1,252 @@
+/* Unit tests of settings: defaults, precedence, errors that name their origin, round trips. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "settings.h"
+
+static char err[1024];
+
+static int load(struct settings *s, char **argv, char **envp)
+{
+    int argc = 0;
+    while (argv[argc]) argc++;
+    enum settings_action action;
+    return settings_load(s, argc, argv, envp, &action, err, sizeof err);
+}
+
+/* Writes text to a fresh temporary file and returns its path (static buffer). */
+static const char *temp_file(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/perfcgi-unit-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    return path;
+}
+
+static void defaults_apply(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    assert_int_equal(s.bind.count, 1);
+    assert_string_equal(s.bind.addr[0], "127.0.0.1:9000");
+    assert_int_equal(s.workers, 0);
+    assert_int_equal(s.worker_class, WORKER_SYNC);
+    assert_int_equal(s.max_requests, 0);
+    assert_true(s.timeout == 30.0);
+    assert_int_equal(s.socket_mode, 0660);
+    assert_int_equal(s.preload, 0);
+    settings_free(&s);
+}
+
+static void flag_beats_env_beats_file(void **state)
+{
+    (void)state;
+    const char *file = temp_file("[perfcgi]\nmax_requests = 10\nbacklog = 11\npool_size = 12\n");
+    struct settings s;
+    char *argv[] = {"perfcgi", "-c", (char *)file, "--max-requests", "30", NULL};
+    char *envp[] = {"PERFCGI_MAX_REQUESTS=20", "PERFCGI_BACKLOG=21", "OTHER=1", NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    assert_int_equal(s.max_requests, 30);
+    assert_int_equal(s.backlog, 21);
+    assert_int_equal(s.pool_size, 12);
+    settings_free(&s);
+    unlink(file);
+}
+
+static void flags_take_equals_and_bare_booleans(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", "--preload", "--worker-class=thread", "--workers", "auto", "--socket-mode", "600", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    assert_int_equal(s.preload, 1);
+    assert_int_equal(s.worker_class, WORKER_THREAD);
+    assert_int_equal(s.socket_mode, 0600);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    assert_int_equal(settings_worker_count(&s), cores * 4);
+    settings_free(&s);
+}
+
+static void binds_from_a_stronger_place_replace_the_weaker(void **state)
+{
+    (void)state;
+    const char *file = temp_file("[perfcgi]\nbind = unix:/tmp/a.sock\nbind = 127.0.0.1:7000\n");
+    struct settings s;
+    char *argv[] = {"perfcgi", "-c", (char *)file, NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    assert_int_equal(s.bind.count, 2);
+    assert_string_equal(s.bind.addr[0], "unix:/tmp/a.sock");
+    assert_string_equal(s.bind.addr[1], "127.0.0.1:7000");
+    settings_free(&s);
+
+    char *argv2[] = {"perfcgi", "-c", (char *)file, NULL};
+    char *envp2[] = {"PERFCGI_BIND=[::1]:7001, 127.0.0.1:7002", NULL};
+    assert_int_equal(load(&s, argv2, envp2), 0);
+    assert_int_equal(s.bind.count, 2);
+    assert_string_equal(s.bind.addr[0], "[::1]:7001");
+    assert_string_equal(s.bind.addr[1], "127.0.0.1:7002");
+    settings_free(&s);
+    unlink(file);
+}
+
+static void bad_flag_value_names_the_flag(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", "--workers", "x", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), -1);
+    assert_non_null(strstr(err, "--workers"));
+    settings_free(&s);
+    char *argv2[] = {"perfcgi", "--no-such-thing", "1", NULL};
+    assert_int_equal(load(&s, argv2, envp), -1);
+    assert_non_null(strstr(err, "--no-such-thing"));
+    settings_free(&s);
+    char *argv3[] = {"perfcgi", "--timeout", NULL};
+    assert_int_equal(load(&s, argv3, envp), -1);
+    assert_non_null(strstr(err, "needs a value"));
+    settings_free(&s);
+}
+
+static void bad_env_names_the_variable(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", NULL};
+    char *envp[] = {"PERFCGI_TIMEOUT=soon", NULL};
+    assert_int_equal(load(&s, argv, envp), -1);
+    assert_non_null(strstr(err, "PERFCGI_TIMEOUT"));
+    settings_free(&s);
+    char *envp2[] = {"PERFCGI_WORKER=4", NULL};
+    assert_int_equal(load(&s, argv, envp2), -1);
+    assert_non_null(strstr(err, "PERFCGI_WORKER"));
+    settings_free(&s);
+}
+
+static void bad_file_lines_name_file_and_line(void **state)
+{
+    (void)state;
+    struct {
+        const char *text, *expect;
+    } cases[] = {
+        {"[perfcgi]\nworkers = 2\nbacklog = 0\n", ":3: backlog"},
+        {"[perfcgi]\n\nno_such_key = 1\n", ":3: unknown key"},
+        {"workers = 2\n", ":1:"},
+        {"[perfcgi]\nthis is not ini\n", ":2:"},
+        {"[perfcgi]\nbind = nowhere\n", ":2: bind"},
+        {"[perfcgi]\nworker_class = fibers\n", ":2: worker_class"},
+        {"[perfcgi]\npool_timeout = 0\n", ":2: pool_timeout"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *file = temp_file(cases[i].text);
+        struct settings s;
+        char *argv[] = {"perfcgi", "-c", (char *)file, NULL};
+        char *envp[] = {NULL};
+        assert_int_equal(load(&s, argv, envp), -1);
+        assert_non_null(strstr(err, file));
+        assert_non_null(strstr(err, cases[i].expect));
+        settings_free(&s);
+        unlink(file);
+    }
+    struct settings s;
+    char *argv[] = {"perfcgi", "-c", "/nonexistent/perfcgi.ini", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), -1);
+    assert_non_null(strstr(err, "/nonexistent/perfcgi.ini"));
+    settings_free(&s);
+}
+
+static void print_config_reads_back_the_same(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", "--bind", "unix:/tmp/x.sock,127.0.0.1:9", "--timeout", "2.5", "--preload",
+                    "--pidfile", "/tmp/p.pid", "--log-level", "debug", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    char *first = NULL, *second = NULL;
+    size_t len1 = 0, len2 = 0;
+    FILE *out = open_memstream(&first, &len1);
+    settings_print_config(out, &s);
+    fclose(out);
+    settings_free(&s);
+
+    const char *file = temp_file(first);
+    char *argv2[] = {"perfcgi", "-c", (char *)file, NULL};
+    assert_int_equal(load(&s, argv2, envp), 0);
+    out = open_memstream(&second, &len2);
+    settings_print_config(out, &s);
+    fclose(out);
+    assert_string_equal(first, second);
+    assert_non_null(strstr(first, "bind = unix:/tmp/x.sock\nbind = 127.0.0.1:9\n"));
+    assert_non_null(strstr(first, "timeout = 2.5\n"));
+    settings_free(&s);
+    free(first);
+    free(second);
+    unlink(file);
+}
+
+static void help_lists_every_setting(void **state)
+{
+    (void)state;
+    char *help = NULL, *config = NULL;
+    size_t len;
+    FILE *out = open_memstream(&help, &len);
+    settings_print_help(out, "perfcgi");
+    fclose(out);
+    struct settings s;
+    char *argv[] = {"perfcgi", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    out = open_memstream(&config, &len);
+    settings_print_config(out, &s);
+    fclose(out);
+    settings_free(&s);
+    /* Every key of --print-config has its flag and variable in --help. */
+    for (char *line = strtok(config, "\n"); line; line = strtok(NULL, "\n")) {
+        char key[64], flag[80], var[80];
+        if (sscanf(line, "%63s =", key) != 1 || key[0] == '[') continue;
+        snprintf(flag, sizeof flag, "--%s ", key);
+        snprintf(var, sizeof var, "PERFCGI_%s", key);
+        for (char *p = flag; *p; p++)
+            if (*p == '_') *p = '-';
+        for (char *p = var; *p; p++)
+            if (*p >= 'a' && *p <= 'z') *p = (char)(*p - 'a' + 'A');
+        assert_non_null(strstr(help, flag));
+        assert_non_null(strstr(help, var));
+    }
+    free(help);
+    free(config);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(defaults_apply),
+        cmocka_unit_test(flag_beats_env_beats_file),
+        cmocka_unit_test(flags_take_equals_and_bare_booleans),
+        cmocka_unit_test(binds_from_a_stronger_place_replace_the_weaker),
+        cmocka_unit_test(bad_flag_value_names_the_flag),
+        cmocka_unit_test(bad_env_names_the_variable),
+        cmocka_unit_test(bad_file_lines_name_file_and_line),
+        cmocka_unit_test(print_config_reads_back_the_same),
+        cmocka_unit_test(help_lists_every_setting),
+    };
+    return cmocka_run_group_tests_name("settings", tests, NULL, NULL);
+}
