@@ -13,6 +13,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+
 /* A unix socket file nobody accepts on is left over from a crash. */
 static int unix_socket_stale(const struct sockaddr_un *sa)
 {
@@ -113,4 +118,54 @@ void listener_close(struct listener *l)
     l->fd = -1;
     if (l->unix_path[0]) unlink(l->unix_path);
     l->unix_path[0] = '\0';
+}
+
+/* For a listening unix socket the kernel reports the accept queue as its
+ * receive queue and the backlog as its send queue. */
+static int unix_queue(int fd, int *queued, int *backlog)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) return -1;
+    int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (nl < 0) return -1;
+    struct {
+        struct nlmsghdr nlh;
+        struct unix_diag_req req;
+    } msg = {
+        .nlh = {.nlmsg_len = sizeof msg, .nlmsg_type = SOCK_DIAG_BY_FAMILY, .nlmsg_flags = NLM_F_REQUEST},
+        .req = {.sdiag_family = AF_UNIX, .udiag_states = 1u << 10 /* TCP_LISTEN */, .udiag_ino = (unsigned)st.st_ino,
+                .udiag_show = UDIAG_SHOW_RQLEN, .udiag_cookie = {~0u, ~0u}},
+    };
+    long buf[1024];
+    int rc = -1;
+    struct timeval tv = {0, 200000};
+    setsockopt(nl, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t n = send(nl, &msg, sizeof msg, 0) == (ssize_t)sizeof msg ? recv(nl, buf, sizeof buf, 0) : -1;
+    struct nlmsghdr *h = (struct nlmsghdr *)buf;
+    if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+        struct unix_diag_msg *m = NLMSG_DATA(h);
+        int len = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof *m));
+        for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+            if (a->rta_type == UNIX_DIAG_RQLEN) {
+                struct unix_diag_rqlen *q = RTA_DATA(a);
+                *queued = (int)q->udiag_rqueue;
+                *backlog = (int)q->udiag_wqueue;
+                rc = 0;
+            }
+        }
+    }
+    close(nl);
+    return rc;
+}
+
+int listener_queue(const struct listener *l, int *queued, int *backlog)
+{
+    if (l->unix_path[0]) return unix_queue(l->fd, queued, backlog);
+    struct tcp_info info;
+    socklen_t len = sizeof info;
+    if (getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -1;
+    /* For a listening socket: the accept queue and its limit. */
+    *queued = (int)info.tcpi_unacked;
+    *backlog = (int)info.tcpi_sacked;
+    return 0;
 }

@@ -14,27 +14,68 @@ static int log_fd = STDERR_FILENO;
 static enum log_level log_threshold = LOG_INFO;
 static char log_path[4096];
 static const char *log_role = "master";
+static int access_fd = -1; /* -1: off */
+static char access_path[4096];
 
-static int open_path(void)
+static int open_path(const char *path)
 {
-    if (log_path[0] == '\0' || strcmp(log_path, "-") == 0) return STDERR_FILENO;
-    return open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (strcmp(path, "-") == 0) return STDERR_FILENO;
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
+/* Replaces *fd with a fresh descriptor for path; keeps the old one on failure. */
+static int reopen(int *fd, const char *path)
+{
+    int fresh = path[0] ? open_path(path) : -1;
+    if (path[0] && fresh < 0) return -1;
+    if (*fd > STDERR_FILENO && *fd != fresh) close(*fd);
+    *fd = fresh;
+    return 0;
 }
 
 int log_open(const char *path, enum log_level level)
 {
     log_threshold = level;
     snprintf(log_path, sizeof log_path, "%s", path ? path : "");
-    return log_reopen();
+    return reopen(&log_fd, log_path[0] ? log_path : "-");
 }
 
 int log_reopen(void)
 {
-    int fd = open_path();
-    if (fd < 0) return -1;
-    if (log_fd != STDERR_FILENO && log_fd != fd) close(log_fd);
-    log_fd = fd;
-    return 0;
+    int rc = reopen(&log_fd, log_path[0] ? log_path : "-");
+    return reopen(&access_fd, access_path) | rc;
+}
+
+int log_access_open(const char *path)
+{
+    snprintf(access_path, sizeof access_path, "%s", path ? path : "");
+    return reopen(&access_fd, access_path);
+}
+
+int log_access_enabled(void)
+{
+    return access_fd >= 0;
+}
+
+void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
+                size_t bytes, double duration_ms)
+{
+    if (access_fd < 0) return;
+    char when[64], line[2048];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%.1024s\" %d %zu %.3f %ld\n", remote && *remote ? remote : "-",
+                     when, method, path, query && *query ? "?" : "", query ? query : "", status, bytes, duration_ms,
+                     (long)getpid());
+    if (n < 0) return;
+    if ((size_t)n >= sizeof line) {
+        n = sizeof line - 1;
+        line[n - 1] = '\n';
+    }
+    ssize_t w = write(access_fd, line, (size_t)n);
+    (void)w;
 }
 
 void log_set_role(const char *role)

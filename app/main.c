@@ -1,13 +1,17 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "compute.h"
 #include "listener.h"
 #include "log.h"
 #include "master.h"
+#include "redis_client.h"
 #include "settings.h"
 
 extern char **environ;
@@ -20,25 +24,65 @@ static int write_pidfile(const char *path)
     return fclose(f);
 }
 
+static void close_all(struct listener *ls, int n)
+{
+    for (int i = 0; i < n; i++) listener_close(&ls[i]);
+}
+
 static int open_all(const struct settings_binds *binds, struct listener *out, const struct settings *cfg)
 {
     char err[512];
     for (int i = 0; i < binds->count; i++) {
         if (listener_open(&out[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, sizeof err) != 0) {
             fprintf(stderr, "perfcgi: cannot listen on %s\n", err);
-            while (i-- > 0) listener_close(&out[i]);
+            close_all(out, i);
             return -1;
         }
     }
     return 0;
 }
 
+/* Workers that run as `user`/`group` own the unix sockets they serve, like
+ * PHP-FPM's listen.owner/listen.group, so the web server's group can connect. */
+static int chown_sockets(const struct settings *cfg, const struct listener *ls, int n)
+{
+    if (getuid() != 0 || (!cfg->user[0] && !cfg->group[0])) return 0;
+    struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
+    struct group *gr = cfg->group[0] ? getgrnam(cfg->group) : NULL;
+    if ((cfg->user[0] && !pw) || (cfg->group[0] && !gr)) {
+        fprintf(stderr, "perfcgi: %s %s does not exist\n", cfg->user[0] && !pw ? "user" : "group",
+                cfg->user[0] && !pw ? cfg->user : cfg->group);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        if (ls[i].unix_path[0] && chown(ls[i].unix_path, pw ? pw->pw_uid : (uid_t)-1, gr ? gr->gr_gid : (gid_t)-1) != 0) {
+            fprintf(stderr, "perfcgi: cannot chown %s: %s\n", ls[i].unix_path, strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+/* preload: the work every worker would do at boot, done once in the master so
+ * that workers share its result copy-on-write and bad settings fail at start. */
+static int preload(const struct settings *cfg)
+{
+    char err[256];
+    struct redis_address addr;
+    if (redis_url_parse(cfg->redis_url, &addr, err, sizeof err) != 0) {
+        fprintf(stderr, "perfcgi: redis_url: %s\n", err);
+        return -1;
+    }
+    compute_fib_memo(93); /* the memo table of /expensive-computation */
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct settings cfg;
+    struct settings *cfg = calloc(1, sizeof *cfg);
     enum settings_action action;
     char err[1024];
-    if (settings_load(&cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
+    if (!cfg) return 1;
+    if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
         return 2;
     }
@@ -50,35 +94,36 @@ int main(int argc, char **argv)
         printf("perfcgi %s\n", settings_version());
         return 0;
     case SETTINGS_PRINT_CONFIG:
-        settings_print_config(stdout, &cfg);
-        settings_free(&cfg);
+        settings_print_config(stdout, cfg);
         return 0;
     case SETTINGS_RUN:
         break;
     }
-    if (log_open(cfg.error_log, cfg.log_level) != 0) {
-        fprintf(stderr, "perfcgi: cannot open error_log %s: %s\n", cfg.error_log, strerror(errno));
+    if (log_open(cfg->error_log, cfg->log_level) != 0 || log_access_open(cfg->access_log) != 0) {
+        fprintf(stderr, "perfcgi: cannot open the logs (error_log %s, access_log %s): %s\n", cfg->error_log,
+                cfg->access_log, strerror(errno));
         return 2;
     }
+    if (cfg->preload && preload(cfg) != 0) return 2;
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];
-    if (open_all(&cfg.bind, listeners, &cfg) != 0) return 1;
-    if (open_all(&cfg.status_bind, status, &cfg) != 0) {
-        for (int i = 0; i < cfg.bind.count; i++) listener_close(&listeners[i]);
+    int nl = cfg->bind.count, ns = cfg->status_bind.count;
+    if (open_all(&cfg->bind, listeners, cfg) != 0) return 1;
+    if (open_all(&cfg->status_bind, status, cfg) != 0 || chown_sockets(cfg, listeners, nl) != 0) {
+        close_all(listeners, nl);
         return 1;
     }
-    if (cfg.pidfile[0] && write_pidfile(cfg.pidfile) != 0) {
-        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", cfg.pidfile, strerror(errno));
-        for (int i = 0; i < cfg.bind.count; i++) listener_close(&listeners[i]);
-        for (int i = 0; i < cfg.status_bind.count; i++) listener_close(&status[i]);
+    char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
+    if (pidfile && write_pidfile(pidfile) != 0) {
+        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, strerror(errno));
+        close_all(listeners, nl);
+        close_all(status, ns);
         return 1;
     }
 
-    int rc = master_run(&cfg, listeners, cfg.bind.count, status, cfg.status_bind.count);
-
-    for (int i = 0; i < cfg.bind.count; i++) listener_close(&listeners[i]);
-    for (int i = 0; i < cfg.status_bind.count; i++) listener_close(&status[i]);
-    if (cfg.pidfile[0]) unlink(cfg.pidfile);
-    settings_free(&cfg);
+    /* The master owns cfg and the sockets from here on, and closes them. */
+    int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns);
+    if (pidfile) unlink(pidfile);
+    free(pidfile);
     return rc;
 }

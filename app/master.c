@@ -1,4 +1,4 @@
-/* master: the arbiter: spawns workers, reaps and replaces them, stops them. */
+/* master: the arbiter: spawns, replaces, recycles, reloads and stops the workers. */
 #define _GNU_SOURCE
 #include "master.h"
 
@@ -13,38 +13,65 @@
 
 #include "clock.h"
 #include "log.h"
+#include "scoreboard.h"
 #include "status.h"
 #include "worker.h"
 
 #define MAX_POLLFDS 64
+/* Slots for the largest pool plus as many replacements starting beside it. */
+#define MAX_SLOTS (2 * 1024 + 16)
+/* The loop wakes at least this often to check hung and bloated workers. */
+#define TICK_MS 250
 /* More worker deaths than this within CRASH_WINDOW_MS slow respawning down. */
 #define CRASH_BURST 5
 #define CRASH_WINDOW_MS 1000.0
 #define CRASH_BACKOFF_MS 1000.0
-/* How long a quick stop waits before killing. */
-#define QUICK_STOP_MS 2000.0
+/* This many workers in a row dying before they ever served stops the master. */
+#define BOOT_FAILURES_MAX 3
+/* A quick stop, or a worker sent SIGABRT, gets this long before SIGKILL. */
+#define KILL_AFTER_MS 2000.0
 
 enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
+enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
 
-struct master {
-    const struct settings *cfg;
-    const struct listener *listeners;
-    int nlisteners;
-    const struct listener *status_listeners;
-    int nstatus;
-    struct status_server *status;
-    struct status_view view;
-    pid_t *workers; /* 0 = an empty slot */
-    int nworkers;
-    enum stop_mode stop;
-    int exit_code;
-    double respawn_after_ms;
-    double recent_deaths_since_ms;
-    int recent_deaths;
+const char *const master_restart_reason_names[RESTART_REASONS] = {
+    [RESTART_CRASH] = "crash",   [RESTART_TIMEOUT] = "timeout", [RESTART_MAX_REQUESTS] = "max_requests",
+    [RESTART_MAX_RSS] = "max_rss", [RESTART_RELOAD] = "reload", [RESTART_SCALE_DOWN] = "scale_down",
 };
 
-/* Signal handlers only write the signal number to this pipe; the loop does the work. */
+struct worker_rec {
+    pid_t pid; /* 0: unused record */
+    int slot;
+    enum phase phase;
+    int replace;              /* retire once a replacement serves; the reason, or -1 */
+    enum restart_reason why;  /* of a retirement under way */
+    double retire_sent_ms;    /* when TERM or ABRT went out */
+    int killed;               /* SIGKILL sent */
+};
+
+struct master {
+    struct settings *cfg;
+    int argc;
+    char **argv, **envp;
+    struct listener listeners[SETTINGS_MAX_BINDS], status_listeners[SETTINGS_MAX_BINDS];
+    int nlisteners, nstatus;
+    struct status_server *status;
+    struct scoreboard_slot *slots;
+    int slots_used; /* high-water mark */
+    struct worker_rec workers[MAX_SLOTS];
+    int target; /* workers wanted */
+    enum stop_mode stop;
+    double stop_deadline_ms;
+    int exit_code;
+    double respawn_after_ms, deaths_since_ms;
+    int deaths, boot_failures;
+    struct master_stats stats;
+};
+
+/* Signal handlers only write the signal number here; the loop does the work. */
 static int signal_pipe[2] = {-1, -1};
+/* Workers write a byte here when their slot changed in a way the master must see now. */
+static int wake_pipe[2] = {-1, -1};
 
 static void on_signal(int sig)
 {
@@ -57,7 +84,7 @@ static void on_signal(int sig)
 
 static int install_signals(void)
 {
-    if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
@@ -69,21 +96,23 @@ static int install_signals(void)
     return 0;
 }
 
-static void reset_signals_in_child(void)
+static int free_slot(struct master *m)
 {
-    close(signal_pipe[0]);
-    close(signal_pipe[1]);
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        if (m->workers[i].pid == 0) {
+            if (i >= m->slots_used) m->slots_used = i + 1;
+            return i;
+        }
+    }
+    return -1;
 }
 
-static int live_workers(const struct master *m)
+static void spawn(struct master *m)
 {
-    int n = 0;
-    for (int i = 0; i < m->nworkers; i++) n += m->workers[i] > 0;
-    return n;
-}
-
-static void spawn(struct master *m, int slot)
-{
+    int slot = free_slot(m);
+    if (slot < 0) return;
+    memset(&m->slots[slot], 0, sizeof m->slots[slot]);
+    atomic_store(&m->slots[slot].state, SLOT_STARTING);
     pid_t pid = fork();
     if (pid < 0) {
         log_error("fork failed: %s", strerror(errno));
@@ -91,48 +120,89 @@ static void spawn(struct master *m, int slot)
         return;
     }
     if (pid == 0) {
-        reset_signals_in_child();
+        close(signal_pipe[0]);
+        close(signal_pipe[1]);
+        close(wake_pipe[0]);
         status_server_free(m->status); /* the status sockets belong to the master */
         for (int i = 0; i < m->nstatus; i++) close(m->status_listeners[i].fd);
-        struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid()};
+        scoreboard_self = &m->slots[slot];
+        atomic_store(&scoreboard_self->pid, getpid());
+        struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid(), wake_pipe[1]};
         worker_main(&env);
     }
-    m->workers[slot] = pid;
-    log_debug("worker %ld started", (long)pid);
+    atomic_store(&m->slots[slot].pid, pid);
+    m->workers[slot] = (struct worker_rec){.pid = pid, .slot = slot, .phase = PHASE_STARTING, .replace = -1};
+    log_debug("worker %ld started in slot %d", (long)pid, slot);
 }
 
-static void spawn_missing(struct master *m)
+static void retire(struct master *m, struct worker_rec *w, enum restart_reason why, int sig)
 {
-    if (m->stop != RUNNING || clock_ms() < m->respawn_after_ms) return;
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->workers[i] == 0) spawn(m, i);
+    if (w->phase == PHASE_RETIRING) return;
+    w->phase = PHASE_RETIRING;
+    w->why = why;
+    w->retire_sent_ms = clock_ms();
+    kill(w->pid, sig);
+    log_info("retiring worker %ld (%s)", (long)w->pid, master_restart_reason_names[why]);
+    (void)m;
 }
 
-static void signal_workers(struct master *m, int sig)
+static void signal_all(struct master *m, int sig)
 {
-    for (int i = 0; i < m->nworkers; i++)
-        if (m->workers[i] > 0) kill(m->workers[i], sig);
+    for (int i = 0; i < m->slots_used; i++)
+        if (m->workers[i].pid > 0) kill(m->workers[i].pid, sig);
 }
 
 static void begin_stop(struct master *m, enum stop_mode mode)
 {
     if (m->stop == STOP_QUICK || m->stop == mode) return;
     m->stop = mode;
+    m->stop_deadline_ms = clock_ms() + (mode == STOP_GRACEFUL ? m->cfg->graceful_timeout * 1e3 : KILL_AFTER_MS);
     log_info(mode == STOP_GRACEFUL ? "stopping gracefully" : "stopping now");
-    signal_workers(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
+    signal_all(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
 }
 
-static void note_death(struct master *m)
+static void note_crash(struct master *m)
 {
     double now = clock_ms();
-    if (now - m->recent_deaths_since_ms > CRASH_WINDOW_MS) {
-        m->recent_deaths_since_ms = now;
-        m->recent_deaths = 0;
+    if (now - m->deaths_since_ms > CRASH_WINDOW_MS) {
+        m->deaths_since_ms = now;
+        m->deaths = 0;
     }
-    if (++m->recent_deaths > CRASH_BURST) {
+    if (++m->deaths > CRASH_BURST) {
         log_warning("workers are dying fast; respawning in %.0f ms", CRASH_BACKOFF_MS);
         m->respawn_after_ms = now + CRASH_BACKOFF_MS;
     }
+}
+
+/* A worker is gone: fold its counters into the totals and decide what it means. */
+static void reaped(struct master *m, struct worker_rec *w, int status)
+{
+    struct scoreboard_slot *s = &m->slots[w->slot];
+    scoreboard_add(&m->stats.totals, &s->counters);
+    m->stats.requests_before += atomic_load(&s->requests);
+    atomic_store(&s->state, SLOT_FREE);
+    atomic_store(&s->pid, 0);
+    struct worker_rec gone = *w;
+    memset(w, 0, sizeof *w);
+    if (m->stop != RUNNING) return;
+
+    if (gone.phase == PHASE_RETIRING) {
+        m->stats.restarts[gone.why]++;
+        return;
+    }
+    int boot_failed = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED;
+    if (WIFSIGNALED(status))
+        log_warning("worker %ld was killed by signal %d; replacing it", (long)gone.pid, WTERMSIG(status));
+    else
+        log_warning("worker %ld exited with status %d; replacing it", (long)gone.pid, WEXITSTATUS(status));
+    m->stats.restarts[RESTART_CRASH]++;
+    if (gone.phase == PHASE_STARTING && (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
+        log_error("workers cannot boot (see the lines above for why); stopping");
+        m->exit_code = 1;
+        begin_stop(m, STOP_QUICK);
+        return;
+    }
+    note_crash(m);
 }
 
 static void reap(struct master *m)
@@ -140,24 +210,160 @@ static void reap(struct master *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        int slot = -1;
-        for (int i = 0; i < m->nworkers; i++)
-            if (m->workers[i] == pid) slot = i;
-        if (slot < 0) continue;
-        m->workers[slot] = 0;
-        if (m->stop != RUNNING) continue;
-        if (WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED) {
-            log_error("worker %ld could not boot; stopping (see the lines above for why)", (long)pid);
-            m->exit_code = 1;
-            begin_stop(m, STOP_QUICK);
+        for (int i = 0; i < m->slots_used; i++) {
+            if (m->workers[i].pid == pid) {
+                reaped(m, &m->workers[i], status);
+                break;
+            }
+        }
+    }
+}
+
+static long read_rss_kb(pid_t pid)
+{
+    char path[64];
+    long total, resident;
+    snprintf(path, sizeof path, "/proc/%ld/statm", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int got = fscanf(f, "%ld %ld", &total, &resident);
+    fclose(f);
+    return got == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
+}
+
+/* Looks at every worker: boot done, hung, bloated, asking to be recycled. */
+static void check_workers(struct master *m)
+{
+    double now = clock_ms();
+    int64_t now_us = scoreboard_now_us();
+    const struct settings *cfg = m->cfg;
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid == 0) continue;
+        struct scoreboard_slot *s = &m->slots[i];
+        int state = atomic_load(&s->state);
+        if (w->phase == PHASE_STARTING && (state == SLOT_IDLE || state == SLOT_BUSY)) {
+            w->phase = PHASE_SERVING;
+            m->boot_failures = 0;
+        }
+        long rss = read_rss_kb(w->pid);
+        atomic_store(&s->rss_kb, rss);
+        if (w->phase == PHASE_RETIRING) {
+            double grace = w->why == RESTART_TIMEOUT ? KILL_AFTER_MS : cfg->graceful_timeout * 1e3;
+            if (!w->killed && now - w->retire_sent_ms > grace) {
+                log_warning("worker %ld did not stop in time; killing it", (long)w->pid);
+                kill(w->pid, SIGKILL);
+                w->killed = 1;
+            }
             continue;
         }
-        if (WIFSIGNALED(status))
-            log_warning("worker %ld was killed by signal %d; replacing it", (long)pid, WTERMSIG(status));
-        else
-            log_warning("worker %ld exited with status %d; replacing it", (long)pid, WEXITSTATUS(status));
-        note_death(m);
+        int64_t started = atomic_load(&s->request_started_us);
+        if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
+            log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
+                      cfg->timeout, s->last_uri);
+            retire(m, w, RESTART_TIMEOUT, SIGABRT);
+            continue;
+        }
+        if (w->replace < 0 && cfg->max_worker_rss_mb && rss > (long)cfg->max_worker_rss_mb * 1024) {
+            log_info("worker %ld uses %ld MiB, over max_worker_rss_mb; replacing it", (long)w->pid, rss / 1024);
+            w->replace = RESTART_MAX_RSS;
+        }
+        if (w->replace < 0 && atomic_load(&s->wants_retire)) w->replace = RESTART_MAX_REQUESTS;
     }
+}
+
+/* Keeps `target` workers serving: starts replacements first, and retires the
+ * workers they replace only once they serve, so capacity never dips. */
+static void balance(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    int serving = 0, starting = 0, keep = 0;
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid == 0 || w->phase == PHASE_RETIRING) continue;
+        if (w->phase == PHASE_STARTING) starting++;
+        else serving++;
+        if (w->replace < 0) keep++;
+    }
+    if (clock_ms() >= m->respawn_after_ms)
+        for (int n = keep; n < m->target; n++) spawn(m), starting++;
+    /* Workers to let go: those marked for replacement once enough others serve,
+     * then the oldest beyond the target (TTOU). */
+    int surplus = serving - m->target;
+    for (int i = 0; i < m->slots_used && surplus > 0; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid && w->phase == PHASE_SERVING && w->replace >= 0) {
+            retire(m, w, (enum restart_reason)w->replace, SIGTERM);
+            surplus--;
+        }
+    }
+    for (int i = 0; i < m->slots_used && surplus > 0 && starting == 0; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid && w->phase == PHASE_SERVING) {
+            retire(m, w, RESTART_SCALE_DOWN, SIGTERM);
+            surplus--;
+        }
+    }
+}
+
+/* Opens the binds of the new settings, reusing sockets whose address did not change. */
+static int reopen_listeners(const struct settings_binds *binds, struct listener *ls, int *n, const struct settings *cfg,
+                            char *err, size_t errlen)
+{
+    struct listener fresh[SETTINGS_MAX_BINDS];
+    int used[SETTINGS_MAX_BINDS] = {0};
+    for (int i = 0; i < binds->count; i++) {
+        int found = -1;
+        for (int j = 0; j < *n && found < 0; j++)
+            if (!used[j] && strcmp(ls[j].addr, binds->addr[i]) == 0) found = j;
+        if (found >= 0) {
+            fresh[i] = ls[found];
+            used[found] = 1;
+        } else if (listener_open(&fresh[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
+            for (int k = 0; k < i; k++) {
+                int reused = 0;
+                for (int j = 0; j < *n; j++) reused |= used[j] && ls[j].fd == fresh[k].fd;
+                if (!reused) listener_close(&fresh[k]);
+            }
+            return -1;
+        }
+    }
+    for (int j = 0; j < *n; j++)
+        if (!used[j]) listener_close(&ls[j]);
+    memcpy(ls, fresh, sizeof fresh[0] * (size_t)binds->count);
+    *n = binds->count;
+    return 0;
+}
+
+/* HUP: read the configuration again; on success new workers replace every old one. */
+static void reload(struct master *m)
+{
+    struct settings *next = calloc(1, sizeof *next);
+    enum settings_action action;
+    char err[1024];
+    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0) {
+        log_error("reload: %s; the running configuration stays", next ? err : "out of memory");
+        settings_free(next);
+        free(next);
+        return;
+    }
+    if (reopen_listeners(&next->bind, m->listeners, &m->nlisteners, next, err, sizeof err) != 0 ||
+        reopen_listeners(&next->status_bind, m->status_listeners, &m->nstatus, next, err, sizeof err) != 0) {
+        log_error("reload: cannot listen on %s; the running configuration stays", err);
+        settings_free(next);
+        free(next);
+        return;
+    }
+    status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
+    log_open(next->error_log, next->log_level);
+    log_access_open(next->access_log);
+    settings_free(m->cfg);
+    free(m->cfg);
+    m->cfg = next;
+    m->target = settings_worker_count(next);
+    for (int i = 0; i < m->slots_used; i++)
+        if (m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING) m->workers[i].replace = RESTART_RELOAD;
+    log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
 }
 
 static void handle_signals(struct master *m)
@@ -171,66 +377,107 @@ static void handle_signals(struct master *m)
             case SIGTERM: begin_stop(m, STOP_GRACEFUL); break;
             case SIGINT:
             case SIGQUIT: begin_stop(m, STOP_QUICK); break;
+            case SIGHUP:
+                if (m->stop == RUNNING) reload(m);
+                break;
+            case SIGTTIN:
+                if (m->target < 1024) m->target++;
+                log_info("TTIN: %d workers wanted", m->target);
+                break;
+            case SIGTTOU:
+                if (m->target > 1) m->target--;
+                log_info("TTOU: %d workers wanted", m->target);
+                break;
             case SIGUSR1:
                 log_reopen();
-                signal_workers(m, SIGUSR1);
+                signal_all(m, SIGUSR1);
                 break;
-            default: log_info("signal %d is not handled yet; ignored", sigs[i]); break;
             }
         }
     }
 }
 
-int master_run(const struct settings *cfg, const struct listener *listeners, int nlisteners,
-               const struct listener *status_listeners, int nstatus)
+static int live_workers(const struct master *m)
 {
-    struct master m = {.cfg = cfg,
-                       .listeners = listeners,
-                       .nlisteners = nlisteners,
-                       .status_listeners = status_listeners,
-                       .nstatus = nstatus};
-    m.nworkers = settings_worker_count(cfg);
-    m.workers = calloc((size_t)m.nworkers, sizeof *m.workers);
-    m.status = status_server_new(status_listeners, nstatus);
-    m.view = (struct status_view){.cfg = cfg, .start_wall_s = clock_wall_s()};
-    if (!m.workers || !m.status || install_signals() != 0) {
+    int n = 0;
+    for (int i = 0; i < m->slots_used; i++) n += m->workers[i].pid > 0;
+    return n;
+}
+
+static void snapshot(const void *ctx, struct status_view *v)
+{
+    const struct master *m = ctx;
+    v->cfg = m->cfg;
+    v->slots = m->slots;
+    v->nslots = m->slots_used;
+    v->stats = &m->stats;
+    v->listeners = m->listeners;
+    v->nlisteners = m->nlisteners;
+}
+
+int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
+               int nlisteners, const struct listener *status_listeners, int nstatus)
+{
+    struct master *m = calloc(1, sizeof *m);
+    if (!m) return 1;
+    *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
+                         .nstatus = nstatus, .target = settings_worker_count(cfg)};
+    memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
+    memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
+    m->slots = scoreboard_create(MAX_SLOTS);
+    m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m);
+    m->stats.start_wall_s = clock_wall_s();
+    if (!m->slots || !m->status || install_signals() != 0) {
         log_error("cannot start the master: %s", strerror(errno));
         return 1;
     }
-    log_info("perfcgi %s: %d %s workers on %s", settings_version(), m.nworkers,
-             settings_class_name(cfg->worker_class), listeners[0].addr);
+    log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
+             settings_class_name(cfg->worker_class), m->listeners[0].addr);
 
-    double stop_deadline_ms = 0;
+    double next_check_ms = 0;
     for (;;) {
-        spawn_missing(&m);
-        m.view.total_processes = live_workers(&m);
-        if (m.stop != RUNNING) {
-            if (m.view.total_processes == 0) break;
-            if (stop_deadline_ms == 0)
-                stop_deadline_ms = clock_ms() + (m.stop == STOP_GRACEFUL ? cfg->graceful_timeout * 1e3 : QUICK_STOP_MS);
-            if (clock_ms() >= stop_deadline_ms) {
-                log_warning("%d workers still running at the stop deadline; killing them", m.view.total_processes);
-                signal_workers(&m, SIGKILL);
-                stop_deadline_ms = clock_ms() + QUICK_STOP_MS;
+        if (clock_ms() >= next_check_ms) {
+            check_workers(m);
+            status_sample(m->status);
+            next_check_ms = clock_ms() + TICK_MS;
+        }
+        balance(m);
+        if (m->stop != RUNNING) {
+            if (live_workers(m) == 0) break;
+            if (clock_ms() >= m->stop_deadline_ms) {
+                log_warning("%d workers still running at the stop deadline; killing them", live_workers(m));
+                signal_all(m, SIGKILL);
+                m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
         struct pollfd fds[MAX_POLLFDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
-        int n = 1 + status_server_pollfds(m.status, fds + 1, MAX_POLLFDS - 1);
-        int rc = poll(fds, (nfds_t)n, m.stop != RUNNING || m.respawn_after_ms > clock_ms() ? 100 : 1000);
+        fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
+        int n = 2 + status_server_pollfds(m->status, fds + 2, MAX_POLLFDS - 2);
+        int rc = poll(fds, (nfds_t)n, TICK_MS);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             break;
         }
-        if (rc <= 0) {
-            reap(&m); /* a lost SIGCHLD byte must not leave a slot empty */
-            continue;
+        reap(m); /* a lost SIGCHLD byte must not leave a worker unreaped */
+        if (rc <= 0) continue;
+        if (fds[0].revents) handle_signals(m);
+        if (fds[1].revents) {
+            char drain[256];
+            while (read(wake_pipe[0], drain, sizeof drain) > 0) {
+            }
+            next_check_ms = 0;
         }
-        if (fds[0].revents) handle_signals(&m);
-        status_server_handle(m.status, fds + 1, n - 1, &m.view);
+        status_server_handle(m->status, fds + 2, n - 2);
     }
     log_info("stopped");
-    status_server_free(m.status);
-    free(m.workers);
-    return m.exit_code;
+    for (int i = 0; i < m->nlisteners; i++) listener_close(&m->listeners[i]);
+    for (int i = 0; i < m->nstatus; i++) listener_close(&m->status_listeners[i]);
+    status_server_free(m->status);
+    scoreboard_destroy(m->slots, MAX_SLOTS);
+    int rc = m->exit_code;
+    settings_free(m->cfg);
+    free(m->cfg);
+    free(m);
+    return rc;
 }

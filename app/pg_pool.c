@@ -23,6 +23,7 @@ struct pg_pool {
     char *conninfo;
     int size, max;   /* kept connections; kept + overflow */
     int open, busy;  /* slots with a connection (or one being opened); checked out */
+    struct pg_pool_stats stats;
     double timeout_ms, recycle_ms;
     struct pg_slot *slots;
 };
@@ -170,7 +171,9 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
             pthread_mutex_unlock(&p->lock);
             PGconn *conn = connect_by(p->conninfo, wait_until_ms, err, errlen);
             pthread_mutex_lock(&p->lock);
+            p->stats.connects++;
             if (!conn) {
+                p->stats.connect_failures++;
                 empty->busy = 0;
                 p->open--;
                 p->busy--;
@@ -187,6 +190,7 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
         }
         if (timed_wait(&p->freed, &p->lock, wait_until_ms) != 0) break;
     }
+    p->stats.timeouts++;
     pthread_mutex_unlock(&p->lock);
     snprintf(err, errlen, "no connection free within pool_timeout");
     return CHECKOUT_TIMEOUT;
@@ -196,6 +200,7 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
 static void checkin(struct pg_pool *p, struct pg_slot *s, int broken)
 {
     pthread_mutex_lock(&p->lock);
+    p->stats.checkouts++; /* counted on return: each successful checkout returns once */
     if (broken || p->open > p->size) {
         PQfinish(s->conn);
         s->conn = NULL;
@@ -305,11 +310,12 @@ PGresult *pg_pool_run(struct pg_pool *p, const struct backend_op *op, double dea
     return result;
 }
 
-void pg_pool_counts(struct pg_pool *p, int *open, int *busy)
+void pg_pool_stats(struct pg_pool *p, struct pg_pool_stats *out)
 {
     pthread_mutex_lock(&p->lock);
-    *open = p->open;
-    *busy = p->busy;
+    *out = p->stats;
+    out->open = p->open;
+    out->busy = p->busy;
     pthread_mutex_unlock(&p->lock);
 }
 

@@ -3,6 +3,8 @@
 #include "worker.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -10,6 +12,8 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "router.h"
+#include "scoreboard.h"
 
 volatile sig_atomic_t worker_stopping;
 volatile sig_atomic_t worker_reopen_logs;
@@ -43,6 +47,13 @@ static void on_quit(int sig)
     _exit(0);
 }
 
+/* The master aborts a worker stuck on one request; it has logged why. */
+static void on_abort(int sig)
+{
+    (void)sig;
+    _exit(1);
+}
+
 /* No SA_RESTART: a blocking accept must return so the worker sees the flag. */
 static void worker_signals(void)
 {
@@ -53,6 +64,8 @@ static void worker_signals(void)
     sa.sa_handler = on_quit;
     sigaction(SIGQUIT, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_abort;
+    sigaction(SIGABRT, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
@@ -69,6 +82,32 @@ static void worker_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+/* Started as root with `user` (and `group`) set: become them for good. */
+static int drop_privileges(const struct settings *cfg)
+{
+    if (getuid() != 0 || (!cfg->user[0] && !cfg->group[0])) return 0;
+    struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
+    if (cfg->user[0] && !pw) {
+        log_error("user %s does not exist", cfg->user);
+        return -1;
+    }
+    gid_t gid = pw ? pw->pw_gid : getgid();
+    if (cfg->group[0]) {
+        struct group *gr = getgrnam(cfg->group);
+        if (!gr) {
+            log_error("group %s does not exist", cfg->group);
+            return -1;
+        }
+        gid = gr->gr_gid;
+    }
+    if ((pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) != 0 || setgid(gid) != 0 ||
+        (pw && setuid(pw->pw_uid) != 0)) {
+        log_error("cannot switch to user %s group %s: %s", cfg->user, cfg->group, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 void worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
@@ -76,6 +115,7 @@ void worker_main(const struct worker_env *env)
     /* Do not outlive the master. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != env->master_pid) _exit(0);
+    if (drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
     if (!wc->run) {
         log_error("worker class %s is not available in this build", wc->name);
@@ -103,6 +143,7 @@ void worker_request_from_params(struct request *req, char **envp, char *path_buf
         case 'R':
             if (strncmp(kv, "REQUEST_METHOD=", 15) == 0) req->method = kv + 15;
             else if (strncmp(kv, "REQUEST_URI=", 12) == 0) request_uri = kv + 12;
+            else if (strncmp(kv, "REMOTE_ADDR=", 12) == 0) req->remote_addr = kv + 12;
             break;
         case 'S':
             if (strncmp(kv, "SCRIPT_NAME=", 12) == 0) script_name = kv + 12;
@@ -163,5 +204,73 @@ void worker_run_blocking(struct exchange *ex, struct blocking_backends *b)
         s = exchange_step(ex, &res);
         PQclear(pg);
         pg = NULL;
+    }
+}
+
+static void wake_master(const struct worker_env *env)
+{
+    char b = 1;
+    ssize_t w = write(env->wake_fd, &b, 1); /* a full pipe already wakes it */
+    (void)w;
+}
+
+void worker_ready(const struct worker_env *env)
+{
+    if (scoreboard_self) atomic_store(&scoreboard_self->state, SLOT_IDLE);
+    wake_master(env);
+}
+
+void worker_request_begin(const struct exchange *ex)
+{
+    scoreboard_request_begin(scoreboard_self, ex->req.method, ex->req.path, ex->req.query);
+}
+
+/* max_requests plus this worker's share of the jitter; 0 = never. */
+static long request_limit(const struct settings *cfg)
+{
+    static long limit = -1;
+    if (limit < 0) {
+        unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+        long jitter = cfg->max_requests_jitter ? (long)(rand_r(&seed) % (cfg->max_requests_jitter + 1)) : 0;
+        limit = cfg->max_requests ? cfg->max_requests + jitter : 0;
+    }
+    return limit;
+}
+
+void worker_request_end(const struct worker_env *env, const struct exchange *ex, struct pg_pool *pool)
+{
+    struct scoreboard_slot *s = scoreboard_self;
+    const struct settings *cfg = env->cfg;
+    int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
+    int64_t started = s ? atomic_load(&s->request_started_us) : 0;
+    scoreboard_request_end(s, route, ex->resp.status, ex->resp.x_cache, cfg->timeout * 1e3 / 2);
+    if (log_access_enabled()) {
+        double ms = s && started ? (double)(scoreboard_now_us() - started) / 1e3 : 0;
+        log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
+                   ex->head_only ? 0 : ex->resp.body_len, ms);
+    }
+    if (!s) return;
+    if (pool) {
+        struct pg_pool_stats ps;
+        pg_pool_stats(pool, &ps);
+        atomic_store(&s->pool_open, ps.open);
+        atomic_store(&s->pool_busy, ps.busy);
+        s->counters.pool_checkouts = ps.checkouts;
+        s->counters.pool_timeouts = ps.timeouts;
+        s->counters.pool_connects = ps.connects;
+        s->counters.pool_connect_failures = ps.connect_failures;
+    }
+    long limit = request_limit(cfg);
+    if (limit && (long)atomic_load(&s->requests) >= limit && !atomic_exchange(&s->wants_retire, 1)) {
+        log_debug("served %ld requests; asking to be replaced", limit);
+        wake_master(env);
+    }
+}
+
+void worker_housekeeping(void)
+{
+    if (worker_reopen_logs) {
+        worker_reopen_logs = 0;
+        log_reopen();
     }
 }

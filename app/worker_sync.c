@@ -18,15 +18,18 @@ static void respond(FCGX_Request *fr, const struct exchange *ex)
     if (!ex->head_only && ex->resp.body_len) FCGX_PutStr(ex->resp.body, (int)ex->resp.body_len, fr->out);
 }
 
-static void serve_one(FCGX_Request *fr, const struct settings *cfg, struct blocking_backends *b)
+static void serve_one(FCGX_Request *fr, const struct worker_env *env, struct blocking_backends *b)
 {
     struct request req;
     char path[1024];
     struct exchange ex;
     worker_request_from_params(&req, fr->envp, path, sizeof path);
-    exchange_start(&ex, &req, cfg);
+    exchange_start(&ex, &req, env->cfg);
+    worker_request_begin(&ex);
     worker_run_blocking(&ex, b);
     respond(fr, &ex);
+    worker_request_end(env, &ex, b->pool); /* while the request's strings live */
+    FCGX_Finish_r(fr);
     exchange_clear(&ex);
 }
 
@@ -60,8 +63,10 @@ int worker_sync_run(const struct worker_env *env)
     }
     FCGX_Request *reqs = calloc((size_t)env->nlisteners, sizeof *reqs);
     for (int i = 0; i < env->nlisteners; i++) FCGX_InitRequest(&reqs[i], env->listeners[i].fd, FCGI_FAIL_ACCEPT_ON_INTR);
+    worker_ready(env);
 
     while (!worker_stopping) {
+        worker_housekeeping();
         int which = env->nlisteners == 1 ? 0 : wait_for_listener(env);
         if (which < 0) break;
         FCGX_Request *fr = &reqs[which];
@@ -72,8 +77,7 @@ int worker_sync_run(const struct worker_env *env)
             log_error("accept on %s failed: %s", env->listeners[which].addr, strerror(-rc));
             break;
         }
-        serve_one(fr, cfg, &b);
-        FCGX_Finish_r(fr);
+        serve_one(fr, env, &b);
     }
     for (int i = 0; i < env->nlisteners; i++) FCGX_Free(&reqs[i], 0);
     free(reqs);

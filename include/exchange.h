@@ -13,6 +13,7 @@ struct request {
     const char *path;         /* DOCUMENT_URI, or REQUEST_URI without its query */
     const char *query;        /* QUERY_STRING, "" when absent */
     long long content_length; /* CONTENT_LENGTH, 0 when absent */
+    const char *remote_addr;  /* REMOTE_ADDR, for the access log */
 };
 
 struct response {

@@ -16,6 +16,9 @@ struct listener {
  * 0, or -1 with the reason in err.
  */
 int listener_open(struct listener *l, const char *addr, int backlog, int unix_mode, char *err, size_t errlen);
+/* Connections waiting to be accepted, and the queue's size, as the kernel
+ * reports them (TCP_INFO for TCP, sock_diag for unix sockets): 0 or -1. */
+int listener_queue(const struct listener *l, int *queued, int *backlog);
 /* Closes the socket and removes a unix socket file. */
 void listener_close(struct listener *l);
 

@@ -6,11 +6,19 @@
 
 /* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno. */
 int log_open(const char *path, enum log_level level);
-/* Reopens the same file (after rotation); keeps the old one on failure. */
+/* Reopens the same files (after rotation); keeps the old ones on failure. */
 int log_reopen(void);
 /* "master", "worker", ...: shown in every line. */
 void log_set_role(const char *role);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The access log: path "" = off, "-" = stderr. */
+int log_access_open(const char *path);
+int log_access_enabled(void);
+/* One line per request:
+ *   REMOTE - - [27/Nov/2026:04:10:00 +0000] "GET /path?query" STATUS BYTES DURATION_MS PID */
+void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
+                size_t bytes, double duration_ms);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

@@ -2,6 +2,8 @@
 #ifndef PERFCGI_PG_POOL_H
 #define PERFCGI_PG_POOL_H
 
+#include <stdint.h>
+
 #include <libpq-fe.h>
 
 #include "backend.h"
@@ -22,8 +24,11 @@ void pg_pool_free(struct pg_pool *pool);
 PGresult *pg_pool_run(struct pg_pool *pool, const struct backend_op *op, double deadline_ms,
                       struct backend_result *res);
 
-/* Connections open now, and how many of them are checked out. */
-void pg_pool_counts(struct pg_pool *pool, int *open, int *busy);
+struct pg_pool_stats {
+    int open, busy; /* connections now, and how many are checked out */
+    uint64_t checkouts, timeouts, connects, connect_failures;
+};
+void pg_pool_stats(struct pg_pool *pool, struct pg_pool_stats *out);
 
 /* SELECT 1 on a connection of its own: 0 when PostgreSQL answers. */
 int pg_ping(const char *conninfo, int timeout_ms, char *err, size_t errlen);

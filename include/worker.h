@@ -19,6 +19,7 @@ struct worker_env {
     const struct listener *listeners;
     int nlisteners;
     pid_t master_pid;
+    int wake_fd; /* a byte here makes the master look at our slot now */
 };
 
 struct worker_driver {
@@ -43,6 +44,14 @@ struct blocking_backends {
 
 /* Runs an exchange to its answer, doing each backend operation blocking. */
 void worker_run_blocking(struct exchange *ex, struct blocking_backends *b);
+
+/* Tells the master this worker serves (call once booted). */
+void worker_ready(const struct worker_env *env);
+/* Bookkeeping around one request: scoreboard, access log, max_requests. */
+void worker_request_begin(const struct exchange *ex);
+void worker_request_end(const struct worker_env *env, const struct exchange *ex, struct pg_pool *pool);
+/* Between requests: reopen logs after USR1. */
+void worker_housekeeping(void);
 
 /* Fills req from FastCGI parameters (a NULL-terminated "NAME=value" array). */
 void worker_request_from_params(struct request *req, char **envp, char *path_buf, size_t path_len);

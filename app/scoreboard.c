@@ -1,0 +1,81 @@
+/* scoreboard: one shared-memory slot per worker, written by the worker, read by the master. */
+#define _GNU_SOURCE
+#include "scoreboard.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+
+/* From a cache hit (well under 1 ms) to the 10 s ceiling of /io-intensive. */
+const double scoreboard_bucket_le[SCOREBOARD_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                         0.05,   0.1,   0.25,   0.5,   1.0,  10.0};
+
+struct scoreboard_slot *scoreboard_self;
+
+/* Threads of one worker share its slot; readers in other processes only need
+ * each word to be whole, so relaxed atomic adds are enough. */
+#define COUNT(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
+
+struct scoreboard_slot *scoreboard_create(int nslots)
+{
+    void *p = mmap(NULL, (size_t)nslots * sizeof(struct scoreboard_slot), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void scoreboard_destroy(struct scoreboard_slot *slots, int nslots)
+{
+    if (slots) munmap(slots, (size_t)nslots * sizeof *slots);
+}
+
+int64_t scoreboard_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void scoreboard_request_begin(struct scoreboard_slot *s, const char *method, const char *uri, const char *query)
+{
+    if (!s) return;
+    snprintf(s->last_uri, sizeof s->last_uri, "%s %s%s%s", method, uri, query && *query ? "?" : "",
+             query ? query : "");
+    atomic_store(&s->request_started_us, scoreboard_now_us());
+    atomic_store(&s->state, SLOT_BUSY);
+}
+
+void scoreboard_request_end(struct scoreboard_slot *s, int route, int status, const char *x_cache, double slow_ms)
+{
+    if (!s) return;
+    int64_t started = atomic_load(&s->request_started_us);
+    int64_t took_us = scoreboard_now_us() - started;
+    double took_s = (double)took_us / 1e6;
+    struct scoreboard_counters *c = &s->counters;
+    if (route < 0 || route >= SCOREBOARD_ROUTES) route = SCOREBOARD_ROUTES - 1;
+    int klass = status < 400 ? CLASS_2XX : status < 500 ? CLASS_4XX : CLASS_5XX;
+    COUNT(c->requests[route][klass], 1);
+    int b = 0;
+    while (b < SCOREBOARD_BUCKETS - 1 && took_s > scoreboard_bucket_le[b]) b++;
+    if (took_s <= scoreboard_bucket_le[b]) COUNT(c->latency_bucket[route][b], 1);
+    COUNT(c->latency_count[route], 1);
+    COUNT(c->latency_sum_us[route], (uint64_t)took_us);
+    if (x_cache) {
+        if (strcmp(x_cache, "HIT") == 0) COUNT(c->cache[CACHE_HIT], 1);
+        else if (strcmp(x_cache, "MISS") == 0) COUNT(c->cache[CACHE_MISS], 1);
+        else COUNT(c->cache[CACHE_BYPASS], 1);
+    }
+    if (slow_ms > 0 && (double)took_us / 1e3 > slow_ms) COUNT(c->slow_requests, 1);
+    atomic_store(&s->last_duration_ms, (double)took_us / 1e3);
+    atomic_fetch_add(&s->requests, 1);
+    atomic_store(&s->request_started_us, 0);
+    atomic_store(&s->state, SLOT_IDLE);
+}
+
+void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from)
+{
+    /* The struct is all uint64_t: add it word by word. */
+    const uint64_t *src = (const uint64_t *)from;
+    uint64_t *dst = (uint64_t *)into;
+    for (size_t i = 0; i < sizeof *from / sizeof(uint64_t); i++) dst[i] += src[i];
+}

@@ -1,0 +1,59 @@
+/* scoreboard: one shared-memory slot per worker, written by the worker, read by the master. */
+#ifndef PERFCGI_SCOREBOARD_H
+#define PERFCGI_SCOREBOARD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Routes of router_table, plus one for answers no route gave (404). */
+#define SCOREBOARD_ROUTES 8
+/* Upper bounds of the latency histogram, in seconds (Prometheus `le`). */
+#define SCOREBOARD_BUCKETS 12
+extern const double scoreboard_bucket_le[SCOREBOARD_BUCKETS];
+
+enum slot_state { SLOT_FREE, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY };
+enum status_class { CLASS_2XX, CLASS_4XX, CLASS_5XX, CLASS_COUNT };
+enum cache_result { CACHE_HIT, CACHE_MISS, CACHE_BYPASS, CACHE_COUNT };
+
+/* Counters that add up across workers, and across the workers that came before. */
+struct scoreboard_counters {
+    uint64_t requests[SCOREBOARD_ROUTES][CLASS_COUNT];
+    uint64_t latency_bucket[SCOREBOARD_ROUTES][SCOREBOARD_BUCKETS]; /* not cumulative */
+    uint64_t latency_count[SCOREBOARD_ROUTES];
+    uint64_t latency_sum_us[SCOREBOARD_ROUTES];
+    uint64_t cache[CACHE_COUNT];
+    uint64_t pool_checkouts, pool_timeouts, pool_connects, pool_connect_failures;
+    uint64_t slow_requests;
+};
+
+struct scoreboard_slot {
+    _Atomic pid_t pid;
+    _Atomic int state;                  /* enum slot_state */
+    _Atomic int64_t request_started_us; /* monotonic; 0 when idle */
+    _Atomic uint64_t requests;          /* served by this process */
+    _Atomic int wants_retire;           /* max_requests reached: replace me */
+    _Atomic int pool_open, pool_busy;
+    _Atomic long rss_kb;                /* written by the master */
+    _Atomic double last_duration_ms;
+    char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
+    struct scoreboard_counters counters;
+};
+
+/* Maps `nslots` zeroed slots shared with every process forked afterwards. */
+struct scoreboard_slot *scoreboard_create(int nslots);
+void scoreboard_destroy(struct scoreboard_slot *slots, int nslots);
+
+/* The slot of this worker process (set once after fork). */
+extern struct scoreboard_slot *scoreboard_self;
+
+int64_t scoreboard_now_us(void);
+void scoreboard_request_begin(struct scoreboard_slot *s, const char *method, const char *uri, const char *query);
+/* route: index in router_table, or SCOREBOARD_ROUTES - 1 for none. x_cache may be NULL. */
+void scoreboard_request_end(struct scoreboard_slot *s, int route, int status, const char *x_cache,
+                            double slow_ms);
+
+/* Adds every counter of `from` into `into` (the master folds a dead worker's slot in). */
+void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from);
+
+#endif

@@ -1,0 +1,421 @@
+"""harness: the shared perfcgi stack of an integration run, and helpers for the tests.
+
+One stack (PostgreSQL, Redis, perfcgi, Nginx) per run, started with `deploy/stack.sh up`
+in a fresh RUN_DIR under /tmp on free loopback ports, stopped with `deploy/stack.sh down`
+and removed at the end. run.py owns its life; tests only use the helpers below.
+
+Standard library only.
+"""
+
+import http.client as httpclient
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STACK_SH = REPO / "deploy" / "stack.sh"
+# The binary under test: bin/perfcgi, or $PERFCGI_BIN (stack.sh's own variable, e.g. an
+# ASan build). perfcgi never sees that variable: stack.sh and clean_env() drop it.
+PERFCGI_BIN = Path(os.environ.get("PERFCGI_BIN") or REPO / "bin" / "perfcgi").resolve()
+
+# perfcgi settings of the test stack. Every PERFCGI_* variable must be a known setting:
+# an unknown one stops perfcgi at start-up.
+STACK_SETTINGS = {
+    "PERFCGI_WORKERS": "4",
+    "PERFCGI_POOL_TIMEOUT": "2",
+    "PERFCGI_MAX_HELD_MB": "8",
+    "PERFCGI_CACHE_TTL": "60",
+}
+WORKERS = int(STACK_SETTINGS["PERFCGI_WORKERS"])
+CACHE_TTL = int(STACK_SETTINGS["PERFCGI_CACHE_TTL"])
+MAX_HELD_MB = int(STACK_SETTINGS["PERFCGI_MAX_HELD_MB"])
+
+# Variables of stack.sh (and of perfcgi) that must come from us, not from the caller.
+_STACK_VARS = ("RUN_DIR", "PORT", "REDIS_PORT", "PG_PORT", "PERFCGI_BIN", "WAIT_TIMEOUT",
+               "STOP_TIMEOUT", "PG_BINDIR", "NGINX_WORKER_PROCESSES", "NGINX_LISTEN_ADDR")
+
+STACK_UP_TIMEOUT = 300    # seconds for `stack.sh up` (initdb and seeding included)
+STACK_CMD_TIMEOUT = 180   # seconds for any other stack.sh command
+HTTP_TIMEOUT = 30
+
+
+class Skip(Exception):
+    """Raised by a test that cannot run here; run.py reports it with a note."""
+
+
+# --- environment helpers, usable without a stack ---------------------------------------------
+
+def clean_env(**extra):
+    """The caller's environment without any PERFCGI_* or stack variable, plus extra."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PERFCGI_") and not k.startswith("NGINX_") and k not in _STACK_VARS}
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def free_port():
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_ports(n):
+    """n distinct free loopback ports (all held open while choosing, so no duplicates)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_until(predicate, timeout=20.0, interval=0.2, message=None):
+    """Polls predicate() until it returns a true value (returned) or timeout passes.
+
+    Exceptions raised by predicate count as "not yet"; the last one is reported."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            what = message or getattr(predicate, "__name__", "condition")
+            extra = f" (last error: {type(last_exc).__name__}: {last_exc})" if last_exc else ""
+            raise AssertionError(f"{what}: not true within {timeout:g}s{extra}")
+        time.sleep(interval)
+
+
+def proc_alive(pid):
+    """A live process, not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def proc_stat_fields(pid):
+    """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()
+
+
+def children_of(ppid):
+    """Pids of the live (non-zombie) children of ppid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fields = proc_stat_fields(entry)
+        if fields and fields[0] != "Z" and int(fields[1]) == ppid:
+            out.append(int(entry))
+    return sorted(out)
+
+
+def process_group_members(pgid):
+    """Pids of the live processes in process group pgid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = proc_stat_fields(entry)
+            if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+                out.append(int(entry))
+    return out
+
+
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks (0 if it is gone)."""
+    fields = proc_stat_fields(pid)
+    if not fields:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+# --- the stack -----------------------------------------------------------------------------
+
+class Stack:
+    def __init__(self):
+        self.run_dir = None
+        self.port = self.redis_port = self.pg_port = None
+        self.env = None
+        self.started = False
+
+    def start(self):
+        if not os.access(PERFCGI_BIN, os.X_OK):
+            raise RuntimeError(f"{PERFCGI_BIN} is missing: build it with 'make' first")
+        # Short: unix socket paths are limited to 107 bytes.
+        self.run_dir = tempfile.mkdtemp(prefix="pcgi-", dir="/tmp")
+        # As root, PostgreSQL runs as 'postgres', which must reach the cluster below
+        # RUN_DIR (mkdtemp makes it 0700). Otherwise stack.sh puts the cluster elsewhere
+        # in /tmp behind a symlink (cleaned up in stop() too).
+        os.chmod(self.run_dir, 0o755)
+        self.port, self.redis_port, self.pg_port = free_ports(3)
+        self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
+                             PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
+        self.started = True  # from here on, stop() has something to clean up
+        r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
+        if r.returncode != 0:
+            raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
+
+    def stop(self):
+        if not self.started:
+            return
+        self.started = False
+        try:
+            r = subprocess.run([str(STACK_SH), "down"], env=self.env, cwd=str(REPO),
+                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                               timeout=STACK_CMD_TIMEOUT)
+            if r.returncode != 0:
+                sys.stderr.write(f"warning: deploy/stack.sh down failed (exit {r.returncode}):\n"
+                                 f"{r.stdout}{r.stderr}")
+        except subprocess.TimeoutExpired:
+            sys.stderr.write("warning: deploy/stack.sh down timed out\n")
+        finally:
+            self._remove_run_dir()
+
+    def _remove_run_dir(self):
+        if not self.run_dir or not os.path.isdir(self.run_dir):
+            return
+        pg = os.path.join(self.run_dir, "postgres")
+        if os.path.islink(pg):
+            target = os.path.realpath(pg)
+            if target.startswith("/tmp/perfcgi-pg."):
+                shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def log_tail(self, name, lines=30):
+        path = os.path.join(self.run_dir or "", name)
+        try:
+            with open(path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except OSError:
+            return None
+
+    def master_pid(self):
+        with open(os.path.join(self.run_dir, "perfcgi.pid")) as f:
+            return int(f.read().split()[0])
+
+
+STACK = Stack()
+
+
+def _need_stack():
+    if not STACK.started:
+        raise RuntimeError("the stack is not running (run the tests through run.py)")
+
+
+# --- helpers for tests ---------------------------------------------------------------------
+
+class Headers(dict):
+    """A case-insensitive dict of response headers (repeated ones joined with ', ')."""
+
+    def __init__(self, items=()):
+        super().__init__()
+        for k, v in items:
+            k = k.lower()
+            super().__setitem__(k, f"{dict.__getitem__(self, k)}, {v}" if k in self else v)
+
+    def __getitem__(self, k):
+        return super().__getitem__(k.lower())
+
+    def __contains__(self, k):
+        return super().__contains__(k.lower())
+
+    def get(self, k, default=None):
+        return super().get(k.lower(), default)
+
+
+def http(method, path, headers=None, body=None, source=None, timeout=HTTP_TIMEOUT):
+    """One request to Nginx on a new connection: (status, Headers, body bytes)."""
+    _need_stack()
+    conn = httpclient.HTTPConnection("127.0.0.1", STACK.port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    try:
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+        except (BrokenPipeError, ConnectionResetError):
+            # The server may answer (413) and stop reading before a large body is sent.
+            pass
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, Headers(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def get(path, no_cache=True, headers=None):
+    """GET, with X-No-Cache: 1 unless no_cache is False (then the Nginx cache applies)."""
+    h = dict(headers or {})
+    if no_cache:
+        h["X-No-Cache"] = "1"
+    return http("GET", path, headers=h)
+
+
+def head(path, no_cache=True, headers=None):
+    h = dict(headers or {})
+    if no_cache:
+        h["X-No-Cache"] = "1"
+    return http("HEAD", path, headers=h)
+
+
+def json_body(body):
+    """The body as one JSON object (fails the test otherwise)."""
+    try:
+        obj = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AssertionError(f"body is not JSON ({exc}): {body[:200]!r}") from None
+    assert isinstance(obj, dict), f"body is JSON but not an object: {body[:200]!r}"
+    return obj
+
+
+def stack(cmd, service):
+    """deploy/stack.sh CMD SERVICE with the stack's environment; fails unless it succeeds."""
+    _need_stack()
+    r = subprocess.run([str(STACK_SH), cmd, service], env=STACK.env, cwd=str(REPO),
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=STACK_CMD_TIMEOUT)
+    if r.returncode != 0:
+        raise AssertionError(f"stack.sh {cmd} {service} failed (exit {r.returncode}): "
+                             f"{r.stdout}{r.stderr}")
+    return r.stdout
+
+
+def redis_cli(*args):
+    """redis-cli against the stack's Redis; its output without the final newline."""
+    _need_stack()
+    r = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(STACK.redis_port), *map(str, args)],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise AssertionError(f"redis-cli {' '.join(map(str, args))} failed: {r.stderr.strip()}")
+    return r.stdout.rstrip("\n")
+
+
+def psql(sql):
+    """One SQL command through psql on the stack's database: its unaligned output (-At)."""
+    _need_stack()
+    r = subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(STACK.pg_port), "-U", "perfcgi",
+                        "-d", "perfcgi", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                       env=clean_env(PGCONNECT_TIMEOUT="10"))
+    if r.returncode != 0:
+        raise AssertionError(f"psql failed on {sql!r}: {r.stderr.strip()}")
+    return r.stdout.rstrip("\n")
+
+
+def category_stats(category):
+    """The /cached-data aggregate of a category as PostgreSQL computes it."""
+    row = psql("SELECT count(*), sum(value), round(avg(value), 4), min(value), max(value) "
+               f"FROM items WHERE category = {int(category)}")
+    count, total, avg, lo, hi = row.split("|")
+    return {"count": int(count), "sum": total, "avg": avg, "min": lo, "max": hi}
+
+
+def worker_pids():
+    """The live workers of the stack's perfcgi master."""
+    _need_stack()
+    return children_of(STACK.master_pid())
+
+
+def assert_app_answer(status, headers, body, expect_status=200):
+    """The shape every application answer has; returns the JSON object."""
+    assert status == expect_status, f"status {status}, expected {expect_status}: {body[:300]!r}"
+    assert headers.get("Content-Type") == "application/json", \
+        f"Content-Type {headers.get('Content-Type')!r}"
+    assert "X-Worker" in headers, f"no X-Worker header: {dict(headers)}"
+    assert headers["X-Worker"].isdigit(), f"X-Worker {headers['X-Worker']!r} is not a pid"
+    assert "X-Cache-Status" in headers, f"no X-Cache-Status header: {dict(headers)}"
+    obj = json_body(body)
+    if expect_status == 200:
+        assert isinstance(obj.get("elapsed_ms"), (int, float)) and not isinstance(obj["elapsed_ms"], bool), \
+            f"elapsed_ms missing or not a number: {obj}"
+        assert obj["elapsed_ms"] >= 0, obj
+        assert isinstance(obj.get("worker"), int) and not isinstance(obj["worker"], bool), \
+            f"worker missing or not an int: {obj}"
+        assert obj["worker"] == int(headers["X-Worker"]), \
+            f"worker {obj['worker']} != X-Worker {headers['X-Worker']}"
+    else:
+        assert isinstance(obj.get("error"), str), f"error answer without an error code: {obj}"
+        assert headers.get("Cache-Control") == "no-store", \
+            f"error answer with Cache-Control {headers.get('Cache-Control')!r}"
+    return obj
+
+
+def assert_error(status, headers, body, expect_status, code, from_app=True):
+    """An error answer: status, JSON with error == code; from the app unless from_app=False."""
+    assert status == expect_status, f"status {status}, expected {expect_status}: {body[:300]!r}"
+    assert headers.get("Content-Type") == "application/json", \
+        f"Content-Type {headers.get('Content-Type')!r}: {body[:200]!r}"
+    obj = json_body(body)
+    assert obj.get("error") == code, f"error {obj.get('error')!r}, expected {code!r}: {obj}"
+    if from_app:
+        assert "X-Worker" in headers, f"no X-Worker on an application error: {dict(headers)}"
+        assert headers.get("Cache-Control") == "no-store", \
+            f"error answer with Cache-Control {headers.get('Cache-Control')!r}"
+    return obj
+
+
+# --- processes started by tests -------------------------------------------------------------
+
+class Proc:
+    """A process started by a test (in its own session), always ended by `with`."""
+
+    def __init__(self, args, env=None, **kw):
+        self.p = subprocess.Popen(args, env=env if env is not None else clean_env(), cwd=str(REPO),
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+        self.pid = self.p.pid
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+        return False
+
+    def wait(self, timeout):
+        """Waits for the exit: (returncode, stdout, stderr); fails if it does not exit."""
+        try:
+            out, err = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"pid {self.pid} did not exit within {timeout}s") from None
+        return self.p.returncode, out, err
+
+    def kill(self):
+        if self.p.poll() is None:
+            # Its own session: the master and the workers it forked share pgid == pid.
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.p.communicate(timeout=10)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
+        # Workers die with their master (PDEATHSIG); make sure none of this group lingers.
+        if process_group_members(self.pid):
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""run.py: the perfcgi integration suite.
+
+    python3 tests/integration/run.py [FILTER ...]
+
+Runs the test_* functions of the test_*.py modules next to this file, in file order and
+then definition order; with FILTERs, only the tests whose name contains one of them.
+Tests that need the stack share one (harness.STACK), started once and stopped at the end,
+also on failure, Ctrl-C or SIGTERM. Prints one line per test, the end of the stack's logs
+if anything failed, and last a single line "N passed, N failed". Exits 0 only if nothing
+failed.
+
+A module that sets NEEDS_STACK = False (e.g. the settings tests) runs without a stack;
+the stack is only started if some selected test needs it. Standard library only.
+"""
+
+import atexit
+import importlib
+import inspect
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import harness  # noqa: E402
+
+LOG_LINES = 30
+LOGS = ("perfcgi.log", "nginx-error.log")
+
+
+def discover(filters):
+    tests, seen = [], {}
+    for path in sorted(HERE.glob("test_*.py")):
+        mod = importlib.import_module(path.stem)
+        needs_stack = getattr(mod, "NEEDS_STACK", True)
+        funcs = [f for name, f in vars(mod).items()
+                 if name.startswith("test_") and inspect.isfunction(f) and f.__module__ == mod.__name__]
+        funcs.sort(key=lambda f: f.__code__.co_firstlineno)
+        for f in funcs:
+            if f.__name__ in seen:
+                raise SystemExit(f"run.py: test {f.__name__} is defined in both {seen[f.__name__]} and {path.name}")
+            seen[f.__name__] = path.name
+            tests.append((f.__name__, f, needs_stack))
+    if filters:
+        tests = [t for t in tests if any(s in t[0] for s in filters)]
+    return tests
+
+
+def one_line(text, limit=600):
+    text = " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def reason_of(exc):
+    """One line: the message and where in a test module it was raised."""
+    where = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).parent == HERE and Path(frame.filename).name.startswith("test_"):
+            where = f" ({Path(frame.filename).name}:{frame.lineno})"
+    if isinstance(exc, AssertionError):
+        msg = str(exc) or "assertion failed"
+    else:
+        msg = f"{type(exc).__name__}: {exc}"
+    return one_line(msg) + where
+
+
+class Interrupted(BaseException):
+    pass
+
+
+def on_signal(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def stop_stack():
+    # A second Ctrl-C must not interrupt the clean-up.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    harness.STACK.stop()
+
+
+def main(argv):
+    filters = argv[1:]
+    tests = discover(filters)
+    if not tests:
+        print("no test matches " + " ".join(filters))
+        print("0 passed, 0 failed")
+        return 1
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+    atexit.register(harness.STACK.stop)  # idempotent; the finally below normally does it
+
+    passed = failed = 0
+    failed_with_stack = False
+    logs = []
+    started = time.monotonic()
+    interrupted = None
+    try:
+        stack_error = None
+        if any(needs for _, _, needs in tests):
+            t0 = time.monotonic()
+            print(f"starting the stack (deploy/stack.sh up) ...", flush=True)
+            try:
+                harness.STACK.start()
+                print(f"stack up in {time.monotonic() - t0:.1f}s: RUN_DIR={harness.STACK.run_dir} "
+                      f"port={harness.STACK.port} redis={harness.STACK.redis_port} "
+                      f"postgres={harness.STACK.pg_port}", flush=True)
+            except Exception as exc:  # noqa: BLE001
+                stack_error = exc
+                print(f"the stack did not start: {exc}", flush=True)
+                failed_with_stack = True
+
+        for name, func, needs_stack in tests:
+            if needs_stack and stack_error is not None:
+                failed += 1
+                print(f"FAIL {name}: the stack did not start", flush=True)
+                continue
+            t0 = time.monotonic()
+            try:
+                func()
+            except harness.Skip as exc:
+                passed += 1
+                print(f"ok   {name} ({time.monotonic() - t0:.1f}s) [skipped: {one_line(exc)}]", flush=True)
+            except Exception as exc:  # noqa: BLE001 - a failing test, whatever it raised
+                failed += 1
+                failed_with_stack |= needs_stack
+                print(f"FAIL {name}: {reason_of(exc)}", flush=True)
+            else:
+                passed += 1
+                print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = str(exc) or "SIGINT"
+        print(f"\ninterrupted ({interrupted}): stopping the stack", flush=True)
+        failed_with_stack = failed_with_stack or harness.STACK.started
+    finally:
+        if failed_with_stack and harness.STACK.run_dir:
+            for name in LOGS:
+                tail = harness.STACK.log_tail(name, LOG_LINES)
+                if tail is not None:
+                    logs.append((name, tail))
+        stop_stack()
+
+    for name, tail in logs:
+        print(f"--- last {LOG_LINES} lines of RUN_DIR/{name} ---")
+        print(tail.rstrip("\n") if tail.strip() else "(empty)")
+        print("---")
+    print(f"run time {time.monotonic() - started:.1f}s")
+    print(f"{passed} passed, {failed} failed", flush=True)
+    if interrupted:
+        return 130
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
