@@ -164,7 +164,8 @@ static enum step begin(struct exchange *ex)
     }
     if (strlen(ex->req.query) > MAX_QUERY_BYTES)
         return exchange_error(ex, 413, "too_large", "the query string is over %d bytes", MAX_QUERY_BYTES);
-    if (ex->req.content_length > MAX_BODY_BYTES || ex->req.content_length < 0)
+    if (ex->req.content_length < 0) return exchange_error(ex, 400, "bad_request", "CONTENT_LENGTH is not a length");
+    if (ex->req.content_length > MAX_BODY_BYTES)
         return exchange_error(ex, 413, "too_large", "the request body is over %d bytes", MAX_BODY_BYTES);
     if (ex->route->parse(ex) != 0) return STEP_DONE;
     return ex->route->step(ex, NULL);

@@ -13,12 +13,15 @@
 #include <ini.h>
 
 #include "query.h"
+#include "redis_client.h"
 
 #ifndef PERFCGI_VERSION
 #define PERFCGI_VERSION "0.1.0"
 #endif
 
-enum kind { KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE };
+enum kind {
+    KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE, KIND_REDIS_URL
+};
 
 struct setting_def {
     const char *name;
@@ -174,7 +177,10 @@ static int set_value(struct loader *l, const struct setting_def *d, const char *
         *(int *)f = i % 2;
         return 0;
     }
+    case KIND_REDIS_URL:
     case KIND_STR: {
+        struct redis_address addr;
+        if (d->kind == KIND_REDIS_URL && redis_url_parse(value, &addr, l->err, l->errlen) != 0) return -1;
         char *copy = strdup(value);
         if (!copy) return -1;
         free(*(char **)f);
@@ -242,6 +248,12 @@ static int on_ini_line(void *user, const char *section, const char *name, const 
 
 static int load_file(struct loader *l, const char *path)
 {
+    /* Debian's inih reads these at run time: grow the line buffer on the heap
+     * instead of cutting long lines (a cut line's tail would parse as a line). */
+    ini_use_stack = false;
+    ini_allow_realloc = true;
+    ini_max_line = 1 << 20;
+    ini_stop_on_first_error = true;
     int line = ini_parse(path, on_ini_line, l);
     if (line == 0) return 0;
     char reason[512];
@@ -373,7 +385,7 @@ int settings_load(struct settings *s, int argc, char **argv, char **envp,
 void settings_free(struct settings *s)
 {
     for (size_t i = 0; i < NDEFS; i++) {
-        if (defs[i].kind == KIND_STR) free(*(char **)field(s, &defs[i]));
+        if (defs[i].kind == KIND_STR || defs[i].kind == KIND_REDIS_URL) free(*(char **)field(s, &defs[i]));
         if (defs[i].kind == KIND_BINDS) binds_clear(field(s, &defs[i]));
     }
     free(s->config_file);
@@ -385,7 +397,7 @@ static const char *kind_metavar(enum kind k)
     static const char *const names[] = {
         [KIND_INT] = "N", [KIND_SECONDS] = "SECONDS", [KIND_BOOL] = "", [KIND_STR] = "TEXT",
         [KIND_BINDS] = "ADDRESS", [KIND_WORKERS] = "N|auto", [KIND_CLASS] = "CLASS",
-        [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE",
+        [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE", [KIND_REDIS_URL] = "URL",
     };
     return names[k];
 }
@@ -396,7 +408,8 @@ void settings_print_help(FILE *out, const char *prog)
             "Usage: %s [-c FILE] [--SETTING VALUE ...]\n"
             "perfcgi %s: a prefork FastCGI application server built to be measured.\n\n"
             "Each setting is, strongest first, a flag, a PERFCGI_<NAME> environment\n"
-            "variable, or a key under [perfcgi] in the -c FILE.\n\n"
+            "variable, or a key under [perfcgi] in the -c FILE: the flag's name with\n"
+            "underscores (--max-requests, PERFCGI_MAX_REQUESTS, max_requests = 100).\n\n"
             "  -c, --config FILE     INI file to read settings from\n"
             "  --print-config        print the effective settings as a config file and exit\n"
             "  --help, --version\n\n"
@@ -427,9 +440,19 @@ void settings_print_config(FILE *out, const struct settings *cs)
             if (*(int *)f == 0) fprintf(out, "%s = auto\n", d->name);
             else fprintf(out, "%s = %d\n", d->name, *(int *)f);
             break;
-        case KIND_SECONDS: fprintf(out, "%s = %g\n", d->name, *(double *)f); break;
+        case KIND_SECONDS: {
+            /* The shortest decimal that reads back as the same double. */
+            char num[32];
+            for (int prec = 6; prec <= 17; prec++) {
+                snprintf(num, sizeof num, "%.*g", prec, *(double *)f);
+                if (strtod(num, NULL) == *(double *)f) break;
+            }
+            fprintf(out, "%s = %s\n", d->name, num);
+            break;
+        }
         case KIND_BOOL: fprintf(out, "%s = %s\n", d->name, *(int *)f ? "true" : "false"); break;
-        case KIND_STR: fprintf(out, "%s = %s\n", d->name, *(char **)f ? *(char **)f : ""); break;
+        case KIND_STR:
+        case KIND_REDIS_URL: fprintf(out, "%s = %s\n", d->name, *(char **)f ? *(char **)f : ""); break;
         case KIND_BINDS: {
             const struct settings_binds *b = f;
             for (int j = 0; j < b->count; j++) fprintf(out, "%s = %s\n", d->name, b->addr[j]);

@@ -200,8 +200,9 @@ static void http_head(FILE *out, int code, const char *text, const char *type, s
 {
     fprintf(out,
             "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-            code, text, type, len);
+            "Cache-Control: no-store\r\nConnection: close\r\n%s%s\r\n",
+            code, text, type, len, code == 405 ? "Allow: GET, HEAD\r\n" : "",
+            code == 503 ? "Retry-After: 1\r\n" : "");
 }
 
 static void http_json(FILE *out, int code, const char *text, json_t *body, int head_only)
@@ -225,6 +226,7 @@ static void readyz(const struct status_view *v, FILE *out, int head_only)
         http_json(out, 200, "OK", body, head_only);
         return;
     }
+    json_object_set_new(body, "error", json_string("backend_unavailable"));
     json_object_set_new(body, "backend", json_string(!pg_ok ? "postgresql" : "redis"));
     http_json(out, 503, "Service Unavailable", body, head_only);
 }

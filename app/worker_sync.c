@@ -1,8 +1,11 @@
 /* worker_sync: one request at a time per process, with libfcgi. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
 #include <fcgiapp.h>
 
@@ -61,7 +64,21 @@ int worker_sync_run(const struct worker_env *env)
         log_error("cannot set up the backends: %s", b.redis ? "out of memory" : err);
         return WORKER_EXIT_BOOT_FAILED;
     }
-    FCGX_Request *reqs = calloc((size_t)env->nlisteners, sizeof *reqs);
+    /* Accepted TCP connections inherit these: a peer that stops sending or
+     * reading mid-request frees the worker after `timeout` instead of pinning
+     * it. (Unix connections do not inherit them; libfcgi drops one that sends
+     * nothing within 2 s of its accept.) */
+    struct timeval tv = {(time_t)cfg->timeout, (suseconds_t)((cfg->timeout - (double)(time_t)cfg->timeout) * 1e6)};
+    for (int i = 0; i < env->nlisteners; i++) {
+        setsockopt(env->listeners[i].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(env->listeners[i].fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
+    /* With several binds, a worker that loses the race for a connection must
+     * not block on that one socket while the others have connections. */
+    if (env->nlisteners > 1)
+        for (int i = 0; i < env->nlisteners; i++)
+            fcntl(env->listeners[i].fd, F_SETFL, fcntl(env->listeners[i].fd, F_GETFL) | O_NONBLOCK);
+    FCGX_Request reqs[SETTINGS_MAX_BINDS];
     for (int i = 0; i < env->nlisteners; i++) FCGX_InitRequest(&reqs[i], env->listeners[i].fd, FCGI_FAIL_ACCEPT_ON_INTR);
     worker_ready(env);
 
@@ -80,7 +97,6 @@ int worker_sync_run(const struct worker_env *env)
         serve_one(fr, env, &b);
     }
     for (int i = 0; i < env->nlisteners; i++) FCGX_Free(&reqs[i], 0);
-    free(reqs);
     redis_client_free(b.redis);
     pg_pool_free(b.pool);
     return 0;

@@ -13,7 +13,8 @@
  *
  * Kinds: INT (whole number in [min, max]), SECONDS (decimal seconds in [min, max]),
  * BOOL, STR, BINDS (repeatable unix:PATH or HOST:PORT), WORKERS (INT or "auto"),
- * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal).
+ * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal),
+ * REDIS_URL (a STR that must parse as a Redis URL).
  */
 #define SETTINGS_TABLE(X)                                                                          \
     X(bind, BINDS, "127.0.0.1:9000", 0, 0,                                                         \
@@ -47,7 +48,7 @@
     X(access_log, STR, "", 0, 0, "Access log file, - for stderr (empty = off)")                    \
     X(error_log, STR, "-", 0, 0, "Error log file, - for stderr")                                   \
     X(log_level, LEVEL, "info", 0, 0, "Error log threshold: debug, info, warning or error")        \
-    X(redis_url, STR, "redis://127.0.0.1:6379/0", 0, 0,                                            \
+    X(redis_url, REDIS_URL, "redis://127.0.0.1:6379/0", 0, 0,                                            \
       "Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH")                           \
     X(database_url, STR, "postgresql://perfcgi@127.0.0.1:5432/perfcgi", 0, 0,                      \
       "PostgreSQL connection string or URI, as libpq accepts it")                                  \
@@ -82,6 +83,7 @@ struct settings_binds {
 #define SETTINGS_CTYPE_CLASS enum worker_class
 #define SETTINGS_CTYPE_LEVEL enum log_level
 #define SETTINGS_CTYPE_MODE int
+#define SETTINGS_CTYPE_REDIS_URL char *
 
 struct settings {
 #define SETTINGS_FIELD(name, kind, def, lo, hi, help) SETTINGS_CTYPE_##kind name;

@@ -280,6 +280,25 @@ def head(path, no_cache=True, headers=None):
     return http("HEAD", path, headers=h)
 
 
+def until_cache_hit(path, method="GET", tries=20):
+    """Requests path through Nginx's cache (no X-No-Cache) until it answers HIT.
+
+    Returns (hit, misses): the HIT answer and the answers before it. More than one MISS
+    is possible: Nginx commits a cache entry only after it has read the end of the
+    FastCGI response, which can be after the client already has the whole answer, so a
+    request sent right then still misses."""
+    misses = []
+    for i in range(tries):
+        status, h, body = http(method, path)
+        if h.get("X-Cache-Status") == "HIT":
+            return (status, h, body), misses
+        assert h.get("X-Cache-Status") in ("MISS", "EXPIRED"), \
+            f"{method} {path}: X-Cache-Status {h.get('X-Cache-Status')!r} ({status})"
+        misses.append((status, h, body))
+        time.sleep(0.05 * i)
+    raise AssertionError(f"{method} {path}: no cache HIT in {tries} requests")
+
+
 def json_body(body):
     """The body as one JSON object (fails the test otherwise)."""
     try:

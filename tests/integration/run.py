@@ -17,7 +17,6 @@ the stack is only started if some selected test needs it. Standard library only.
 import atexit
 import importlib
 import inspect
-import os
 import signal
 import sys
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.dont_write_bytecode = True  # no __pycache__ left in the work tree
 
 import harness  # noqa: E402
 
@@ -101,11 +101,12 @@ def main(argv):
     logs = []
     started = time.monotonic()
     interrupted = None
+    current = None
     try:
         stack_error = None
         if any(needs for _, _, needs in tests):
             t0 = time.monotonic()
-            print(f"starting the stack (deploy/stack.sh up) ...", flush=True)
+            print("starting the stack (deploy/stack.sh up) ...", flush=True)
             try:
                 harness.STACK.start()
                 print(f"stack up in {time.monotonic() - t0:.1f}s: RUN_DIR={harness.STACK.run_dir} "
@@ -122,6 +123,7 @@ def main(argv):
                 print(f"FAIL {name}: the stack did not start", flush=True)
                 continue
             t0 = time.monotonic()
+            current = name
             try:
                 func()
             except harness.Skip as exc:
@@ -134,8 +136,12 @@ def main(argv):
             else:
                 passed += 1
                 print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
+            current = None
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = str(exc) or "SIGINT"
+        if current:
+            failed += 1
+            print(f"FAIL {current}: interrupted", flush=True)
         print(f"\ninterrupted ({interrupted}): stopping the stack", flush=True)
         failed_with_stack = failed_with_stack or harness.STACK.started
     finally:

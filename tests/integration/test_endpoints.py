@@ -4,6 +4,7 @@ Requests that mean to reach the application send X-No-Cache: 1 (harness.get/head
 default). /cached-data categories used here: 0, 1, 7 (the default), 50, 80, 99.
 """
 
+import os
 import threading
 
 from harness import (MAX_HELD_MB, assert_app_answer, category_stats, cpu_ticks, get, head,
@@ -84,6 +85,7 @@ def _assert_waits(obj, ms):
     assert obj["db_ms"] >= ms - 1, f"db_ms {obj['db_ms']} < ms {ms}: {obj}"
     assert abs(obj["waited_ms"] - (obj["pool_wait_ms"] + obj["db_ms"])) <= 0.01, \
         f"waited_ms != pool_wait_ms + db_ms: {obj}"
+    assert obj["elapsed_ms"] >= obj["waited_ms"] - 0.01, f"elapsed_ms < waited_ms: {obj}"
 
 
 def test_io_intensive_waits_in_the_database():
@@ -104,7 +106,6 @@ def test_io_intensive_default_ms_is_100():
 def test_io_intensive_waits_without_spinning():
     # A sync worker waiting 2 s on pg_sleep must not burn CPU meanwhile. Tests run one at a
     # time, so the workers' CPU time over the request is this request's (plus noise).
-    import os
     hz = os.sysconf("SC_CLK_TCK")
     pids = worker_pids()
     before = {p: cpu_ticks(p) for p in pids}
@@ -308,6 +309,18 @@ def test_readyz_ok_when_backends_answer():
     assert status == 200, (status, body)
     obj = json_body(body)
     assert obj["status"] == "ok", obj
+
+
+def test_ops_paths_head_and_other_methods():
+    for path in ("/healthz", "/readyz"):
+        status, h, body = http("HEAD", path)
+        assert status == 200 and body == b"", (path, status, body)
+        assert h.get("Content-Type") == "application/json", (path, dict(h))
+        # 405 with Allow, as for every endpoint (and as RFC 9110 requires of a 405).
+        status, h, body = http("POST", path, body=b"x")
+        assert status == 405, (path, status, body)
+        assert json_body(body).get("error") == "method_not_allowed", (path, body)
+        assert h.get("Allow") == "GET, HEAD", f"POST {path}: 405 without 'Allow: GET, HEAD' ({dict(h)})"
 
 
 def test_ops_paths_denied_to_other_client_addresses():
