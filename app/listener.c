@@ -48,7 +48,7 @@ static int open_unix(struct listener *l, const char *path, int backlog, int mode
         }
         unlink(path);
     }
-    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (l->fd < 0) goto fail;
     /* Bind with a tight umask, then open up to the asked mode: no window in
      * which the socket is wider open than configured. */
@@ -86,7 +86,7 @@ static int open_tcp(struct listener *l, const char *addr, int backlog, char *err
     }
     int one = 1, saved = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (l->fd < 0) continue;
         setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -104,6 +104,7 @@ int main(int argc, char **argv)
                 cfg->access_log, strerror(errno));
         return 2;
     }
+    log_chown(cfg->user, cfg->group);
     if (cfg->preload && preload(cfg) != 0) return 2;
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];

@@ -179,7 +179,8 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
     scoreboard_add(&m->stats.totals, &s->counters);
-    m->stats.requests_before += atomic_load(&s->requests);
+    /* Requests it had accepted count as accepted even if it died holding them. */
+    m->stats.requests_before += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
     atomic_store(&s->state, SLOT_FREE);
     atomic_store(&s->pid, 0);
     struct worker_rec gone = *w;
@@ -389,7 +390,8 @@ static void handle_signals(struct master *m)
                 log_info("TTOU: %d workers wanted", m->target);
                 break;
             case SIGUSR1:
-                log_reopen();
+                if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
+                log_chown(m->cfg->user, m->cfg->group); /* new files, for workers run as `user` */
                 signal_all(m, SIGUSR1);
                 break;
             }

@@ -108,7 +108,7 @@ static PGconn *connect_by(const char *conninfo, double deadline_ms, char *err, s
 /* An idle connection is usable unless the server closed it or said goodbye
  * (a restart sends a FATAL notice, then EOF): both make the socket readable.
  * This catches dead connections without a round trip. */
-static int idle_conn_healthy(PGconn *conn)
+int pg_conn_healthy(PGconn *conn)
 {
     if (PQstatus(conn) != CONNECTION_OK) return 0;
     struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
@@ -151,7 +151,7 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
             pthread_mutex_unlock(&p->lock);
             double now = clock_ms();
             int stale = p->recycle_ms > 0 && now - idle->opened_ms > p->recycle_ms;
-            if (!stale && idle_conn_healthy(idle->conn)) {
+            if (!stale && pg_conn_healthy(idle->conn)) {
                 *out = idle;
                 *fresh = 0;
                 return CHECKOUT_OK;
@@ -214,7 +214,29 @@ static void checkin(struct pg_pool *p, struct pg_slot *s, int broken)
 
 enum query_outcome { QUERY_OK, QUERY_BROKEN, QUERY_DEADLINE, QUERY_ERROR };
 
-static void cancel_query(PGconn *conn)
+enum backend_status pg_result_status(PGconn *conn, const PGresult *r, char *err, size_t errlen)
+{
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return BACKEND_OK;
+    const char *sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+    err[strcspn(err, "\n")] = '\0';
+    if (PQstatus(conn) != CONNECTION_OK) return BACKEND_DOWN;
+    if (sqlstate && strcmp(sqlstate, "57014") == 0) return BACKEND_DEADLINE; /* statement timeout */
+    /* Class 08 (connection) and 57P (operator intervention: shutdown, crash). */
+    if (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0)) return BACKEND_DOWN;
+    return BACKEND_FAILED;
+}
+
+void pg_result_fill(const PGresult *r, struct backend_result *res)
+{
+    res->nrows = PQntuples(r);
+    res->ncols = PQnfields(r);
+    for (int i = 0; res->nrows > 0 && i < res->ncols && i < BACKEND_MAX_COLS; i++)
+        res->values[i] = PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i);
+}
+
+void pg_conn_cancel(PGconn *conn)
 {
     char errbuf[256];
     PGcancel *c = PQgetCancel(conn);
@@ -235,7 +257,7 @@ static enum query_outcome query(PGconn *conn, const struct backend_op *op, doubl
         while (PQisBusy(conn)) {
             int ready = wait_fd(PQsocket(conn), POLLIN, deadline_ms);
             if (ready == 0) {
-                cancel_query(conn);
+                pg_conn_cancel(conn);
                 PQclear(last);
                 snprintf(err, errlen, "query cancelled at the request deadline");
                 return QUERY_DEADLINE;
@@ -248,20 +270,13 @@ static enum query_outcome query(PGconn *conn, const struct backend_op *op, doubl
         last = r;
     }
     if (!last) goto broken;
-    ExecStatusType st = PQresultStatus(last);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+    enum backend_status st = pg_result_status(conn, last, err, errlen);
+    if (st == BACKEND_OK) {
         *out = last;
         return QUERY_OK;
     }
-    const char *sqlstate = PQresultErrorField(last, PG_DIAG_SQLSTATE);
-    snprintf(err, errlen, "%s", PQresultErrorMessage(last));
-    err[strcspn(err, "\n")] = '\0';
     PQclear(last);
-    if (PQstatus(conn) != CONNECTION_OK) return QUERY_BROKEN;
-    if (sqlstate && strcmp(sqlstate, "57014") == 0) return QUERY_DEADLINE; /* statement timeout */
-    /* Class 08 (connection) and 57P (operator intervention: shutdown, crash). */
-    if (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0)) return QUERY_BROKEN;
-    return QUERY_ERROR;
+    return st == BACKEND_DOWN ? QUERY_BROKEN : st == BACKEND_DEADLINE ? QUERY_DEADLINE : QUERY_ERROR;
 broken_last:
     PQclear(last);
 broken:
@@ -301,12 +316,7 @@ PGresult *pg_pool_run(struct pg_pool *p, const struct backend_op *op, double dea
         }
         break;
     }
-    if (res->status == BACKEND_OK) {
-        res->nrows = PQntuples(result);
-        res->ncols = PQnfields(result);
-        for (int i = 0; res->nrows > 0 && i < res->ncols && i < BACKEND_MAX_COLS; i++)
-            res->values[i] = PQgetisnull(result, 0, i) ? NULL : PQgetvalue(result, 0, i);
-    }
+    if (res->status == BACKEND_OK) pg_result_fill(result, res);
     return result;
 }
 

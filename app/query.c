@@ -19,6 +19,7 @@ static int hex_value(char c)
 static int decode(const char *src, size_t len, char *buf, size_t buflen)
 {
     size_t o = 0;
+    if (buflen == 0) return -1;
     for (size_t i = 0; i < len; i++) {
         char c = src[i];
         if (c == '+') {

@@ -11,12 +11,6 @@
 #include "clock.h"
 #include "query.h"
 
-/* A command slower than this counts as Redis being down (the cache is an
- * optimisation: better to bypass it than to stall the request). */
-#define REDIS_TIMEOUT_MS 1000
-/* After a failed connect, answer "down" at once for this long instead of
- * making every request pay for a connect attempt. */
-#define REDIS_RETRY_MS 500
 
 struct redis_client {
     struct redis_address addr;
@@ -169,6 +163,11 @@ void redis_client_run(struct redis_client *c, const struct backend_op *op, struc
         return;
     }
     c->last = r;
+    redis_reply_fill(r, res);
+}
+
+void redis_reply_fill(const redisReply *r, struct backend_result *res)
+{
     res->status = BACKEND_OK;
     switch (r->type) {
     case REDIS_REPLY_NIL: res->redis_kind = REDIS_NIL; break;

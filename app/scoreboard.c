@@ -36,20 +36,25 @@ int64_t scoreboard_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void scoreboard_request_begin(struct scoreboard_slot *s, const char *method, const char *uri, const char *query)
+void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us)
+{
+    if (!s) return;
+    atomic_store(&s->request_started_us, oldest_us);
+    atomic_store(&s->active, active);
+    atomic_store(&s->state, active ? SLOT_BUSY : SLOT_IDLE);
+}
+
+void scoreboard_set_uri(struct scoreboard_slot *s, const char *method, const char *uri, const char *query)
 {
     if (!s) return;
     snprintf(s->last_uri, sizeof s->last_uri, "%s %s%s%s", method, uri, query && *query ? "?" : "",
              query ? query : "");
-    atomic_store(&s->request_started_us, scoreboard_now_us());
-    atomic_store(&s->state, SLOT_BUSY);
 }
 
-void scoreboard_request_end(struct scoreboard_slot *s, int route, int status, const char *x_cache, double slow_ms)
+void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
+                      double slow_ms)
 {
     if (!s) return;
-    int64_t started = atomic_load(&s->request_started_us);
-    int64_t took_us = scoreboard_now_us() - started;
     double took_s = (double)took_us / 1e6;
     struct scoreboard_counters *c = &s->counters;
     if (route < 0 || route >= SCOREBOARD_ROUTES) route = SCOREBOARD_ROUTES - 1;
@@ -68,8 +73,6 @@ void scoreboard_request_end(struct scoreboard_slot *s, int route, int status, co
     if (slow_ms > 0 && (double)took_us / 1e3 > slow_ms) COUNT(c->slow_requests, 1);
     atomic_store(&s->last_duration_ms, (double)took_us / 1e3);
     atomic_fetch_add(&s->requests, 1);
-    atomic_store(&s->request_started_us, 0);
-    atomic_store(&s->state, SLOT_IDLE);
 }
 
 void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from)

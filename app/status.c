@@ -46,7 +46,7 @@ static void add_up(const struct status_view *v, struct totals *t)
         t->total++;
         if (state == SLOT_BUSY) t->active++;
         else if (state == SLOT_IDLE) t->idle++;
-        t->accepted += atomic_load(&s->requests) + (state == SLOT_BUSY);
+        t->accepted += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
         t->pool_open += atomic_load(&s->pool_open);
         t->pool_busy += atomic_load(&s->pool_busy);
         scoreboard_add(&t->c, &s->counters);
@@ -110,8 +110,9 @@ static json_t *status_json(const struct status_view *v, const struct status_peak
         char uri[sizeof s->last_uri];
         memcpy(uri, s->last_uri, sizeof uri);
         uri[sizeof uri - 1] = '\0';
-        json_array_append_new(rows, json_pack("{s:i,s:s,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state",
-                                              state_names[state], "requests", (json_int_t)atomic_load(&s->requests),
+        json_array_append_new(rows, json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state",
+                                              state_names[state], "active_requests", atomic_load(&s->active),
+                                              "requests", (json_int_t)atomic_load(&s->requests),
                                               "request_duration_ms", round(duration * 1e3) / 1e3, "rss_kb",
                                               (json_int_t)atomic_load(&s->rss_kb), "last_uri", uri));
     }

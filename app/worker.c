@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <pthread.h>
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +21,8 @@ volatile sig_atomic_t worker_reopen_logs;
 
 static const struct worker_driver drivers[] = {
     [WORKER_SYNC] = {"sync", worker_sync_run},
-    [WORKER_THREAD] = {"thread", NULL},
-    [WORKER_EVENT] = {"event", NULL},
+    [WORKER_THREAD] = {"thread", worker_thread_run},
+    [WORKER_EVENT] = {"event", worker_event_run},
 };
 
 const struct worker_driver *worker_driver_for(enum worker_class c)
@@ -220,9 +221,29 @@ void worker_ready(const struct worker_env *env)
     wake_master(env);
 }
 
-void worker_request_begin(const struct exchange *ex)
+/* The requests in flight, oldest first (requests begin in time order). */
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct worker_request *inflight_head, *inflight_tail;
+static int inflight_count;
+
+static void publish_inflight(void)
 {
-    scoreboard_request_begin(scoreboard_self, ex->req.method, ex->req.path, ex->req.query);
+    scoreboard_set_busy(scoreboard_self, inflight_count, inflight_head ? inflight_head->started_us : 0);
+}
+
+void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+{
+    wr->started_us = scoreboard_now_us();
+    wr->next = NULL;
+    pthread_mutex_lock(&inflight_lock);
+    wr->prev = inflight_tail;
+    if (inflight_tail) inflight_tail->next = wr;
+    else inflight_head = wr;
+    inflight_tail = wr;
+    inflight_count++;
+    scoreboard_set_uri(scoreboard_self, ex->req.method, ex->req.path, ex->req.query);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
 }
 
 /* max_requests plus this worker's share of the jitter; 0 = never. */
@@ -237,28 +258,32 @@ static long request_limit(const struct settings *cfg)
     return limit;
 }
 
-void worker_request_end(const struct worker_env *env, const struct exchange *ex, struct pg_pool *pool)
+void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
+                        const struct pg_pool_stats *pool)
 {
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
     int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
-    int64_t started = s ? atomic_load(&s->request_started_us) : 0;
-    scoreboard_request_end(s, route, ex->resp.status, ex->resp.x_cache, cfg->timeout * 1e3 / 2);
-    if (log_access_enabled()) {
-        double ms = s && started ? (double)(scoreboard_now_us() - started) / 1e3 : 0;
-        log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
-                   ex->head_only ? 0 : ex->resp.body_len, ms);
-    }
+    int64_t took_us = scoreboard_now_us() - wr->started_us;
+    pthread_mutex_lock(&inflight_lock);
+    if (wr->prev) wr->prev->next = wr->next;
+    else inflight_head = wr->next;
+    if (wr->next) wr->next->prev = wr->prev;
+    else inflight_tail = wr->prev;
+    inflight_count--;
+    scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+    log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
+               ex->head_only ? 0 : ex->resp.body_len, (double)took_us / 1e3);
     if (!s) return;
     if (pool) {
-        struct pg_pool_stats ps;
-        pg_pool_stats(pool, &ps);
-        atomic_store(&s->pool_open, ps.open);
-        atomic_store(&s->pool_busy, ps.busy);
-        s->counters.pool_checkouts = ps.checkouts;
-        s->counters.pool_timeouts = ps.timeouts;
-        s->counters.pool_connects = ps.connects;
-        s->counters.pool_connect_failures = ps.connect_failures;
+        atomic_store(&s->pool_open, pool->open);
+        atomic_store(&s->pool_busy, pool->busy);
+        s->counters.pool_checkouts = pool->checkouts;
+        s->counters.pool_timeouts = pool->timeouts;
+        s->counters.pool_connects = pool->connects;
+        s->counters.pool_connect_failures = pool->connect_failures;
     }
     long limit = request_limit(cfg);
     if (limit && (long)atomic_load(&s->requests) >= limit && !atomic_exchange(&s->wants_retire, 1)) {
@@ -271,6 +296,6 @@ void worker_housekeeping(void)
 {
     if (worker_reopen_logs) {
         worker_reopen_logs = 0;
-        log_reopen();
+        if (log_reopen() != 0) log_warning("cannot reopen the logs (still writing the old files): %s", strerror(errno));
     }
 }

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# deploy/install-deps.sh [stack|test]: makes sure the Debian packages perfcgi needs are
-# installed. As root it installs what is missing; otherwise it prints the exact
-# apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test tools.
+# deploy/install-deps.sh [stack|test|fuzz]: makes sure the Debian packages perfcgi needs
+# are installed. As root it installs what is missing; otherwise it prints the exact
+# apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test
+# tools; `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
-build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev)
+build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev)
 stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
-test=(libcmocka-dev libfcgi-bin python3 docker-compose)
+test=(libcmocka-dev libfcgi-bin python3 docker-compose prometheus)
 
 packages=("${build[@]}" "${stack[@]}")
-[[ ${1:-stack} == test ]] && packages+=("${test[@]}")
+case ${1:-stack} in
+test) packages+=("${test[@]}") ;;
+fuzz) packages+=(clang) ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

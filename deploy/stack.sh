@@ -29,6 +29,7 @@ environment (all optional):
                 PERFCGI_REDIS_URL=redis://127.0.0.1:\$REDIS_PORT/0
                 PERFCGI_DATABASE_URL=postgresql://perfcgi@127.0.0.1:\$PG_PORT/perfcgi
                 PERFCGI_PIDFILE=\$RUN_DIR/perfcgi.pid
+                PERFCGI_ACCESS_LOG= (off: Nginx logs every request already)
   NGINX_WORKER_PROCESSES  Nginx worker_processes                [auto]
   WAIT_TIMEOUT  seconds any start-up wait may take               [30]
   STOP_TIMEOUT  seconds perfcgi gets to stop after TERM          [40]
@@ -87,6 +88,9 @@ export PERFCGI_STATUS_BIND=${PERFCGI_STATUS_BIND:-unix:$RUN_DIR/status.sock}
 export PERFCGI_REDIS_URL=${PERFCGI_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export PERFCGI_DATABASE_URL=${PERFCGI_DATABASE_URL:-postgresql://perfcgi@127.0.0.1:$PG_PORT/perfcgi}
 export PERFCGI_PIDFILE=${PERFCGI_PIDFILE:-$RUN_DIR/perfcgi.pid}
+# Nginx's access log already has every request: perfcgi's own (on by default, to
+# stderr) would double the log writes of a benchmark stack. Set it to - or a file to see it.
+export PERFCGI_ACCESS_LOG=${PERFCGI_ACCESS_LOG-}
 
 # --- output -----------------------------------------------------------------------------
 
@@ -583,6 +587,18 @@ nginx_render() {
     NGINX_STATUS_SERVER=$(upstream_of "$PERFCGI_STATUS_BIND")
     export NGINX_APP_SERVER NGINX_STATUS_SERVER
     export NGINX_CACHE_DIR=$RUN_DIR/nginx/cache
+    # Upstream keepalive only for the class that multiplexes connections, closed by
+    # Nginx a second before perfcgi would close them itself.
+    if [[ ${PERFCGI_WORKER_CLASS:-sync} == event ]]; then
+        local idle=${PERFCGI_KEEPALIVE_TIMEOUT:-5}
+        idle=${idle%%.*}
+        ((idle > 1)) && idle=$((idle - 1))
+        export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout ${idle}s;"
+        export NGINX_FASTCGI_KEEP_CONN=on
+    else
+        export NGINX_UPSTREAM_KEEPALIVE="# no keepalive: it would pin a ${PERFCGI_WORKER_CLASS:-sync} worker"
+        export NGINX_FASTCGI_KEEP_CONN=off
+    fi
     export NGINX_WORKER_PROCESSES=${NGINX_WORKER_PROCESSES:-auto}
     if ((EUID == 0)); then
         # Started as root, Nginx would run its workers as nobody, who cannot reach the

@@ -11,7 +11,9 @@ struct listener {
 };
 
 /*
- * Binds and listens on addr (unix:PATH or HOST:PORT, [v6]:PORT). A stale unix
+ * Binds and listens on addr (unix:PATH or HOST:PORT, [v6]:PORT), non-blocking:
+ * every worker class waits for readiness, then accepts (a worker that loses
+ * the race sees EAGAIN instead of blocking). A stale unix
  * socket that nobody answers on is replaced; one in use is an error. Returns
  * 0, or -1 with the reason in err.
  */

@@ -12,9 +12,12 @@ int log_reopen(void);
 void log_set_role(const char *role);
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Gives the log files to the user (and group) workers run as, so that they can
+ * reopen them after a rotation; no-op unless root and one of them is set. */
+void log_chown(const char *user, const char *group);
+
 /* The access log: path "" = off, "-" = stderr. */
 int log_access_open(const char *path);
-int log_access_enabled(void);
 /* One line per request:
  *   REMOTE - - [27/Nov/2026:04:10:00 +0000] "GET /path?query" STATUS BYTES DURATION_MS PID */
 void log_access(const char *remote, const char *method, const char *path, const char *query, int status,

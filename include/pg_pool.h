@@ -30,6 +30,18 @@ struct pg_pool_stats {
 };
 void pg_pool_stats(struct pg_pool *pool, struct pg_pool_stats *out);
 
+/* Shared with pg_async. An idle connection is usable unless the server
+ * closed it or said goodbye; checked without a round trip. */
+int pg_conn_healthy(PGconn *conn);
+/* What a query's final result means: OK, DOWN (connection lost, server
+ * shutting down), DEADLINE (cancelled) or FAILED; err gets the message. */
+enum backend_status pg_result_status(PGconn *conn, const PGresult *r, char *err, size_t errlen);
+/* Asks the server to cancel what conn runs (a short blocking exchange on a
+ * connection of its own: libpq 15 has no non-blocking cancel). */
+void pg_conn_cancel(PGconn *conn);
+/* Points res at the first row of r. */
+void pg_result_fill(const PGresult *r, struct backend_result *res);
+
 /* SELECT 1 on a connection of its own: 0 when PostgreSQL answers. */
 int pg_ping(const char *conninfo, int timeout_ms, char *err, size_t errlen);
 

@@ -30,7 +30,8 @@ struct scoreboard_counters {
 struct scoreboard_slot {
     _Atomic pid_t pid;
     _Atomic int state;                  /* enum slot_state */
-    _Atomic int64_t request_started_us; /* monotonic; 0 when idle */
+    _Atomic int64_t request_started_us; /* start of the oldest request in flight; 0 when idle */
+    _Atomic int active;                 /* requests in flight (thread and event workers: many) */
     _Atomic uint64_t requests;          /* served by this process */
     _Atomic int wants_retire;           /* max_requests reached: replace me */
     _Atomic int pool_open, pool_busy;
@@ -48,10 +49,13 @@ void scoreboard_destroy(struct scoreboard_slot *slots, int nslots);
 extern struct scoreboard_slot *scoreboard_self;
 
 int64_t scoreboard_now_us(void);
-void scoreboard_request_begin(struct scoreboard_slot *s, const char *method, const char *uri, const char *query);
-/* route: index in router_table, or SCOREBOARD_ROUTES - 1 for none. x_cache may be NULL. */
-void scoreboard_request_end(struct scoreboard_slot *s, int route, int status, const char *x_cache,
-                            double slow_ms);
+/* What is in flight: how many requests, since when the oldest (0 = none). */
+void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us);
+void scoreboard_set_uri(struct scoreboard_slot *s, const char *method, const char *uri, const char *query);
+/* Counts one answered request. route: index in router_table, or
+ * SCOREBOARD_ROUTES - 1 for none; x_cache may be NULL. */
+void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
+                      double slow_ms);
 
 /* Adds every counter of `from` into `into` (the master folds a dead worker's slot in). */
 void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from);

@@ -45,7 +45,7 @@
     X(user, STR, "", 0, 0, "Run workers as this user when started as root")                        \
     X(group, STR, "", 0, 0, "Run workers as this group when started as root")                      \
     X(socket_mode, MODE, "0660", 0, 0777, "Permissions of unix sockets, in octal")                 \
-    X(access_log, STR, "", 0, 0, "Access log file, - for stderr (empty = off)")                    \
+    X(access_log, STR, "-", 0, 0, "Access log file, - for stderr (empty = off)")                    \
     X(error_log, STR, "-", 0, 0, "Error log file, - for stderr")                                   \
     X(log_level, LEVEL, "info", 0, 0, "Error log threshold: debug, info, warning or error")        \
     X(redis_url, REDIS_URL, "redis://127.0.0.1:6379/0", 0, 0,                                            \

@@ -47,9 +47,18 @@ void worker_run_blocking(struct exchange *ex, struct blocking_backends *b);
 
 /* Tells the master this worker serves (call once booted). */
 void worker_ready(const struct worker_env *env);
+
+/* One request in flight, kept by the driver next to its exchange: the worker
+ * publishes how many are in flight and since when the oldest, so the master
+ * can tell a hung worker of any class. */
+struct worker_request {
+    struct worker_request *prev, *next;
+    int64_t started_us;
+};
 /* Bookkeeping around one request: scoreboard, access log, max_requests. */
-void worker_request_begin(const struct exchange *ex);
-void worker_request_end(const struct worker_env *env, const struct exchange *ex, struct pg_pool *pool);
+void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
+void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
+                        const struct pg_pool_stats *pool);
 /* Between requests: reopen logs after USR1. */
 void worker_housekeeping(void);
 
@@ -57,5 +66,7 @@ void worker_housekeeping(void);
 void worker_request_from_params(struct request *req, char **envp, char *path_buf, size_t path_len);
 
 int worker_sync_run(const struct worker_env *env);
+int worker_thread_run(const struct worker_env *env);
+int worker_event_run(const struct worker_env *env);
 
 #endif

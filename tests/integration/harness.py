@@ -7,15 +7,18 @@ and removed at the end. run.py owns its life; tests only use the helpers below.
 Standard library only.
 """
 
+import contextlib
 import http.client as httpclient
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -309,10 +312,11 @@ def json_body(body):
     return obj
 
 
-def stack(cmd, service):
-    """deploy/stack.sh CMD SERVICE with the stack's environment; fails unless it succeeds."""
+def stack(cmd, service, env=None):
+    """deploy/stack.sh CMD SERVICE with the stack's environment (plus env, e.g. extra
+    PERFCGI_* settings for `start perfcgi`); fails unless it succeeds."""
     _need_stack()
-    r = subprocess.run([str(STACK_SH), cmd, service], env=STACK.env, cwd=str(REPO),
+    r = subprocess.run([str(STACK_SH), cmd, service], env=dict(STACK.env, **(env or {})), cwd=str(REPO),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=STACK_CMD_TIMEOUT)
     if r.returncode != 0:
@@ -438,3 +442,435 @@ class Proc:
                 os.killpg(self.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+# --- the process manager: the master's status socket, load, perfcgi with other settings ----
+
+class _UnixHTTPConnection(httpclient.HTTPConnection):
+    """http.client over a unix socket (the master's status_bind in the stack)."""
+
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.unix_path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+def status_socket():
+    _need_stack()
+    return os.path.join(STACK.run_dir, "status.sock")
+
+
+def app_socket():
+    _need_stack()
+    return os.path.join(STACK.run_dir, "perfcgi.sock")
+
+
+def master_http(path, method="GET", timeout=10):
+    """One request straight to the master's status socket (not through Nginx):
+    (status, Headers, body bytes)."""
+    conn = _UnixHTTPConnection(status_socket(), timeout)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, Headers(resp.getheaders()), data
+    finally:
+        conn.close()
+
+
+def pm_status(full=False):
+    """The master's /status (or /status?full) as a dict, read from its status socket."""
+    status, h, body = master_http("/status?full" if full else "/status")
+    assert status == 200, f"/status answered {status}: {body[:300]!r}"
+    return json_body(body)
+
+
+def restarts():
+    """worker_restarts of /status: reason -> count."""
+    return dict(pm_status()["worker_restarts"])
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...)): float}; comments skipped.
+
+    Label values of perfcgi hold no quotes, commas or braces: a simple split does."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        head, value = line.rsplit(" ", 1)
+        if "{" in head:
+            name, labels = head.split("{", 1)
+            pairs = []
+            for item in labels.rstrip("}").split(","):
+                k, v = item.split("=", 1)
+                pairs.append((k, v.strip('"')))
+            key = (name, tuple(sorted(pairs)))
+        else:
+            key = (head, ())
+        assert key not in out, f"metric {key} appears twice"
+        out[key] = float(value)
+    return out
+
+
+def metric_sum(metrics, name, **labels):
+    """The sum of the samples of one metric whose labels include `labels`."""
+    return sum(v for (n, ls), v in metrics.items()
+               if n == name and all((k, str(val)) in ls for k, val in labels.items()))
+
+
+def master_pid():
+    _need_stack()
+    return STACK.master_pid()
+
+
+def signal_master(sig):
+    os.kill(master_pid(), sig)
+
+
+def wait_workers(n, timeout=60):
+    """Waits until the master has exactly n workers, all booted and none retiring:
+    /status total_processes == n, none starting, and n live children. Returns their pids."""
+    def settled():
+        st = pm_status(full=True)
+        kids = children_of(master_pid())
+        rows = st["processes"]
+        if st["total_processes"] != n or len(kids) != n or len(rows) != n:
+            return None
+        if any(r["state"] == "starting" for r in rows) or sorted(r["pid"] for r in rows) != kids:
+            return None
+        return kids
+    return wait_until(settled, timeout, interval=0.1, message=f"{n} workers serving")
+
+
+def wait_ready(timeout=60):
+    def ready():
+        status, h, body = http("GET", "/readyz", timeout=10)
+        return status == 200
+    wait_until(ready, timeout, message="/readyz 200")
+
+
+def restore_perfcgi():
+    """Whatever perfcgi runs on the stack's sockets is stopped, and the stack's usual one
+    (its settings, WORKERS workers) started again and waited for."""
+    stack("stop", "perfcgi")
+    stack("start", "perfcgi")
+    wait_workers(WORKERS)
+    wait_ready()
+
+
+@contextlib.contextmanager
+def perfcgi_with(**settings):
+    """The stack's perfcgi restarted through stack.sh with extra settings
+    (perfcgi_with(max_requests=50) -> PERFCGI_MAX_REQUESTS=50), the usual one again
+    afterwards whatever happens. Yields the master's pid."""
+    env = {"PERFCGI_" + k.upper(): str(v) for k, v in settings.items()}
+    stack("stop", "perfcgi")
+    try:
+        stack("start", "perfcgi", env=env)
+        wait_workers(int(settings.get("workers", WORKERS)))
+        yield master_pid()
+    finally:
+        restore_perfcgi()
+
+
+def stack_perfcgi_settings():
+    """The settings stack.sh gives perfcgi in this stack, as config-file keys."""
+    _need_stack()
+    run = STACK.run_dir
+    s = {k[len("PERFCGI_"):].lower(): v for k, v in STACK_SETTINGS.items()}
+    s.update(bind=f"unix:{run}/perfcgi.sock", status_bind=f"unix:{run}/status.sock",
+             redis_url=f"redis://127.0.0.1:{STACK.redis_port}/0",
+             database_url=f"postgresql://perfcgi@127.0.0.1:{STACK.pg_port}/perfcgi",
+             pidfile=f"{run}/perfcgi.pid")
+    return s
+
+
+def config_text(settings):
+    return "[perfcgi]\n" + "".join(f"{k} = {v}\n" for k, v in settings.items())
+
+
+class OwnPerfcgi:
+    """bin/perfcgi started by the test itself, with `-c FILE` (settings in the file only,
+    no PERFCGI_* variable, so a HUP re-reads them all) on the stack's sockets, so Nginx
+    reaches it. The test owns the process: its exit status, its log (RUN_DIR/NAME.log,
+    stdout and stderr). With `with`: the stack's perfcgi is stopped first, and on the
+    way out this one is killed (its whole process group) and the usual one restored."""
+
+    def __init__(self, name="own", args=(), **settings):
+        _need_stack()
+        self.config = os.path.join(STACK.run_dir, f"{name}.ini")
+        self.log = os.path.join(STACK.run_dir, f"{name}.log")
+        self.args = list(args)
+        self.settings = dict(stack_perfcgi_settings(), **{k: str(v) for k, v in settings.items()})
+        self.p = None
+        self.pid = None
+
+    def write_config(self, text=None, **changes):
+        """Rewrites the config file: `text` as is, or the settings with `changes`."""
+        if text is None:
+            self.settings.update({k: str(v) for k, v in changes.items()})
+            text = config_text(self.settings)
+        tmp = self.config + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config)
+        return text
+
+    def __enter__(self):
+        stack("stop", "perfcgi")
+        try:
+            self.write_config()
+            with open(self.log, "ab") as logf:
+                self.p = subprocess.Popen([str(PERFCGI_BIN), "-c", self.config, *self.args], env=clean_env(),
+                                          cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=logf,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+            self.pid = self.p.pid
+
+            def serving():
+                if self.p.poll() is not None:
+                    raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
+                                         f"{self.log_text()[-800:]}")
+                return os.path.exists(app_socket()) and master_http("/healthz", timeout=5)[0] == 200
+            try:
+                wait_until(serving, 30, message="own perfcgi serving /healthz")
+            except AssertionError:
+                if self.p.poll() is not None:
+                    raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
+                                         f"{self.log_text()[-800:]}") from None
+                raise
+            wait_workers(int(self.settings.get("workers", WORKERS)))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.kill()
+        finally:
+            for path in (self.config, self.config + ".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            restore_perfcgi()
+        return False
+
+    def wait(self, timeout):
+        """Waits for the master to exit; its status (fails the test if it does not exit)."""
+        try:
+            return self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"perfcgi (pid {self.pid}) did not exit within {timeout}s") from None
+
+    def kill(self):
+        if self.p is None:
+            return
+        if self.p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.p.wait(timeout=10)
+        # Workers die with their master (PDEATHSIG); make sure none of the group lingers.
+        if process_group_members(self.pid):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            wait_until(lambda: not process_group_members(self.pid), 10,
+                       message=f"process group {self.pid} gone")
+
+    def log_text(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+
+class Load:
+    """Load through Nginx: `threads` threads loop over `paths` (X-No-Cache: 1), each
+    request on a new connection, until stop(). Counts every request exactly: sent ==
+    ok + len(failures) once stopped. A failure is any answer but a 200 carrying a JSON
+    object with "worker", or any connection error / timeout."""
+
+    def __init__(self, paths, threads=8, timeout=HTTP_TIMEOUT, headers=None):
+        self.paths = list(paths)
+        self.nthreads = threads
+        self.timeout = timeout
+        self.headers = {"X-No-Cache": "1"} if headers is None else dict(headers)
+        self.lock = threading.Lock()
+        self.sent = self.ok = 0
+        self.failures = []      # (monotonic time, path, what)
+        self.served_by = {}     # X-Worker pid -> 200 answers
+        self._stop = threading.Event()
+        self._threads = []
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        for i in range(self.nthreads):
+            t = threading.Thread(target=self._run, args=(i,), name=f"load-{i}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, i):
+        k = i
+        while not self._stop.is_set():
+            path = self.paths[k % len(self.paths)]
+            k += 1
+            with self.lock:
+                self.sent += 1
+            pid = None
+            try:
+                status, h, body = http("GET", path, headers=self.headers, timeout=self.timeout)
+                obj = json.loads(body) if status == 200 else None
+                if isinstance(obj, dict) and isinstance(obj.get("worker"), int):
+                    pid = obj["worker"]
+                    what = None
+                else:
+                    what = f"{status} {body[:160]!r}"
+            except Exception as exc:  # noqa: BLE001 - every error is a failed request
+                what = f"{type(exc).__name__}: {exc}"
+            with self.lock:
+                if what is None:
+                    self.ok += 1
+                    self.served_by[pid] = self.served_by.get(pid, 0) + 1
+                else:
+                    self.failures.append((time.monotonic(), path, what))
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(self.timeout + 15)
+        alive = [t.name for t in self._threads if t.is_alive()]
+        assert not alive, f"load threads still running: {alive}"
+        assert self.sent == self.ok + len(self.failures), (self.sent, self.ok, len(self.failures))
+
+    def wait_for(self, n, timeout=60):
+        """Waits until at least n requests got a 200."""
+        wait_until(lambda: self.ok >= n, timeout, interval=0.05, message=f"{n} requests served")
+
+    def summary(self):
+        fails = "; ".join(f"{p}: {w}" for _, p, w in self.failures[:5])
+        return f"{self.sent} sent, {self.ok} ok, {len(self.failures)} failed" + (f" ({fails})" if fails else "")
+
+
+class StatusWatch:
+    """Reads the master's /status every `interval` seconds in a thread, keeping every
+    answer (and every failure to get one) until stop()."""
+
+    def __init__(self, interval=0.05, full=False):
+        self.interval = interval
+        self.full = full
+        self.samples = []   # (monotonic time, dict)
+        self.errors = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-watch", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.samples.append((time.monotonic(), pm_status(self.full)))
+            except Exception as exc:  # noqa: BLE001
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(30)
+
+    def assert_never_decreases(self, key="accepted_conn"):
+        assert not self.errors, f"/status failed {len(self.errors)} times: {self.errors[:3]}"
+        assert len(self.samples) >= 2, f"only {len(self.samples)} /status samples"
+        values = [s[key] for _, s in self.samples]
+        drops = [(a, b) for a, b in zip(values, values[1:]) if b < a]
+        assert not drops, f"{key} went down between successive /status reads: {drops[:5]} (of {len(values)} reads)"
+        return values
+
+
+# --- a minimal FastCGI client (responder role, one request per connection) -----------------
+
+FCGI_BEGIN_REQUEST, FCGI_END_REQUEST, FCGI_PARAMS, FCGI_STDIN, FCGI_STDOUT = 1, 3, 4, 5, 6
+
+
+def _fcgi_record(rtype, content, request_id=1):
+    return struct.pack("!BBHHBx", 1, rtype, request_id, len(content), 0) + content
+
+
+def _fcgi_pairs(params):
+    out = b""
+    for k, v in params.items():
+        k, v = k.encode(), v.encode()
+        for n in (len(k), len(v)):
+            out += bytes([n]) if n < 128 else struct.pack("!I", n | 0x80000000)
+        out += k + v
+    return out
+
+
+def fcgi_connect(path=None, timeout=HTTP_TIMEOUT):
+    """A connected unix socket to perfcgi's FastCGI listener (the stack's by default)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path or app_socket())
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def fcgi_request(sock, uri="/", query="", method="GET"):
+    """Sends one FastCGI request on a connected socket and reads the answer to its
+    END_REQUEST: (status code or None, raw CGI output). Raises OSError / EOFError when the
+    server drops the connection."""
+    params = {"REQUEST_METHOD": method, "DOCUMENT_URI": uri, "QUERY_STRING": query,
+              "REQUEST_URI": uri + ("?" + query if query else ""), "SERVER_PROTOCOL": "HTTP/1.1",
+              "REMOTE_ADDR": "127.0.0.1", "GATEWAY_INTERFACE": "CGI/1.1"}
+    sock.sendall(_fcgi_record(FCGI_BEGIN_REQUEST, struct.pack("!HB5x", 1, 0)) +
+                 _fcgi_record(FCGI_PARAMS, _fcgi_pairs(params)) + _fcgi_record(FCGI_PARAMS, b"") +
+                 _fcgi_record(FCGI_STDIN, b""))
+    buf, out = b"", b""
+
+    def need(n):
+        nonlocal buf
+        while len(buf) < n:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise EOFError(f"the server closed the connection after {len(out) + len(buf)} bytes, "
+                               f"before END_REQUEST")
+            buf += chunk
+        data, buf = buf[:n], buf[n:]
+        return data
+
+    while True:
+        _, rtype, _, length, padding = struct.unpack("!BBHHBx", need(8))
+        content = need(length + padding)[:length]
+        if rtype == FCGI_STDOUT:
+            out += content
+        elif rtype == FCGI_END_REQUEST:
+            break
+    text = out.decode("utf-8", "replace")
+    first = text.split("\r\n", 1)[0].split("\n", 1)[0]
+    code = int(first.split()[1]) if first.startswith("Status: ") else None
+    return code, text

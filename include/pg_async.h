@@ -1,0 +1,32 @@
+/* pg_async: the event worker's PostgreSQL pool: libpq's non-blocking calls on the loop. */
+#ifndef PERFCGI_PG_ASYNC_H
+#define PERFCGI_PG_ASYNC_H
+
+#include <libpq-fe.h>
+#include <uv.h>
+
+#include "backend.h"
+#include "pg_pool.h"
+#include "settings.h"
+
+struct pg_async;
+
+/*
+ * Called once per pg_async_run with the outcome; res->values point into
+ * result, which the pool clears after the callback returns (NULL on failure).
+ */
+typedef void (*pg_async_cb)(void *ctx, const struct backend_result *res);
+
+/* Connections open lazily; waiters queue and fail with BACKEND_POOL_TIMEOUT
+ * after pool_timeout. */
+struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg);
+/* Closes every connection; pending callbacks run first with BACKEND_DOWN. */
+void pg_async_free(struct pg_async *pool);
+
+/* Runs op's query on a pooled connection; cancels it at deadline_ms (monotonic).
+ * op and its strings must live until cb runs. */
+void pg_async_run(struct pg_async *pool, const struct backend_op *op, double deadline_ms, pg_async_cb cb, void *ctx);
+
+void pg_async_stats(const struct pg_async *pool, struct pg_pool_stats *out);
+
+#endif
