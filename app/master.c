@@ -21,7 +21,7 @@
 /* Slots for the largest pool plus as many replacements starting beside it. */
 #define MAX_SLOTS (2 * 1024 + 16)
 /* The loop wakes at least this often to check hung and bloated workers. */
-#define TICK_MS 250
+#define TICK_MS 100
 /* More worker deaths than this within CRASH_WINDOW_MS slow respawning down. */
 #define CRASH_BURST 5
 #define CRASH_WINDOW_MS 1000.0
@@ -261,7 +261,7 @@ static void check_workers(struct master *m)
         int64_t started = atomic_load(&s->request_started_us);
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
             log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
-                      cfg->timeout, s->last_uri);
+                      cfg->timeout, s->oldest_uri);
             retire(m, w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }

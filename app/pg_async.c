@@ -311,6 +311,7 @@ static struct pg_conn_a *conn_open(struct pg_async *p)
     c->fd = -1;
     c->state = CONN_CONNECTING;
     c->pg = PQconnectStart(p->conninfo);
+    if (c->pg) pg_conn_quiet(c->pg);
     p->stats.connects++;
     p->open++;
     c->next = p->conns;

@@ -77,6 +77,19 @@ static int wait_fd(int fd, short events, double deadline_ms)
     }
 }
 
+/* A server that shuts down tells idle connections why; libpq would print that
+ * to stderr. The connection's failure is reported where it is used instead. */
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+void pg_conn_quiet(PGconn *conn)
+{
+    PQsetNoticeProcessor(conn, quiet_notice, NULL);
+}
+
 /* Connects without blocking past deadline_ms (libpq's own connect_timeout
  * counts whole seconds, and at least two). */
 static PGconn *connect_by(const char *conninfo, double deadline_ms, char *err, size_t errlen)
@@ -86,6 +99,7 @@ static PGconn *connect_by(const char *conninfo, double deadline_ms, char *err, s
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    pg_conn_quiet(conn);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
         int ready = wait_fd(PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ms);
@@ -289,6 +303,7 @@ PGresult *pg_pool_run(struct pg_pool *p, const struct backend_op *op, double dea
                       struct backend_result *res)
 {
     memset(res, 0, sizeof *res);
+    res->status = BACKEND_DOWN; /* until a query says otherwise */
     PGresult *result = NULL;
     /* A kept connection may have died with a server restart unnoticed: then
      * one more try on a fresh one. The queries are read-only, so a retry is safe. */
@@ -307,7 +322,7 @@ PGresult *pg_pool_run(struct pg_pool *p, const struct backend_op *op, double dea
         enum query_outcome q = query(slot->conn, op, deadline_ms, &result, res->message, sizeof res->message);
         res->db_ms = clock_ms() - t_query;
         checkin(p, slot, q == QUERY_BROKEN || q == QUERY_DEADLINE);
-        if (q == QUERY_BROKEN && !fresh) continue;
+        if (q == QUERY_BROKEN && !fresh && attempt == 0) continue;
         switch (q) {
         case QUERY_OK: res->status = BACKEND_OK; break;
         case QUERY_BROKEN: res->status = BACKEND_DOWN; break;

@@ -36,19 +36,18 @@ int64_t scoreboard_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us)
+void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri)
 {
     if (!s) return;
+    snprintf(s->oldest_uri, sizeof s->oldest_uri, "%s", oldest_uri);
     atomic_store(&s->request_started_us, oldest_us);
     atomic_store(&s->active, active);
     atomic_store(&s->state, active ? SLOT_BUSY : SLOT_IDLE);
 }
 
-void scoreboard_set_uri(struct scoreboard_slot *s, const char *method, const char *uri, const char *query)
+void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri)
 {
-    if (!s) return;
-    snprintf(s->last_uri, sizeof s->last_uri, "%s %s%s%s", method, uri, query && *query ? "?" : "",
-             query ? query : "");
+    if (s) snprintf(s->last_uri, sizeof s->last_uri, "%s", uri);
 }
 
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,

@@ -228,20 +228,23 @@ static int inflight_count;
 
 static void publish_inflight(void)
 {
-    scoreboard_set_busy(scoreboard_self, inflight_count, inflight_head ? inflight_head->started_us : 0);
+    scoreboard_set_busy(scoreboard_self, inflight_count, inflight_head ? inflight_head->started_us : 0,
+                        inflight_head ? inflight_head->uri : "");
 }
 
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
 {
     wr->started_us = scoreboard_now_us();
     wr->next = NULL;
+    const struct request *q = &ex->req;
+    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
     pthread_mutex_lock(&inflight_lock);
     wr->prev = inflight_tail;
     if (inflight_tail) inflight_tail->next = wr;
     else inflight_head = wr;
     inflight_tail = wr;
     inflight_count++;
-    scoreboard_set_uri(scoreboard_self, ex->req.method, ex->req.path, ex->req.query);
+    scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
 }

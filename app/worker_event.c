@@ -18,6 +18,10 @@
 
 struct ev_conn;
 
+/* On a stop, how long a connection accepted but not yet used may wait for its
+ * first request. */
+#define FRESH_GRACE_MS 1000
+
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
 struct ev_req {
@@ -45,6 +49,7 @@ struct ev_conn {
     struct fcgi_buf out;
     size_t out_off;
     struct ev_req *req;
+    int served; /* requests answered on this connection */
     int close_after_flush, closing;
 };
 
@@ -140,6 +145,7 @@ static void req_finish(struct ev_req *r)
         failed |= fcgi_write_stdout_end(&c->out, r->id) != 0;
         failed |= fcgi_write_end_request(&c->out, r->id, 0, FCGI_STATUS_REQUEST_COMPLETE) != 0;
         c->req = NULL;
+        c->served++;
         if (failed || !c->parser.keep_conn) c->close_after_flush = 1;
         fcgi_parser_reset_request(&c->parser);
         conn_flush(c);
@@ -433,11 +439,11 @@ static void close_handle(uv_handle_t *h, void *arg)
     if (!uv_is_closing(h)) uv_close(h, NULL);
 }
 
-/* Stopping, and nothing in flight: close everything; the loop then ends. */
+/* Stopping, nothing in flight and no connection left: close the rest; the
+ * loop then ends. */
 static void maybe_exit(struct worker *w)
 {
-    if (!w->stopping || w->nreqs > 0) return;
-    while (w->conns) conn_close(w->conns);
+    if (!w->stopping || w->nreqs > 0 || w->conns) return;
     if (w->redis) {
         redis_async_free(w->redis);
         w->redis = NULL;
@@ -457,10 +463,15 @@ static void on_term(uv_signal_t *s, int signum)
     w->stopping = 1;
     worker_stopping = 1;
     for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
-    /* Idle kept connections go now; busy ones once their request is answered. */
+    /* Kept connections that served go now (Nginx retries a request that meets a
+     * closed kept connection); busy ones once their request is answered. One
+     * accepted but not yet used gets a moment for the request its client is
+     * about to send, which Nginx would not retry. */
     for (struct ev_conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->req) conn_close(c);
+        if (c->req) continue;
+        if (c->served) conn_close(c);
+        else uv_timer_start(&c->idle, on_idle, FRESH_GRACE_MS, 0);
     }
     maybe_exit(w);
 }

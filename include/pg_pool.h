@@ -39,6 +39,8 @@ enum backend_status pg_result_status(PGconn *conn, const PGresult *r, char *err,
 /* Asks the server to cancel what conn runs (a short blocking exchange on a
  * connection of its own: libpq 15 has no non-blocking cancel). */
 void pg_conn_cancel(PGconn *conn);
+/* Keeps libpq's notices (a shutting-down server's farewell) off stderr. */
+void pg_conn_quiet(PGconn *conn);
 /* Points res at the first row of r. */
 void pg_result_fill(const PGresult *r, struct backend_result *res);
 

@@ -38,6 +38,7 @@ struct scoreboard_slot {
     _Atomic long rss_kb;                /* written by the master */
     _Atomic double last_duration_ms;
     char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
+    char oldest_uri[128];               /* of the oldest request in flight */
     struct scoreboard_counters counters;
 };
 
@@ -49,9 +50,11 @@ void scoreboard_destroy(struct scoreboard_slot *slots, int nslots);
 extern struct scoreboard_slot *scoreboard_self;
 
 int64_t scoreboard_now_us(void);
-/* What is in flight: how many requests, since when the oldest (0 = none). */
-void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us);
-void scoreboard_set_uri(struct scoreboard_slot *s, const char *method, const char *uri, const char *query);
+/* What is in flight: how many requests, since when the oldest (0 = none) and
+ * which it is. */
+void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri);
+/* The request last begun, as "METHOD /path?query". */
+void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri);
 /* Counts one answered request. route: index in router_table, or
  * SCOREBOARD_ROUTES - 1 for none; x_cache may be NULL. */
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,

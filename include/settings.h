@@ -33,16 +33,17 @@
     X(max_worker_rss_mb, INT, "0", 0, 1048576,                                                     \
       "Recycle a worker whose resident size exceeds this many MiB (0 = never)")                    \
     X(timeout, SECONDS, "30", 1, 86400,                                                            \
-      "Kill and replace a worker busy on one request for longer than this")                        \
+      "Kill and replace a worker busy on one request longer than this; backend waits end 1 s before")\
     X(graceful_timeout, SECONDS, "30", 0, 86400,                                                   \
       "Time in-flight requests get to finish on a graceful stop or reload")                        \
     X(keepalive_timeout, SECONDS, "5", 0, 3600,                                                    \
       "Close kept-alive FastCGI connections idle for longer than this")                            \
-    X(preload, BOOL, "false", 0, 0, "Load the application in the master before forking")           \
+    X(preload, BOOL, "false", 0, 0,                                                                \
+      "Check the backends' URLs and warm the memo table in the master, before forking")            \
     X(status_bind, BINDS, "127.0.0.1:9001", 0, 0,                                                  \
       "HTTP socket of the master's /healthz, /readyz, /status and /metrics")                       \
     X(pidfile, STR, "", 0, 0, "File the master writes its pid to (empty = none)")                  \
-    X(user, STR, "", 0, 0, "Run workers as this user when started as root")                        \
+    X(user, STR, "", 0, 0, "Run workers as this user when started as root (it owns the sockets)")  \
     X(group, STR, "", 0, 0, "Run workers as this group when started as root")                      \
     X(socket_mode, MODE, "0660", 0, 0777, "Permissions of unix sockets, in octal")                 \
     X(access_log, STR, "-", 0, 0, "Access log file, - for stderr (empty = off)")                    \

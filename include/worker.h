@@ -54,6 +54,7 @@ void worker_ready(const struct worker_env *env);
 struct worker_request {
     struct worker_request *prev, *next;
     int64_t started_us;
+    char uri[128]; /* "GET /path?query", for the master's log if it hangs */
 };
 /* Bookkeeping around one request: scoreboard, access log, max_requests. */
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);

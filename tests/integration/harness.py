@@ -30,13 +30,20 @@ PERFCGI_BIN = Path(os.environ.get("PERFCGI_BIN") or REPO / "bin" / "perfcgi").re
 
 # perfcgi settings of the test stack. Every PERFCGI_* variable must be a known setting:
 # an unknown one stops perfcgi at start-up.
+# The worker class the stack runs (tests/run.sh runs the suite once per class).
+WORKER_CLASS = os.environ.get("TEST_WORKER_CLASS", "sync")
 STACK_SETTINGS = {
+    "PERFCGI_WORKER_CLASS": WORKER_CLASS,
     "PERFCGI_WORKERS": "4",
     "PERFCGI_POOL_TIMEOUT": "2",
     "PERFCGI_MAX_HELD_MB": "8",
     "PERFCGI_CACHE_TTL": "60",
 }
 WORKERS = int(STACK_SETTINGS["PERFCGI_WORKERS"])
+# Slow requests per worker that make every worker busy: sync serves one at a time,
+# thread `threads` (4 by default), event any number: 3 spread over the workers and
+# stay within one worker's pool (pool_size + pool_max_overflow = 15) even unevenly.
+REQUESTS_PER_WORKER = {"sync": 1, "thread": 4, "event": 3}[WORKER_CLASS]
 CACHE_TTL = int(STACK_SETTINGS["PERFCGI_CACHE_TTL"])
 MAX_HELD_MB = int(STACK_SETTINGS["PERFCGI_MAX_HELD_MB"])
 
@@ -537,19 +544,22 @@ def signal_master(sig):
     os.kill(master_pid(), sig)
 
 
+def settled(n):
+    """The pids of exactly n serving workers (none starting, none retiring), else None:
+    /status total_processes == n, none starting, and n live children."""
+    st = pm_status(full=True)
+    kids = children_of(master_pid())
+    rows = st["processes"]
+    if st["total_processes"] != n or len(kids) != n or len(rows) != n:
+        return None
+    if any(r["state"] == "starting" for r in rows) or sorted(r["pid"] for r in rows) != kids:
+        return None
+    return kids
+
+
 def wait_workers(n, timeout=60):
-    """Waits until the master has exactly n workers, all booted and none retiring:
-    /status total_processes == n, none starting, and n live children. Returns their pids."""
-    def settled():
-        st = pm_status(full=True)
-        kids = children_of(master_pid())
-        rows = st["processes"]
-        if st["total_processes"] != n or len(kids) != n or len(rows) != n:
-            return None
-        if any(r["state"] == "starting" for r in rows) or sorted(r["pid"] for r in rows) != kids:
-            return None
-        return kids
-    return wait_until(settled, timeout, interval=0.1, message=f"{n} workers serving")
+    """Waits until the master has exactly n serving workers; returns their pids."""
+    return wait_until(lambda: settled(n), timeout, interval=0.1, message=f"{n} workers serving")
 
 
 def wait_ready(timeout=60):

@@ -11,7 +11,9 @@ if anything failed, and last a single line "N passed, N failed". Exits 0 only if
 failed.
 
 A module that sets NEEDS_STACK = False (e.g. the settings tests) runs without a stack;
-the stack is only started if some selected test needs it. Standard library only.
+the stack is only started if some selected test needs it. TEST_WORKER_CLASS (sync,
+thread or event; default sync) picks the stack's worker class; the modules without a
+stack run in the sync pass only. Standard library only.
 """
 
 import atexit
@@ -48,6 +50,10 @@ def discover(filters):
             tests.append((f.__name__, f, needs_stack))
     if filters:
         tests = [t for t in tests if any(s in t[0] for s in filters)]
+    if harness.WORKER_CLASS != "sync":
+        # Modules without the stack start their own perfcgi: the class of the stack
+        # does not change them, so they run in the sync pass only.
+        tests = [t for t in tests if t[2]]
     return tests
 
 
@@ -109,7 +115,7 @@ def main(argv):
             print("starting the stack (deploy/stack.sh up) ...", flush=True)
             try:
                 harness.STACK.start()
-                print(f"stack up in {time.monotonic() - t0:.1f}s: RUN_DIR={harness.STACK.run_dir} "
+                print(f"stack up in {time.monotonic() - t0:.1f}s ({harness.WORKER_CLASS} workers): RUN_DIR={harness.STACK.run_dir} "
                       f"port={harness.STACK.port} redis={harness.STACK.redis_port} "
                       f"postgres={harness.STACK.pg_port}", flush=True)
             except Exception as exc:  # noqa: BLE001
@@ -144,6 +150,15 @@ def main(argv):
             print(f"FAIL {current}: interrupted", flush=True)
         print(f"\ninterrupted ({interrupted}): stopping the stack", flush=True)
         failed_with_stack = failed_with_stack or harness.STACK.started
+        # An ASan or UBSan build reports to perfcgi's log without failing a request.
+        if harness.STACK.started and not interrupted:
+            reports = [ln for ln in (harness.STACK.log_tail("perfcgi.log", 10 ** 6) or "").splitlines()
+                       if "ERROR: AddressSanitizer" in ln or "runtime error:" in ln]
+            if reports:
+                failed += 1
+                failed_with_stack = True
+                print(f"FAIL sanitizers_report_nothing: {len(reports)} report(s), first: {one_line(reports[0])}",
+                      flush=True)
     finally:
         if failed_with_stack and harness.STACK.run_dir:
             for name in LOGS:

@@ -21,11 +21,12 @@ import subprocess
 import threading
 import time
 
-from harness import (PERFCGI_BIN, STACK, WORKERS, Load, OwnPerfcgi, Proc, Skip, StatusWatch,
+from harness import (PERFCGI_BIN, REQUESTS_PER_WORKER, STACK, WORKER_CLASS, WORKERS, Load, OwnPerfcgi, Proc, Skip,
+                     StatusWatch,
                      app_socket, assert_app_answer, assert_error, children_of, config_text, fcgi_connect,
                      fcgi_request, free_port, get, head, http, json_body, master_pid, metric_sum,
                      parse_metrics, perfcgi_with, pm_status, proc_alive, restarts, restore_perfcgi,
-                     signal_master, stack_perfcgi_settings, status_socket, wait_until, wait_workers)
+                     settled, signal_master, stack_perfcgi_settings, status_socket, wait_until, wait_workers)
 
 SETTLE = 60          # seconds for workers to be replaced / started / stopped
 REASONS = {"crash", "timeout", "max_requests", "max_rss", "reload", "scale_down"}
@@ -57,18 +58,6 @@ class Background:
         if self.error is not None:
             raise self.error
         return self.value
-
-
-def settled(n):
-    """The pids of exactly n serving workers (none starting, none retiring), else None."""
-    st = pm_status(full=True)
-    kids = children_of(master_pid())
-    rows = st["processes"]
-    if st["total_processes"] != n or len(kids) != n or len(rows) != n:
-        return None
-    if any(r["state"] == "starting" for r in rows) or sorted(r["pid"] for r in rows) != kids:
-        return None
-    return kids
 
 
 def busy_row(predicate=lambda r: True):
@@ -216,8 +205,11 @@ def test_kill_9_busy_worker_is_replaced():
         served = load.ok
         load.wait_for(served + 12)
     after = restarts()
-    assert len(load.failures) <= 1, \
-        f"kill -9 of one sync worker failed more than the one request it held: {load.summary()}"
+    # A sync worker holds one request; a thread or event worker may hold every
+    # request in flight (the load runs 6 at a time).
+    held = 1 if WORKER_CLASS == "sync" else 6
+    assert len(load.failures) <= held, \
+        f"kill -9 of one {WORKER_CLASS} worker failed more than the {held} request(s) it could hold: {load.summary()}"
     for _, path, what in load.failures:
         assert what.startswith("502 "), f"the killed worker's request: {path}: {what}"
     assert after["crash"] - before["crash"] >= 1, f"worker_restarts.crash did not grow: {before} -> {after}"
@@ -241,7 +233,9 @@ def test_accepted_conn_keeps_the_request_of_a_killed_worker():
         after = pm_status()["accepted_conn"]
     finally:
         status, h, body = slow.result(60)
-    assert status == 502, (status, body[:200])
+    # 502, or 200 when Nginx retried it: with the event class the request came on a
+    # kept-alive connection, and Nginx retries a GET whose kept connection fails.
+    assert status == 502 or (status == 200 and WORKER_CLASS == "event"), (status, body[:200])
     assert after >= accepted, \
         f"accepted_conn went down from {accepted} to {after} when worker {victim}, busy on an accepted request, was killed"
 
@@ -264,7 +258,8 @@ def test_hung_worker_is_killed_others_unaffected():
         bad = [(s, b[:100]) for s, _, b in quick if s != 200]
         assert not bad, f"requests sent during the hang failed: {bad[:5]} ({len(bad)} of {len(quick)})"
         assert len(quick) >= 3, f"only {len(quick)} requests during the hang"
-        assert all(int(hh["X-Worker"]) != victim for _, hh, _ in quick), "the hung worker answered"
+        if WORKER_CLASS != "thread":  # a thread worker's other threads go on serving
+            assert all(int(hh["X-Worker"]) != victim for _, hh, _ in quick), "the hung worker answered"
         wait_until(lambda: restarts()["timeout"] >= before["timeout"] + 1, 20,
                    message="worker_restarts.timeout grew")
         wait_until(lambda: not proc_alive(victim), 20, message=f"hung worker {victim} gone")
@@ -324,10 +319,12 @@ def test_ttin_ttou_follow_total_processes():
 def test_term_lets_in_flight_requests_finish():
     with OwnPerfcgi(name="term") as own:
         pidfile = own.settings["pidfile"]
-        slow = [Background(get, f"/io-intensive?ms=1500&term={i}") for i in range(WORKERS)]
+        slow = [Background(get, f"/io-intensive?ms=1500&term={i}") for i in range(WORKERS * REQUESTS_PER_WORKER)]
         try:
-            wait_until(lambda: pm_status()["active_processes"] == WORKERS, 20, interval=0.02,
-                       message="every worker busy on a slow request")
+            # Every request accepted by a worker (not still in the kernel's queue).
+            wait_until(lambda: sum(r.get("active_requests", r["state"] == "busy")
+                                   for r in pm_status(full=True)["processes"]) == len(slow), 20,
+                       interval=0.02, message="every slow request in a worker")
             os.kill(own.pid, signal.SIGTERM)
         finally:
             answers = [b.result(60) for b in slow]
@@ -383,7 +380,7 @@ def test_invalid_config_on_hup_keeps_old_workers():
 def test_status_answers_while_all_workers_busy():
     wait_workers(WORKERS)
     reached = pm_status()["max_children_reached"]
-    slow = [Background(get, f"/io-intensive?ms=4000&busy={i}") for i in range(WORKERS + 2)]
+    slow = [Background(get, f"/io-intensive?ms=4000&busy={i}") for i in range(WORKERS * REQUESTS_PER_WORKER + 2)]
     try:
         wait_until(lambda: (st := pm_status())["active_processes"] == st["total_processes"] == WORKERS, 20,
                    interval=0.02, message="every worker busy")
@@ -468,7 +465,7 @@ def test_status_full_rows():
     assert want <= set(st), f"/status?full lacks {want - set(st)}"
     for k in ints:
         assert type(st[k]) is int and st[k] >= 0, f"{k} = {st[k]!r}"
-    assert st["pool"] == "perfcgi" and st["worker_class"] == "sync", st
+    assert st["pool"] == "perfcgi" and st["worker_class"] == WORKER_CLASS, st
     assert abs(st["start_time"] + st["start_since"] - now) <= 5, (st["start_time"], st["start_since"], now)
     assert st["total_processes"] == WORKERS == st["idle_processes"] + st["active_processes"], st
     assert st["max_listen_queue"] >= st["listen_queue"] and st["listen_queue_len"] >= 1, st
@@ -687,7 +684,10 @@ def test_workers_drop_to_user_nobody():
 # --- the listen queue -----------------------------------------------------------------------------
 
 def test_listen_queue_is_read_from_the_kernel():
-    with perfcgi_with(workers=1):
+    if WORKER_CLASS == "event":
+        raise Skip("an event worker accepts every connection at once: nothing waits in the kernel")
+    # One request at a time in the one worker, so the others wait in the kernel's queue.
+    with perfcgi_with(workers=1, threads=1):
         wait_workers(1)
         slow = [Background(get, f"/io-intensive?ms=500&lq={i}") for i in range(20)]
         seen = []
