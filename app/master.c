@@ -100,7 +100,10 @@ static int free_slot(struct master *m)
 {
     for (int i = 0; i < MAX_SLOTS; i++) {
         if (m->workers[i].pid == 0) {
-            if (i >= m->slots_used) m->slots_used = i + 1;
+            if (i >= m->slots_used) {
+                m->slots_used = i + 1;
+                scoreboard_set_used(m->slots_used);
+            }
             return i;
         }
     }

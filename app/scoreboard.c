@@ -17,16 +17,55 @@ struct scoreboard_slot *scoreboard_self;
  * each word to be whole, so relaxed atomic adds are enough. */
 #define COUNT(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
 
+struct scoreboard_slot *scoreboard_slots;
+/* Shared too: a page before the slots holds the master's high-water mark. */
+static _Atomic int *slots_used;
+#define HEADER_BYTES 4096
+
 struct scoreboard_slot *scoreboard_create(int nslots)
 {
-    void *p = mmap(NULL, (size_t)nslots * sizeof(struct scoreboard_slot), PROT_READ | PROT_WRITE,
+    char *p = mmap(NULL, HEADER_BYTES + (size_t)nslots * sizeof(struct scoreboard_slot), PROT_READ | PROT_WRITE,
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    return p == MAP_FAILED ? NULL : p;
+    if (p == MAP_FAILED) return NULL;
+    slots_used = (_Atomic int *)p;
+    scoreboard_slots = (struct scoreboard_slot *)(p + HEADER_BYTES);
+    return scoreboard_slots;
 }
 
 void scoreboard_destroy(struct scoreboard_slot *slots, int nslots)
 {
-    if (slots) munmap(slots, (size_t)nslots * sizeof *slots);
+    if (slots) munmap((char *)slots - HEADER_BYTES, HEADER_BYTES + (size_t)nslots * sizeof *slots);
+}
+
+void scoreboard_set_used(int n)
+{
+    if (slots_used) atomic_store(slots_used, n);
+}
+
+int scoreboard_used(void)
+{
+    return slots_used ? atomic_load(slots_used) : 0;
+}
+
+/* A sibling busy on one request for this long is hung or CPU-bound: it takes
+ * no connections now, so it does not count as the least loaded. */
+#define STALLED_US 1000000
+
+int scoreboard_should_yield(int my_connections, int slack)
+{
+    int least = -1, n = scoreboard_used();
+    int64_t now = scoreboard_now_us();
+    for (int i = 0; i < n; i++) {
+        const struct scoreboard_slot *s = &scoreboard_slots[i];
+        if (s == scoreboard_self || atomic_load(&s->pid) == 0) continue;
+        int state = atomic_load(&s->state);
+        if (state != SLOT_IDLE && state != SLOT_BUSY) continue;
+        int64_t oldest = atomic_load(&s->request_started_us);
+        if (oldest && now - oldest > STALLED_US) continue;
+        int c = atomic_load(&s->connections);
+        if (least < 0 || c < least) least = c;
+    }
+    return least >= 0 && my_connections > least + slack;
 }
 
 int64_t scoreboard_now_us(void)

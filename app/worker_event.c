@@ -14,6 +14,7 @@
 #include "log.h"
 #include "pg_async.h"
 #include "redis_async.h"
+#include "scoreboard.h"
 #include "worker.h"
 
 struct ev_conn;
@@ -21,6 +22,10 @@ struct ev_conn;
 /* On a stop, how long a connection accepted but not yet used may wait for its
  * first request. */
 #define FRESH_GRACE_MS 1000
+/* A worker holding more than ACCEPT_SLACK connections over its least loaded
+ * sibling pauses accepting for ACCEPT_YIELD_MS. */
+#define ACCEPT_SLACK 2
+#define ACCEPT_YIELD_MS 2
 
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
@@ -62,6 +67,7 @@ struct worker {
     uv_poll_t listeners[SETTINGS_MAX_BINDS];
     int accepting;
     uv_signal_t sig_term, sig_usr1;
+    uv_timer_t yield; /* listeners paused while siblings take new connections */
     struct ev_conn *conns;
     int nconns, nreqs;
     int stopping;
@@ -70,6 +76,8 @@ struct worker {
 static void conn_close(struct ev_conn *c);
 static void conn_flush(struct ev_conn *c);
 static void on_accept(uv_poll_t *h, int status, int events);
+static void publish_connections(struct worker *w);
+static void listeners_start(struct worker *w);
 static void maybe_exit(struct worker *w);
 
 /* ---- requests ---- */
@@ -245,9 +253,10 @@ static void conn_close(struct ev_conn *c)
     uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
     uv_close((uv_handle_t *)&c->idle, conn_handle_closed);
     close(c->fd);
+    publish_connections(w);
     if (!w->accepting && !w->stopping) { /* room again under worker_connections */
         w->accepting = 1;
-        for (int i = 0; i < w->env->nlisteners; i++) uv_poll_start(&w->listeners[i], UV_READABLE, on_accept);
+        listeners_start(w);
     }
     maybe_exit(w);
 }
@@ -392,11 +401,40 @@ static void on_conn_io(uv_poll_t *h, int status, int events)
     if (!c->closing && (events & UV_READABLE)) conn_read(c);
 }
 
+static void publish_connections(struct worker *w)
+{
+    if (scoreboard_self) atomic_store(&scoreboard_self->connections, w->nconns);
+}
+
+static void listeners_start(struct worker *w)
+{
+    for (int i = 0; i < w->env->nlisteners; i++) uv_poll_start(&w->listeners[i], UV_READABLE, on_accept);
+}
+
+static void listeners_stop(struct worker *w)
+{
+    for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
+}
+
+static void on_yield_over(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    if (!w->stopping && w->accepting) listeners_start(w);
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     (void)events;
     struct worker *w = h->data;
     if (status < 0 || w->stopping) return;
+    /* Every event worker wakes for a new connection. One that holds clearly more
+     * connections than a sibling steps back for a moment, so that kept-alive
+     * connections (and the load they carry) spread across the workers. */
+    if (scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
+        listeners_stop(w);
+        uv_timer_start(&w->yield, on_yield_over, ACCEPT_YIELD_MS, 0);
+        return;
+    }
     int fd_listen = -1;
     uv_fileno((uv_handle_t *)h, &fd_listen);
     /* One connection per wakeup: every worker polls the listener, so taking
@@ -425,9 +463,10 @@ static void on_accept(uv_poll_t *h, int status, int events)
         uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
         conn_idle(c);
     }
+    publish_connections(w);
     if (w->nconns >= w->cfg->worker_connections) { /* full: stop accepting until one closes */
         w->accepting = 0;
-        for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
+        listeners_stop(w);
     }
 }
 
@@ -462,7 +501,8 @@ static void on_term(uv_signal_t *s, int signum)
     if (w->stopping) return;
     w->stopping = 1;
     worker_stopping = 1;
-    for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
+    listeners_stop(w);
+    uv_timer_stop(&w->yield);
     /* Kept connections that served go now (Nginx retries a request that meets a
      * closed kept connection); busy ones once their request is answered. One
      * accepted but not yet used gets a moment for the request its client is
@@ -505,6 +545,8 @@ int worker_event_run(const struct worker_env *env)
         uv_poll_start(&w->listeners[i], UV_READABLE, on_accept);
     }
     w->accepting = 1;
+    uv_timer_init(&w->loop, &w->yield);
+    w->yield.data = w;
     /* libuv's own signal handling wakes the loop; these replace the
      * flag-only handlers the other classes use. */
     uv_signal_init(&w->loop, &w->sig_term);

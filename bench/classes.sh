@@ -23,8 +23,24 @@ base="http://127.0.0.1:$port"
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install -y wrk)" >&2; exit 1; }
 curl -fsS "$base/readyz" >/dev/null || { echo "bench: the stack at $base is not ready (make up)" >&2; exit 1; }
 
+# A short warm-up first (pool connections open lazily), then the measured run.
+# --timeout 30s: a queued request is slow, not an error.
+# Requests a run leaves queued (the clients gone) are still served: wait for the
+# workers to be idle and the accept queue empty before the next run.
+wait_idle() {
+    for _ in $(seq 300); do
+        curl -fsS "$base/status" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+sys.exit(0 if d["active_processes"] == 0 and d["listen_queue"] == 0 else 1)' && return
+        sleep 0.2
+    done
+}
+
 run_wrk() { # CONNECTIONS PATH: "req/s p50 p99 errors"
-    wrk -t2 -c"$1" -d"$duration" --latency -H "X-No-Cache: 1" "$base$2" | awk '
+    wrk -t2 -c"$1" -d2s --timeout 30s -H "X-No-Cache: 1" "$base$2" >/dev/null
+    wait_idle
+    wrk -t2 -c"$1" -d"$duration" --timeout 30s --latency -H "X-No-Cache: 1" "$base$2" | awk '
         /Requests\/sec/ { rps = $2 } /^ +50%/ { p50 = $2 } /^ +99%/ { p99 = $2 }
         /Non-2xx/ { bad += $5 } /Socket errors/ { split($0, a, /[ ,]+/); bad += a[5] + a[7] + a[9] + a[11] }
         END { printf "%s %s %s %d\n", rps, p50, p99, bad }'
@@ -52,6 +68,7 @@ for class in $classes; do
         read -r conns path <<<"$spec"
         read -r rps p50 p99 bad <<<"$(run_wrk "$conns" "$path")"
         printf '%-7s %-30s %10s %10s %10s %7s\n' "$class" "$path (c=$conns)" "$rps" "$p50" "$p99" "$bad"
+        wait_idle
     done
     printf '%-7s %-30s %10s KiB per worker\n' "$class" "idle RSS" "$rss"
 done

@@ -32,6 +32,7 @@ struct scoreboard_slot {
     _Atomic int state;                  /* enum slot_state */
     _Atomic int64_t request_started_us; /* start of the oldest request in flight; 0 when idle */
     _Atomic int active;                 /* requests in flight (thread and event workers: many) */
+    _Atomic int connections;            /* FastCGI connections held (event workers) */
     _Atomic uint64_t requests;          /* served by this process */
     _Atomic int wants_retire;           /* max_requests reached: replace me */
     _Atomic int pool_open, pool_busy;
@@ -45,9 +46,18 @@ struct scoreboard_slot {
 /* Maps `nslots` zeroed slots shared with every process forked afterwards. */
 struct scoreboard_slot *scoreboard_create(int nslots);
 void scoreboard_destroy(struct scoreboard_slot *slots, int nslots);
+/* The master tells how many slots from the first may be in use. */
+void scoreboard_set_used(int n);
 
-/* The slot of this worker process (set once after fork). */
+/* Every slot, and how many may be in use; the slot of this worker process
+ * (set once after fork). */
+extern struct scoreboard_slot *scoreboard_slots;
 extern struct scoreboard_slot *scoreboard_self;
+int scoreboard_used(void);
+
+/* Whether this event worker holds clearly more connections than the least
+ * loaded of its serving siblings (hung ones aside): then it lets them accept. */
+int scoreboard_should_yield(int my_connections, int slack);
 
 int64_t scoreboard_now_us(void);
 /* What is in flight: how many requests, since when the oldest (0 = none) and
