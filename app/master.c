@@ -138,7 +138,7 @@ static void spawn(struct master *m)
     log_debug("worker %ld started in slot %d", (long)pid, slot);
 }
 
-static void retire(struct master *m, struct worker_rec *w, enum restart_reason why, int sig)
+static void retire(struct worker_rec *w, enum restart_reason why, int sig)
 {
     if (w->phase == PHASE_RETIRING) return;
     w->phase = PHASE_RETIRING;
@@ -146,7 +146,6 @@ static void retire(struct master *m, struct worker_rec *w, enum restart_reason w
     w->retire_sent_ms = clock_ms();
     kill(w->pid, sig);
     log_info("retiring worker %ld (%s)", (long)w->pid, master_restart_reason_names[why]);
-    (void)m;
 }
 
 static void signal_all(struct master *m, int sig)
@@ -265,7 +264,7 @@ static void check_workers(struct master *m)
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
             log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
                       cfg->timeout, s->oldest_uri);
-            retire(m, w, RESTART_TIMEOUT, SIGABRT);
+            retire(w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }
         if (w->replace < 0 && cfg->max_worker_rss_mb && rss > (long)cfg->max_worker_rss_mb * 1024) {
@@ -297,14 +296,14 @@ static void balance(struct master *m)
     for (int i = 0; i < m->slots_used && surplus > 0; i++) {
         struct worker_rec *w = &m->workers[i];
         if (w->pid && w->phase == PHASE_SERVING && w->replace >= 0) {
-            retire(m, w, (enum restart_reason)w->replace, SIGTERM);
+            retire(w, (enum restart_reason)w->replace, SIGTERM);
             surplus--;
         }
     }
     for (int i = 0; i < m->slots_used && surplus > 0 && starting == 0; i++) {
         struct worker_rec *w = &m->workers[i];
         if (w->pid && w->phase == PHASE_SERVING) {
-            retire(m, w, RESTART_SCALE_DOWN, SIGTERM);
+            retire(w, RESTART_SCALE_DOWN, SIGTERM);
             surplus--;
         }
     }
@@ -361,6 +360,7 @@ static void reload(struct master *m)
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
     log_open(next->error_log, next->log_level);
     log_access_open(next->access_log);
+    log_chown(next->user, next->group);
     settings_free(m->cfg);
     free(m->cfg);
     m->cfg = next;
