@@ -162,6 +162,18 @@ static void req_finish(struct ev_req *r)
     maybe_exit(w);
 }
 
+/* The client is gone (hung up, or aborted the request). A request under way
+ * finishes unheard; one that never began is over now, counted as 499 (client
+ * closed), so that it does not stay "in flight" on the scoreboard. */
+static void req_abandon(struct ev_req *r)
+{
+    r->conn = NULL;
+    if (r->started) return;
+    r->started = 1;
+    r->ex.resp.status = 499;
+    req_finish(r);
+}
+
 static void op_done(void *ctx, const struct backend_result *res);
 
 static void on_sleep(uv_timer_t *t)
@@ -243,7 +255,11 @@ static void conn_close(struct ev_conn *c)
     if (c->closing) return;
     c->closing = 1;
     struct worker *w = c->w;
-    if (c->req) c->req->conn = NULL; /* it finishes on its own, unheard */
+    if (c->req) {
+        struct ev_req *r = c->req;
+        c->req = NULL;
+        req_abandon(r);
+    }
     if (c->prev) c->prev->next = c->next;
     else w->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -333,8 +349,9 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         /* The web server gave up: end the request now; the exchange runs to
          * its end unheard. */
         if (c->req) {
-            c->req->conn = NULL;
+            struct ev_req *r = c->req;
             c->req = NULL;
+            req_abandon(r);
         }
         fcgi_write_end_request(&c->out, e->request_id, 0, FCGI_STATUS_REQUEST_COMPLETE);
         if (!c->parser.keep_conn) c->close_after_flush = 1;

@@ -6,6 +6,8 @@ socket. Endpoints that need no backend (/, /cpu-intensive) are enough here; the
 backends of the event class are covered by the whole suite run with that class.
 """
 
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -105,8 +107,9 @@ class EventServer:
     def __enter__(self):
         self.dir = tempfile.mkdtemp(prefix="pcgi-e-", dir="/tmp")
         self.sock = os.path.join(self.dir, "ev.sock")
+        self.status_port = free_port()
         self.proc = Proc([str(PERFCGI_BIN), "--worker-class", "event", "--workers", "1",
-                          "--bind", f"unix:{self.sock}", "--status-bind", f"127.0.0.1:{free_port()}",
+                          "--bind", f"unix:{self.sock}", "--status-bind", f"127.0.0.1:{self.status_port}",
                           "--access-log", "", *self.extra]).__enter__()
         wait_until(lambda: os.path.exists(self.sock), 20, message="socket created")
 
@@ -120,6 +123,16 @@ class EventServer:
                 c.close()
         wait_until(answers, 20, message="the event worker answers")
         return self
+
+    def in_flight(self):
+        """Requests the worker has in flight, from the master's /status?full."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.status_port, timeout=10)
+        try:
+            conn.request("GET", "/status?full")
+            rows = json.loads(conn.getresponse().read())["processes"]
+        finally:
+            conn.close()
+        return sum(r["active_requests"] for r in rows)
 
     def __exit__(self, *exc):
         self.proc.__exit__(*exc)
@@ -233,6 +246,17 @@ def test_event_abort_request_ends_it():
         c.send(request(2, "/"))
         assert b"Hello" in c.response(2)[0], "the connection does not serve after an abort"
         c.close()
+        assert wait_until(lambda: s.in_flight() == 0, 10, message="the aborted request is not left in flight")
+
+
+def test_event_client_leaving_before_stdin_leaves_nothing_in_flight():
+    with EventServer() as s:
+        c = Conn(s.sock)
+        c.send(record(BEGIN, 1, struct.pack(">HB5x", 1, KEEP_CONN)) + record(PARAMS, 1, pair("DOCUMENT_URI", "/"))
+               + record(PARAMS, 1))
+        wait_until(lambda: s.in_flight() == 1, 10, message="the request begun")
+        c.close()
+        wait_until(lambda: s.in_flight() == 0, 10, message="the abandoned request is not left in flight")
 
 
 def test_event_idle_kept_connection_times_out():
