@@ -112,6 +112,13 @@ int listener_open(struct listener *l, const char *addr, int backlog, int unix_mo
     return open_tcp(l, addr, backlog, err, errlen);
 }
 
+int listener_chown(const struct listener *l, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    if (!l->unix_path[0] || chown(l->unix_path, uid, gid) == 0) return 0;
+    snprintf(err, errlen, "cannot chown %s: %s", l->unix_path, strerror(errno));
+    return -1;
+}
+
 void listener_close(struct listener *l)
 {
     if (l->fd >= 0) close(l->fd);

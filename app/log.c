@@ -3,8 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -48,17 +46,18 @@ int log_reopen(void)
     return reopen(&access_fd, access_path) | rc;
 }
 
-void log_chown(const char *user, const char *group)
+void log_chown(const struct settings *cfg)
 {
-    if (getuid() != 0 || (!user[0] && !group[0])) return;
-    struct passwd *pw = user[0] ? getpwnam(user) : NULL;
-    struct group *gr = group[0] ? getgrnam(group) : NULL;
-    uid_t uid = pw ? pw->pw_uid : (uid_t)-1;
-    gid_t gid = gr ? gr->gr_gid : pw ? pw->pw_gid : (gid_t)-1;
+    uid_t uid;
+    gid_t gid;
+    char err[256];
+    int owner = settings_owner(cfg, &uid, &gid, err, sizeof err);
+    if (owner < 0) log_msg(LOG_WARNING, "cannot give the log files away: %s", err);
+    if (owner <= 0) return;
     const char *paths[] = {log_path, access_path};
     for (int i = 0; i < 2; i++)
         if (paths[i][0] && strcmp(paths[i], "-") != 0 && chown(paths[i], uid, gid) != 0)
-            log_msg(LOG_WARNING, "cannot give %s to %s: %s", paths[i], user[0] ? user : group, strerror(errno));
+            log_msg(LOG_WARNING, "cannot give %s to the worker user: %s", paths[i], strerror(errno));
 }
 
 int log_access_open(const char *path)

@@ -1,7 +1,5 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,20 +44,14 @@ static int open_all(const struct settings_binds *binds, struct listener *out, co
  * PHP-FPM's listen.owner/listen.group, so the web server's group can connect. */
 static int chown_sockets(const struct settings *cfg, const struct listener *ls, int n)
 {
-    if (getuid() != 0 || (!cfg->user[0] && !cfg->group[0])) return 0;
-    struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
-    struct group *gr = cfg->group[0] ? getgrnam(cfg->group) : NULL;
-    if ((cfg->user[0] && !pw) || (cfg->group[0] && !gr)) {
-        fprintf(stderr, "perfcgi: %s %s does not exist\n", cfg->user[0] && !pw ? "user" : "group",
-                cfg->user[0] && !pw ? cfg->user : cfg->group);
-        return -1;
-    }
-    for (int i = 0; i < n; i++)
-        if (ls[i].unix_path[0] && chown(ls[i].unix_path, pw ? pw->pw_uid : (uid_t)-1, gr ? gr->gr_gid : (gid_t)-1) != 0) {
-            fprintf(stderr, "perfcgi: cannot chown %s: %s\n", ls[i].unix_path, strerror(errno));
-            return -1;
-        }
-    return 0;
+    uid_t uid;
+    gid_t gid;
+    char err[256];
+    int owner = settings_owner(cfg, &uid, &gid, err, sizeof err);
+    for (int i = 0; owner > 0 && i < n; i++)
+        if (listener_chown(&ls[i], uid, gid, err, sizeof err) != 0) owner = -1;
+    if (owner < 0) fprintf(stderr, "perfcgi: %s\n", err);
+    return owner < 0 ? -1 : 0;
 }
 
 /* preload: the work every worker would do at boot, done once in the master so
@@ -104,7 +96,7 @@ int main(int argc, char **argv)
                 cfg->access_log, strerror(errno));
         return 2;
     }
-    log_chown(cfg->user, cfg->group);
+    log_chown(cfg);
     if (cfg->preload && preload(cfg) != 0) return 2;
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];

@@ -360,7 +360,12 @@ static void reload(struct master *m)
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
     log_open(next->error_log, next->log_level);
     log_access_open(next->access_log);
-    log_chown(next->user, next->group);
+    log_chown(next);
+    uid_t uid;
+    gid_t gid;
+    if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
+        for (int i = 0; i < m->nlisteners; i++)
+            if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
     settings_free(m->cfg);
     free(m->cfg);
     m->cfg = next;
@@ -394,7 +399,7 @@ static void handle_signals(struct master *m)
                 break;
             case SIGUSR1:
                 if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
-                log_chown(m->cfg->user, m->cfg->group); /* new files, for workers run as `user` */
+                log_chown(m->cfg); /* new files, for workers run as `user` */
                 signal_all(m, SIGUSR1);
                 break;
             }

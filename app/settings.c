@@ -3,10 +3,12 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -476,4 +478,29 @@ int settings_worker_count(const struct settings *s)
 const char *settings_version(void)
 {
     return PERFCGI_VERSION;
+}
+
+int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, size_t errlen)
+{
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (getuid() != 0 || (!s->user[0] && !s->group[0])) return 0;
+    if (s->user[0]) {
+        struct passwd *pw = getpwnam(s->user);
+        if (!pw) {
+            snprintf(err, errlen, "user %s does not exist", s->user);
+            return -1;
+        }
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (s->group[0]) {
+        struct group *gr = getgrnam(s->group);
+        if (!gr) {
+            snprintf(err, errlen, "group %s does not exist", s->group);
+            return -1;
+        }
+        *gid = gr->gr_gid;
+    }
+    return 1;
 }

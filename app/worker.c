@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -86,23 +85,17 @@ static void worker_signals(void)
 /* Started as root with `user` (and `group`) set: become them for good. */
 static int drop_privileges(const struct settings *cfg)
 {
-    if (getuid() != 0 || (!cfg->user[0] && !cfg->group[0])) return 0;
-    struct passwd *pw = cfg->user[0] ? getpwnam(cfg->user) : NULL;
-    if (cfg->user[0] && !pw) {
-        log_error("user %s does not exist", cfg->user);
-        return -1;
+    uid_t uid;
+    gid_t gid;
+    char err[256];
+    int owner = settings_owner(cfg, &uid, &gid, err, sizeof err);
+    if (owner <= 0) {
+        if (owner < 0) log_error("%s", err);
+        return owner;
     }
-    gid_t gid = pw ? pw->pw_gid : getgid();
-    if (cfg->group[0]) {
-        struct group *gr = getgrnam(cfg->group);
-        if (!gr) {
-            log_error("group %s does not exist", cfg->group);
-            return -1;
-        }
-        gid = gr->gr_gid;
-    }
-    if ((pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) != 0 || setgid(gid) != 0 ||
-        (pw && setuid(pw->pw_uid) != 0)) {
+    if (gid == (gid_t)-1) gid = getgid();
+    if ((cfg->user[0] ? initgroups(cfg->user, gid) : setgroups(0, NULL)) != 0 || setgid(gid) != 0 ||
+        (uid != (uid_t)-1 && setuid(uid) != 0)) {
         log_error("cannot switch to user %s group %s: %s", cfg->user, cfg->group, strerror(errno));
         return -1;
     }

@@ -3,6 +3,7 @@
 #define PERFCGI_LISTENER_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 struct listener {
     int fd;
@@ -21,6 +22,8 @@ int listener_open(struct listener *l, const char *addr, int backlog, int unix_mo
 /* Connections waiting to be accepted, and the queue's size, as the kernel
  * reports them (TCP_INFO for TCP, sock_diag for unix sockets): 0 or -1. */
 int listener_queue(const struct listener *l, int *queued, int *backlog);
+/* Gives a unix socket file to uid/gid (-1 keeps one); TCP: nothing to do. */
+int listener_chown(const struct listener *l, uid_t uid, gid_t gid, char *err, size_t errlen);
 /* Closes the socket and removes a unix socket file. */
 void listener_close(struct listener *l);
 

@@ -14,7 +14,7 @@ void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(p
 
 /* Gives the log files to the user (and group) workers run as, so that they can
  * reopen them after a rotation; no-op unless root and one of them is set. */
-void log_chown(const char *user, const char *group);
+void log_chown(const struct settings *cfg);
 
 /* The access log: path "" = off, "-" = stderr. */
 int log_access_open(const char *path);

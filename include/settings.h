@@ -3,6 +3,7 @@
 #define PERFCGI_SETTINGS_H
 
 #include <stdio.h>
+#include <sys/types.h>
 
 /*
  * One line per setting drives everything: the struct field, the command-line
@@ -109,6 +110,11 @@ void settings_print_config(FILE *out, const struct settings *s);
 /* `workers`, with auto resolved for the worker class and the number of cores. */
 int settings_worker_count(const struct settings *s);
 const char *settings_class_name(enum worker_class c);
+
+/* Who workers run as, from `user` and `group`: 1 with *uid and *gid (-1 where not
+ * set; the group defaults to the user's), 0 when neither applies (not root, or
+ * both empty), -1 with err when one does not exist. */
+int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, size_t errlen);
 const char *settings_version(void);
 
 #endif
