@@ -2,12 +2,13 @@
 # deploy/install-deps.sh [stack|test|fuzz]: makes sure the Debian packages perfcgi needs
 # are installed. As root it installs what is missing; otherwise it prints the exact
 # apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test
-# tools; `fuzz` adds clang for the libFuzzer targets.
+# tools (the Docker engine, docker-compose and debootstrap for `make compose-test`);
+# `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
 build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev)
 stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
-test=(libcmocka-dev libfcgi-bin python3 docker-compose prometheus)
+test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap)
 
 packages=("${build[@]}" "${stack[@]}")
 case ${1:-stack} in

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# tests/run.sh [unit|asan|docs|integration ...]: runs the test tiers (all by default)
-# and ends with one line `N passed, N failed` summed over every tier.
+# tests/run.sh [unit|asan|docs|integration|compose ...]: runs the test tiers (all by
+# default) and ends with one line `N passed, N failed` summed over every tier.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
@@ -69,8 +69,29 @@ tier_integration() {
         PERFCGI_BIN="$PWD/build/asan/perfcgi" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
 }
 
+# The docker-compose stack (make compose-test: a private Docker engine, the images built
+# from Debian packages, the endpoint, error and cache tests through its Nginx). Its
+# tests count; a failure outside them (build, health, teardown) counts as one.
+tier_compose() {
+    local log out rc
+    echo "== docker-compose stack, offline (make compose-test)"
+    log=$(mktemp)
+    deploy/compose-test.sh 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    out=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+    rm -f "$log"
+    if ((rc == 77)); then # no Docker engine can run on this machine: said above, not counted
+        echo "== docker-compose stack: SKIPPED (see the reason above)"
+    elif [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+        count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+        ((rc == 0 || BASH_REMATCH[2] > 0)) || count 0 1
+    else
+        count 0 1
+    fi
+}
+
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit asan docs integration)
+((${#tiers[@]})) || tiers=(unit asan docs integration compose)
 for t in "${tiers[@]}"; do "tier_$t"; done
 echo "$passed passed, $failed failed"
 ((failed == 0))

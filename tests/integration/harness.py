@@ -4,6 +4,15 @@ One stack (PostgreSQL, Redis, perfcgi, Nginx) per run, started with `deploy/stac
 in a fresh RUN_DIR under /tmp on free loopback ports, stopped with `deploy/stack.sh down`
 and removed at the end. run.py owns its life; tests only use the helpers below.
 
+An external stack instead (deploy/compose-test.sh: the docker-compose stack): with
+TEST_BASE_PORT (its Nginx), TEST_REDIS_PORT and TEST_PG_PORT set, all on 127.0.0.1, the
+harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql,
+TEST_STATUS_PORT (optional) is perfcgi's status socket (else /status goes through Nginx).
+That stack must run perfcgi with STACK_SETTINGS. Tests that control the stack (stop or
+start services, restart perfcgi, signal its master, read its log or unix sockets) skip
+there with "needs the local stack"; run.py runs only the modules that declare
+RUNS_ON_EXTERNAL_STACK = True.
+
 Standard library only.
 """
 
@@ -51,6 +60,10 @@ MAX_HELD_MB = int(STACK_SETTINGS["PERFCGI_MAX_HELD_MB"])
 _STACK_VARS = ("RUN_DIR", "PORT", "REDIS_PORT", "PG_PORT", "PERFCGI_BIN", "WAIT_TIMEOUT",
                "STOP_TIMEOUT", "PG_BINDIR", "NGINX_WORKER_PROCESSES", "NGINX_LISTEN_ADDR")
 
+# The external stack's ports, if any (see the docstring); Stack.start() checks them.
+EXTERNAL_PORT_VARS = ("TEST_BASE_PORT", "TEST_REDIS_PORT", "TEST_PG_PORT")
+EXTERNAL_STACK = any(os.environ.get(v) for v in EXTERNAL_PORT_VARS + ("TEST_STATUS_PORT",))
+
 STACK_UP_TIMEOUT = 300    # seconds for `stack.sh up` (initdb and seeding included)
 STACK_CMD_TIMEOUT = 180   # seconds for any other stack.sh command
 HTTP_TIMEOUT = 30
@@ -58,6 +71,12 @@ HTTP_TIMEOUT = 30
 
 class Skip(Exception):
     """Raised by a test that cannot run here; run.py reports it with a note."""
+
+
+def need_local_stack(what):
+    """Skips the calling test on an external stack, which it must not or cannot control."""
+    if EXTERNAL_STACK:
+        raise Skip(f"needs the local stack ({what})")
 
 
 # --- environment helpers, usable without a stack ---------------------------------------------
@@ -164,14 +183,30 @@ def cpu_ticks(pid):
 
 # --- the stack -----------------------------------------------------------------------------
 
+def _port_from_env(name):
+    value = os.environ.get(name, "")
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise RuntimeError(f"external stack: {name}={value!r} is not a port number")
+    return int(value)
+
+
 class Stack:
     def __init__(self):
         self.run_dir = None
-        self.port = self.redis_port = self.pg_port = None
+        self.port = self.redis_port = self.pg_port = self.status_port = None
         self.env = None
         self.started = False
+        self.external = EXTERNAL_STACK
+
+    def describe(self):
+        where = f"port={self.port} redis={self.redis_port} postgres={self.pg_port}"
+        if self.external:
+            return f"external stack ({WORKER_CLASS} workers): {where} status={self.status_port or 'via nginx'}"
+        return f"{WORKER_CLASS} workers: RUN_DIR={self.run_dir} {where}"
 
     def start(self):
+        if self.external:
+            return self._attach()
         if not os.access(PERFCGI_BIN, os.X_OK):
             raise RuntimeError(f"{PERFCGI_BIN} is missing: build it with 'make' first")
         # Short: unix socket paths are limited to 107 bytes.
@@ -189,10 +224,39 @@ class Stack:
         if r.returncode != 0:
             raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
 
+    def _attach(self):
+        """Uses the external stack: checks that it answers and runs the suite's settings."""
+        missing = [v for v in EXTERNAL_PORT_VARS if not os.environ.get(v)]
+        if missing:
+            raise RuntimeError(f"external stack: {', '.join(EXTERNAL_PORT_VARS)} must all be set "
+                               f"(missing: {', '.join(missing)})")
+        self.port, self.redis_port, self.pg_port = (_port_from_env(v) for v in EXTERNAL_PORT_VARS)
+        if os.environ.get("TEST_STATUS_PORT"):
+            self.status_port = _port_from_env("TEST_STATUS_PORT")
+        self.started = True  # stop() only forgets it
+
+        def fits():
+            st = pm_status()
+            return (st["worker_class"], st["total_processes"]) == (WORKER_CLASS, WORKERS)
+        try:
+            wait_until(fits, 60, interval=0.5, message="the external stack serving")
+        except AssertionError as exc:
+            try:
+                st = pm_status()
+                seen = f"it runs {st['total_processes']} {st['worker_class']} workers"
+            except Exception as exc2:  # noqa: BLE001
+                seen = f"its /status does not answer ({type(exc2).__name__}: {exc2})"
+            raise RuntimeError(f"external stack at 127.0.0.1:{self.port}: {seen}; the suite expects "
+                               f"{WORKERS} {WORKER_CLASS} workers and these settings: "
+                               + " ".join(f"{k}={v}" for k, v in STACK_SETTINGS.items())
+                               + f" ({exc})") from None
+
     def stop(self):
         if not self.started:
             return
         self.started = False
+        if self.external:
+            return  # not ours to stop
         try:
             r = subprocess.run([str(STACK_SH), "down"], env=self.env, cwd=str(REPO),
                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -216,7 +280,9 @@ class Stack:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def log_tail(self, name, lines=30):
-        path = os.path.join(self.run_dir or "", name)
+        if not self.run_dir:
+            return None
+        path = os.path.join(self.run_dir, name)
         try:
             with open(path, errors="replace") as f:
                 return "".join(f.readlines()[-lines:])
@@ -224,6 +290,7 @@ class Stack:
             return None
 
     def master_pid(self):
+        need_local_stack("signals perfcgi's master")
         with open(os.path.join(self.run_dir, "perfcgi.pid")) as f:
             return int(f.read().split()[0])
 
@@ -323,6 +390,7 @@ def stack(cmd, service, env=None):
     """deploy/stack.sh CMD SERVICE with the stack's environment (plus env, e.g. extra
     PERFCGI_* settings for `start perfcgi`); fails unless it succeeds."""
     _need_stack()
+    need_local_stack(f"deploy/stack.sh {cmd} {service}")
     r = subprocess.run([str(STACK_SH), cmd, service], env=dict(STACK.env, **(env or {})), cwd=str(REPO),
                        stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=STACK_CMD_TIMEOUT)
@@ -363,8 +431,13 @@ def category_stats(category):
 
 
 def worker_pids():
-    """The live workers of the stack's perfcgi master."""
+    """The live workers of the stack's perfcgi master.
+
+    On an external stack: the pids /status lists, as its pid namespace numbers them (the
+    X-Worker values), to compare answers with, never to signal or to read in /proc."""
     _need_stack()
+    if STACK.external:
+        return sorted(row["pid"] for row in pm_status(full=True)["processes"])
     return children_of(STACK.master_pid())
 
 
@@ -473,18 +546,27 @@ class _UnixHTTPConnection(httpclient.HTTPConnection):
 
 def status_socket():
     _need_stack()
+    need_local_stack("talks to perfcgi's unix sockets")
     return os.path.join(STACK.run_dir, "status.sock")
 
 
 def app_socket():
     _need_stack()
+    need_local_stack("talks to perfcgi's unix sockets")
     return os.path.join(STACK.run_dir, "perfcgi.sock")
 
 
 def master_http(path, method="GET", timeout=10):
     """One request straight to the master's status socket (not through Nginx):
-    (status, Headers, body bytes)."""
-    conn = _UnixHTTPConnection(status_socket(), timeout)
+    (status, Headers, body bytes). On an external stack, to its TEST_STATUS_PORT, or
+    through its Nginx (which serves the operations paths to loopback) without one."""
+    _need_stack()
+    if STACK.external and not STACK.status_port:
+        return http(method, path, timeout=timeout)
+    if STACK.external:
+        conn = httpclient.HTTPConnection("127.0.0.1", STACK.status_port, timeout=timeout)
+    else:
+        conn = _UnixHTTPConnection(status_socket(), timeout)
     try:
         conn.request(method, path)
         resp = conn.getresponse()
@@ -596,6 +678,7 @@ def perfcgi_with(**settings):
 def stack_perfcgi_settings():
     """The settings stack.sh gives perfcgi in this stack, as config-file keys."""
     _need_stack()
+    need_local_stack("runs perfcgi on the stack's sockets")
     run = STACK.run_dir
     s = {k[len("PERFCGI_"):].lower(): v for k, v in STACK_SETTINGS.items()}
     s.update(bind=f"unix:{run}/perfcgi.sock", status_bind=f"unix:{run}/status.sock",
@@ -618,6 +701,7 @@ class OwnPerfcgi:
 
     def __init__(self, name="own", args=(), **settings):
         _need_stack()
+        need_local_stack("runs its own perfcgi on the stack's sockets")
         self.config = os.path.join(STACK.run_dir, f"{name}.ini")
         self.log = os.path.join(STACK.run_dir, f"{name}.log")
         self.args = list(args)

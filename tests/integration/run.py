@@ -13,7 +13,13 @@ failed.
 A module that sets NEEDS_STACK = False (e.g. the settings tests) runs without a stack;
 the stack is only started if some selected test needs it. TEST_WORKER_CLASS (sync,
 thread or event; default sync) picks the stack's worker class; the modules without a
-stack run in the sync pass only. Standard library only.
+stack run in the sync pass only.
+
+Against an external stack (TEST_BASE_PORT, TEST_REDIS_PORT, TEST_PG_PORT: see harness.py)
+nothing is started: the modules that set RUNS_ON_EXTERNAL_STACK = True run against it,
+the tests of the other stack modules are reported as skipped ("needs the local stack"),
+and the modules without a stack do not run (they did in the local sync pass).
+Standard library only.
 """
 
 import atexit
@@ -47,14 +53,24 @@ def discover(filters):
             if f.__name__ in seen:
                 raise SystemExit(f"run.py: test {f.__name__} is defined in both {seen[f.__name__]} and {path.name}")
             seen[f.__name__] = path.name
+            if harness.EXTERNAL_STACK and needs_stack and not getattr(mod, "RUNS_ON_EXTERNAL_STACK", False):
+                f = local_stack_only(f, path.name)
             tests.append((f.__name__, f, needs_stack))
     if filters:
         tests = [t for t in tests if any(s in t[0] for s in filters)]
-    if harness.WORKER_CLASS != "sync":
+    if harness.WORKER_CLASS != "sync" or harness.EXTERNAL_STACK:
         # Modules without the stack start their own perfcgi: the class of the stack
-        # does not change them, so they run in the sync pass only.
+        # does not change them, so they run in the local sync pass only.
         tests = [t for t in tests if t[2]]
     return tests
+
+
+def local_stack_only(func, module):
+    """func, skipped instead of run: its module controls the stack (run.py's docstring)."""
+    def skipped():
+        raise harness.Skip(f"needs the local stack ({module} stops, restarts or signals its services)")
+    skipped.__name__ = func.__name__
+    return skipped
 
 
 def one_line(text, limit=600):
@@ -112,12 +128,13 @@ def main(argv):
         stack_error = None
         if any(needs for _, _, needs in tests):
             t0 = time.monotonic()
-            print("starting the stack (deploy/stack.sh up) ...", flush=True)
+            if harness.STACK.external:
+                print("using the external stack (TEST_BASE_PORT, TEST_REDIS_PORT, TEST_PG_PORT) ...", flush=True)
+            else:
+                print("starting the stack (deploy/stack.sh up) ...", flush=True)
             try:
                 harness.STACK.start()
-                print(f"stack up in {time.monotonic() - t0:.1f}s ({harness.WORKER_CLASS} workers): RUN_DIR={harness.STACK.run_dir} "
-                      f"port={harness.STACK.port} redis={harness.STACK.redis_port} "
-                      f"postgres={harness.STACK.pg_port}", flush=True)
+                print(f"stack up in {time.monotonic() - t0:.1f}s: {harness.STACK.describe()}", flush=True)
             except Exception as exc:  # noqa: BLE001
                 stack_error = exc
                 print(f"the stack did not start: {exc}", flush=True)
@@ -143,15 +160,8 @@ def main(argv):
                 passed += 1
                 print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
             current = None
-    except (KeyboardInterrupt, Interrupted) as exc:
-        interrupted = str(exc) or "SIGINT"
-        if current:
-            failed += 1
-            print(f"FAIL {current}: interrupted", flush=True)
-        print(f"\ninterrupted ({interrupted}): stopping the stack", flush=True)
-        failed_with_stack = failed_with_stack or harness.STACK.started
         # An ASan or UBSan build reports to perfcgi's log without failing a request.
-        if harness.STACK.started and not interrupted:
+        if harness.STACK.started:
             reports = [ln for ln in (harness.STACK.log_tail("perfcgi.log", 10 ** 6) or "").splitlines()
                        if "ERROR: AddressSanitizer" in ln or "runtime error:" in ln]
             if reports:
@@ -159,6 +169,13 @@ def main(argv):
                 failed_with_stack = True
                 print(f"FAIL sanitizers_report_nothing: {len(reports)} report(s), first: {one_line(reports[0])}",
                       flush=True)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        interrupted = str(exc) or "SIGINT"
+        if current:
+            failed += 1
+            print(f"FAIL {current}: interrupted", flush=True)
+        print(f"\ninterrupted ({interrupted}): stopping the stack", flush=True)
+        failed_with_stack = failed_with_stack or harness.STACK.started
     finally:
         if failed_with_stack and harness.STACK.run_dir:
             for name in LOGS:

@@ -11,6 +11,9 @@ import time
 from harness import (CACHE_TTL, assert_app_answer, category_stats, get, head, json_body,
                      redis_cli, until_cache_hit)
 
+# Only answers through Nginx and the backends' data: runs on the docker-compose stack too.
+RUNS_ON_EXTERNAL_STACK = True
+
 
 # --- Nginx --------------------------------------------------------------------------------------
 

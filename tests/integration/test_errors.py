@@ -8,6 +8,9 @@ import urllib.parse
 
 from harness import assert_app_answer, assert_error, get, head, http, json_body
 
+# Only answers through Nginx and the backends' data: runs on the docker-compose stack too.
+RUNS_ON_EXTERNAL_STACK = True
+
 
 def _bad_param(path, param, lo, hi):
     status, h, body = get(path)
