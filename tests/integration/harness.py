@@ -506,22 +506,27 @@ class Proc:
         return self.p.returncode, out, err
 
     def kill(self):
-        if self.p.poll() is None:
-            # Its own session: the master and the workers it forked share pgid == pid.
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_session(self.p, lambda: self.p.communicate(timeout=10))
+
+
+def kill_session(p, reap):
+    """Ends a process started in its own session (the master and the workers it forked
+    share pgid == pid): SIGKILL to the group, reap() it, then any member left over."""
+    if p.poll() is None:
         try:
-            self.p.communicate(timeout=10)
-        except (subprocess.TimeoutExpired, ValueError):
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-        # Workers die with their master (PDEATHSIG); make sure none of this group lingers.
-        if process_group_members(self.pid):
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+    try:
+        reap()
+    except (subprocess.TimeoutExpired, ValueError):
+        pass
+    # Workers die with their master (PDEATHSIG); make sure none of this group lingers.
+    if process_group_members(p.pid):
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # --- the process manager: the master's status socket, load, perfcgi with other settings ----

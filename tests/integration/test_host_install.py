@@ -38,8 +38,8 @@ import subprocess
 import tempfile
 import time
 
-from harness import (REPO, Headers, Skip, children_of, clean_env, free_port, process_group_members, proc_alive,
-                     wait_until)
+from harness import (REPO, Headers, Skip, children_of, clean_env, free_port, kill_session, process_group_members,
+                     proc_alive, wait_until)
 
 NEEDS_STACK = False
 
@@ -341,20 +341,7 @@ class UnitProcess:
     def stop(self):
         if self.p is None:
             return
-        if self.p.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        if process_group_members(self.pid):
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill_session(self.p, lambda: self.p.wait(timeout=10))
 
 
 # --- a private Nginx around the installed site -----------------------------------------------------
