@@ -130,16 +130,6 @@ def wait_until(predicate, timeout=20.0, interval=0.2, message=None):
         time.sleep(interval)
 
 
-def proc_alive(pid):
-    """A live process, not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def proc_stat_fields(pid):
     """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
     try:
@@ -148,6 +138,12 @@ def proc_stat_fields(pid):
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()
+
+
+def proc_alive(pid):
+    """A live process, not a zombie."""
+    fields = proc_stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def children_of(ppid):
