@@ -26,6 +26,11 @@ struct ev_conn;
  * sibling pauses accepting for ACCEPT_YIELD_MS. */
 #define ACCEPT_SLACK 2
 #define ACCEPT_YIELD_MS 2
+/* A connection with more unsent output than this is not read until the client
+ * takes some: one that sends records and never reads the answers cannot make
+ * the worker buffer without bound. One read (16 KiB) adds at most twice its
+ * size in answers, so the output stays below OUT_CAP + 32 KiB. */
+#define OUT_CAP (64 * 1024)
 
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
@@ -48,13 +53,14 @@ struct ev_conn {
     struct ev_conn *prev, *next;
     int fd;
     uv_poll_t poll;
-    uv_timer_t idle; /* keepalive_timeout between requests */
+    uv_timer_t timer; /* keepalive_timeout between requests, request_read_timeout while one arrives */
     int handles_open;
     struct fcgi_parser parser;
     struct fcgi_buf out;
     size_t out_off;
     struct ev_req *req;
-    int served; /* requests answered on this connection */
+    int served;  /* requests answered on this connection */
+    int reading; /* a request has begun and its body has not all arrived */
     int close_after_flush, closing;
 };
 
@@ -265,9 +271,9 @@ static void conn_close(struct ev_conn *c)
     if (c->next) c->next->prev = c->prev;
     w->nconns--;
     uv_poll_stop(&c->poll);
-    uv_timer_stop(&c->idle);
+    uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->idle, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     close(c->fd);
     publish_connections(w);
     if (!w->accepting && !w->stopping) { /* room again under worker_connections */
@@ -282,31 +288,60 @@ static void on_idle(uv_timer_t *t)
     conn_close(t->data);
 }
 
+static void on_read_timeout(uv_timer_t *t)
+{
+    struct ev_conn *c = t->data;
+    log_info("closing a FastCGI connection: request %u not received within request_read_timeout (%g s)",
+             c->parser.request_id, c->w->cfg->request_read_timeout);
+    conn_close(c);
+}
+
+static uint64_t timer_ms(double seconds)
+{
+    uint64_t ms = (uint64_t)(seconds * 1e3);
+    return ms ? ms : 1;
+}
+
 static void on_conn_io(uv_poll_t *h, int status, int events);
 
-/* Between requests a kept connection waits keepalive_timeout for the next. */
+static size_t conn_pending(const struct ev_conn *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* Reads while the output is under OUT_CAP; writes while there is output. */
+static void conn_watch(struct ev_conn *c)
+{
+    size_t pending = conn_pending(c);
+    uv_poll_start(&c->poll, (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0), on_conn_io);
+}
+
+/* With no request under way a connection waits keepalive_timeout for the next
+ * one, from the last time it made progress (an answer taken in part counts:
+ * a client that stops reading is idle too). */
 static void conn_idle(struct ev_conn *c)
 {
-    if (c->req || c->closing) return;
-    if (c->w->stopping) {
+    if (c->req || c->reading || c->closing) return;
+    if (c->w->stopping && !conn_pending(c)) {
         conn_close(c);
         return;
     }
-    uint64_t ms = (uint64_t)(c->w->cfg->keepalive_timeout * 1e3);
-    if (ms == 0) ms = 1;
-    uv_timer_start(&c->idle, on_idle, ms, 0);
+    uv_timer_start(&c->timer, on_idle, timer_ms(c->w->cfg->keepalive_timeout), 0);
 }
 
 static void conn_flush(struct ev_conn *c)
 {
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+    int progress = 0;
+    while (conn_pending(c)) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, conn_pending(c), MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
+            progress = 1;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            uv_poll_start(&c->poll, UV_READABLE | UV_WRITABLE, on_conn_io);
+            conn_watch(c);
+            if (progress || !uv_is_active((uv_handle_t *)&c->timer)) conn_idle(c);
             return;
         }
         conn_close(c);
@@ -317,17 +352,20 @@ static void conn_flush(struct ev_conn *c)
         conn_close(c);
         return;
     }
-    uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
+    conn_watch(c);
     conn_idle(c);
 }
 
-/* Acts on one parser event; returns -1 once the connection is closed. */
+/* Acts on one parser event; returns -1 once the connection is closed. Answers
+ * to records are queued in c->out; conn_read writes them once per read. */
 static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
 {
     struct worker *w = c->w;
     switch (e->type) {
     case FCGI_EV_BEGIN:
-        uv_timer_stop(&c->idle);
+        /* From here the request must arrive whole within request_read_timeout. */
+        c->reading = 1;
+        uv_timer_start(&c->timer, on_read_timeout, timer_ms(w->cfg->request_read_timeout), 0);
         return 0;
     case FCGI_EV_PARAMS_DONE:
         c->req = req_new(c, e->envp);
@@ -339,6 +377,8 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         return 0;
     case FCGI_EV_STDIN_END: {
         struct ev_req *r = c->req;
+        c->reading = 0;
+        uv_timer_stop(&c->timer);
         if (r && !r->started) {
             r->started = 1;
             advance(r, NULL);
@@ -353,26 +393,25 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
             c->req = NULL;
             req_abandon(r);
         }
+        c->reading = 0;
         fcgi_write_end_request(&c->out, e->request_id, 0, FCGI_STATUS_REQUEST_COMPLETE);
         if (!c->parser.keep_conn) c->close_after_flush = 1;
         fcgi_parser_reset_request(&c->parser);
-        conn_flush(c);
-        return c->closing ? -1 : 0;
+        return 0;
     case FCGI_EV_REJECT:
         fcgi_write_end_request(&c->out, e->request_id, 0, e->protocol_status);
-        if (!e->keep_conn && !c->req) c->close_after_flush = 1;
-        conn_flush(c);
-        return c->closing ? -1 : 0;
+        /* Without FCGI_KEEP_CONN the connection ends with this answer, unless
+         * a request is active on it (being read or run): that one goes on. */
+        if (!e->keep_conn && !c->parser.request_id && !c->req) c->close_after_flush = 1;
+        return 0;
     case FCGI_EV_GET_VALUES: {
         struct fcgi_values v = {(unsigned)w->cfg->worker_connections, (unsigned)w->cfg->worker_connections, 0};
         fcgi_write_get_values_result(&c->out, e->data, e->len, &v);
-        conn_flush(c);
-        return c->closing ? -1 : 0;
+        return 0;
     }
     case FCGI_EV_UNKNOWN_TYPE:
         fcgi_write_unknown_type(&c->out, e->record_type);
-        conn_flush(c);
-        return c->closing ? -1 : 0;
+        return 0;
     case FCGI_EV_ERROR:
         log_debug("closing a FastCGI connection: %s", e->error);
         conn_close(c);
@@ -384,10 +423,13 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
     return 0;
 }
 
+/* Reads and acts on what the client sent, at most 16 reads at a time, and not
+ * while the client leaves more than OUT_CAP of answers unread (conn_watch
+ * resumes reading once it takes them). */
 static void conn_read(struct ev_conn *c)
 {
     uint8_t buf[16384];
-    for (int rounds = 0; rounds < 16 && !c->closing; rounds++) {
+    for (int rounds = 0; rounds < 16 && conn_pending(c) <= OUT_CAP; rounds++) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
             conn_close(c);
@@ -395,7 +437,7 @@ static void conn_read(struct ev_conn *c)
         }
         if (n < 0) return;
         size_t pos = 0;
-        while (pos < (size_t)n) {
+        while (pos < (size_t)n && !c->close_after_flush) {
             struct fcgi_event e;
             size_t used = 0;
             enum fcgi_event_type t = fcgi_parser_feed(&c->parser, buf + pos, (size_t)n - pos, &used, &e);
@@ -403,7 +445,8 @@ static void conn_read(struct ev_conn *c)
             if (conn_event(c, &e) != 0) return;
             if (t == FCGI_EV_NEED_MORE) break;
         }
-        if ((size_t)n < sizeof buf) return;
+        if (conn_pending(c) || c->close_after_flush) conn_flush(c);
+        if (c->closing || c->close_after_flush || (size_t)n < sizeof buf) return;
     }
 }
 
@@ -468,8 +511,8 @@ static void on_accept(uv_poll_t *h, int status, int events)
         c->w = w;
         c->fd = fd;
         c->poll.data = c;
-        uv_timer_init(&w->loop, &c->idle);
-        c->idle.data = c;
+        uv_timer_init(&w->loop, &c->timer);
+        c->timer.data = c;
         c->handles_open = 2;
         fcgi_parser_init(&c->parser, NULL);
         fcgi_buf_init(&c->out);
@@ -526,9 +569,9 @@ static void on_term(uv_signal_t *s, int signum)
      * about to send, which Nginx would not retry. */
     for (struct ev_conn *c = w->conns, *next; c; c = next) {
         next = c->next;
-        if (c->req) continue;
+        if (c->req || c->reading || conn_pending(c)) continue; /* closed once answered (or timed out) */
         if (c->served) conn_close(c);
-        else uv_timer_start(&c->idle, on_idle, FRESH_GRACE_MS, 0);
+        else uv_timer_start(&c->timer, on_idle, FRESH_GRACE_MS, 0);
     }
     maybe_exit(w);
 }

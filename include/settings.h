@@ -39,6 +39,8 @@
       "Time in-flight requests get to finish on a graceful stop or reload")                        \
     X(keepalive_timeout, SECONDS, "5", 0, 3600,                                                    \
       "Close kept-alive FastCGI connections idle for longer than this")                            \
+    X(request_read_timeout, SECONDS, "5", 0.1, 3600,                                               \
+      "Close a connection whose request has not sent all its params and body this long after it began (every class)")\
     X(preload, BOOL, "false", 0, 0,                                                                \
       "Check the backends' URLs and warm the memo table in the master, before forking")            \
     X(status_bind, BINDS, "127.0.0.1:9001", 0, 0,                                                  \

@@ -15,9 +15,10 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import time
 
-from harness import PERFCGI_BIN, Proc, Skip, free_port, wait_until
+from harness import PERFCGI_BIN, Proc, Skip, children_of, free_port, wait_until
 
 NEEDS_STACK = False
 
@@ -312,3 +313,277 @@ def test_event_worker_stops_gracefully():
         assert c.record() is None, "the idle kept connection survived the stop"
         c.close()
         assert not os.path.exists(s.sock), "the socket file is left behind"
+
+
+# --- a hostile or broken peer: backpressure, read timeout, a hung PostgreSQL -----------------
+
+def worker_pid(server):
+    """The one worker of an EventServer (started with --workers 1)."""
+    return wait_until(lambda: (children_of(server.proc.pid) or [None])[0], 20, message="the worker runs")
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def begin(rid, keep=True):
+    return record(BEGIN, rid, struct.pack(">HB5x", 1, KEEP_CONN if keep else 0))
+
+
+def answers_hello(path, timeout=10):
+    """One GET / on a new connection: the seconds it took (fails if not answered)."""
+    started = time.monotonic()
+    c = Conn(path, timeout=timeout)
+    try:
+        c.send(request(1, "/", keep=False))
+        out, status = c.response(1)
+    finally:
+        c.close()
+    assert status == 0 and b"Hello, World!" in out, out
+    return time.monotonic() - started, int(out.split(b"X-Worker: ", 1)[1].split(b"\r\n", 1)[0])
+
+
+def test_event_client_not_reading_its_answers_is_not_buffered_without_bound():
+    # Records that each ask for an answer (unknown types, FCGI_GET_VALUES), sent as fast as
+    # the worker takes them by a client that never reads: the worker must stop reading
+    # that connection while its answers pile up, not buffer them all.
+    unit = record(42, 0) + record(GET_VALUES, 0, pair("FCGI_MAX_CONNS", ""))
+    chunk = unit * (1024 * 1024 // len(unit))
+    with EventServer("--keepalive-timeout", "60") as s:
+        pid = worker_pid(s)
+        before = rss_kb(pid)
+        flood = Conn(s.sock)
+        flood.sock.setblocking(False)
+        sent, limit, stalled_since = 0, 64 * 1024 * 1024, None
+        while sent < limit:
+            try:
+                n = flood.sock.send(chunk[sent % len(chunk):])
+                sent += n
+                stalled_since = None
+            except BlockingIOError:
+                stalled_since = stalled_since or time.monotonic()
+                if time.monotonic() - stalled_since > 2:
+                    break  # the worker stopped reading: what the test wants
+                time.sleep(0.01)
+        grown_mb = (rss_kb(pid) - before) / 1024
+        print(f"flood: {sent / 2**20:.2f} MiB taken in before the worker stopped reading; RSS grew {grown_mb:.1f} MB")
+        # Other clients are served meanwhile, by the same worker.
+        answers_hello(s.sock)
+        assert grown_mb < 32, (f"the worker grew by {grown_mb:.0f} MB buffering answers nobody reads "
+                               f"({sent / 2**20:.1f} MiB of records taken in)")
+        assert sent < limit, f"all {limit >> 20} MiB of records were taken in without their answers being read"
+        # Reading the answers lets the worker read the rest: every record is answered, then
+        # the connection serves a request. A unit is 32 bytes: UNKNOWN (8) and GET_VALUES
+        # (24), answered with 16 and 32 bytes.
+        flood.sock.setblocking(True)
+        flood.sock.settimeout(10)
+        units, tail = divmod(sent, len(unit))
+        expect = units * 48 + (16 if tail >= 8 else 0)
+        got = 0
+        while got < expect:
+            data = flood.sock.recv(min(1 << 20, expect - got))
+            assert data, f"the connection closed after {got} of {expect} answer bytes"
+            got += len(data)
+        flood.send((unit[tail:] if tail else b"") + request(1, "/"))
+        stdout = b""
+        while True:
+            rtype, rid, content = flood.record()
+            if rid == 1 and rtype == STDOUT:
+                stdout += content
+            elif rid == 1 and rtype == END:
+                break
+        assert b"Hello" in stdout, "the connection does not serve after the flood"
+        flood.close()
+
+
+def test_event_request_not_sent_in_time_is_closed():
+    # BEGIN only; BEGIN and half a PARAMS record; params but half the body: each is closed
+    # after request_read_timeout although keepalive_timeout is far away.
+    partial_params = begin(1) + record(PARAMS, 1, pair("DOCUMENT_URI", "/") * 4)[:20]
+    half_body = (begin(1) + record(PARAMS, 1, pair("DOCUMENT_URI", "/") + pair("REQUEST_METHOD", "GET"))
+                 + record(PARAMS, 1) + record(STDIN, 1, b"x" * 100))
+    with EventServer("--request-read-timeout", "1", "--keepalive-timeout", "30") as s:
+        conns = []
+        for data in (begin(1), partial_params, half_body):
+            c = Conn(s.sock)
+            c.send(data)
+            conns.append(c)
+        started = time.monotonic()
+        for c, what in zip(conns, ("BEGIN only", "BEGIN and part of PARAMS", "part of the body")):
+            assert wait_until(lambda: c.closed(0.2), 10, interval=0, message=f"{what}: closed"), what
+            c.close()
+        waited = time.monotonic() - started
+        assert waited >= 0.8, f"closed after {waited:.1f}s, before request_read_timeout (1 s)"
+        assert wait_until(lambda: s.in_flight() == 0, 10, message="nothing left in flight")
+        # A kept connection that served gets the same deadline for its next request.
+        c = Conn(s.sock)
+        c.send(request(1, "/"))
+        c.response(1)
+        c.send(begin(2))
+        assert wait_until(lambda: c.closed(0.2), 10, interval=0, message="a stalled second request is closed")
+        c.close()
+        answers_hello(s.sock)
+
+
+def test_event_requests_not_sent_do_not_hold_worker_connections():
+    with EventServer("--request-read-timeout", "1", "--keepalive-timeout", "30", "--worker-connections", "4") as s:
+        stalled = []
+        for _ in range(4):
+            c = Conn(s.sock)
+            c.send(begin(1))
+            stalled.append(c)
+        time.sleep(0.2)  # the four are accepted before the next one comes
+        # The fifth client is served once the stalled ones are closed, within a few seconds.
+        took, _ = answers_hello(s.sock, timeout=8)
+        assert took >= 0.5, f"served after {took:.2f}s: worker_connections=4 did not hold"
+        for c in stalled:
+            assert c.closed(2), "a stalled connection is still open"
+            c.close()
+
+
+def test_event_second_begin_without_keep_conn_leaves_the_first_request_alone():
+    # Request 1 (keep_conn=0) is half sent when request 2 begins (keep_conn=0 too): 2 is
+    # refused with FCGI_CANT_MPX_CONN, 1 goes on and is answered, then the connection closes.
+    params = pair("REQUEST_METHOD", "GET") + pair("DOCUMENT_URI", "/cpu-intensive") + pair("QUERY_STRING", "n=1000")
+    with EventServer() as s:
+        c = Conn(s.sock)
+        c.send(begin(1, keep=False) + record(PARAMS, 1, params))
+        c.send(begin(2, keep=False))
+        rtype, rid, content = c.record()
+        assert (rtype, rid, content[4]) == (END, 2, 1), f"request 2: {(rtype, rid, content)} (wanted CANT_MPX_CONN)"
+        c.send(record(PARAMS, 1) + record(STDIN, 1))
+        out, status = c.response(1)
+        assert status == 0 and b'"primes":168' in out, f"request 1: {out!r}"
+        assert c.record() is None, "the connection stays open after request 1 (keep_conn=0)"
+        c.close()
+
+
+class FakePostgres:
+    """A PostgreSQL server that completes the login (AuthenticationOk, BackendKeyData,
+    ReadyForQuery), then never answers a query, and holds cancel requests open unanswered:
+    a hung server, as seen by a client. Counts logins, cancels and sessions that ended."""
+
+    SSL, GSS, CANCEL = 80877103, 80877104, 80877102
+
+    def __init__(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.socks, self.logins, self.cancels, self.ended = [], 0, 0, 0
+        self.lock = threading.Lock()
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                s, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.socks.append(s)
+            threading.Thread(target=self._session, args=(s,), daemon=True).start()
+
+    @staticmethod
+    def _read(s, n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            if not chunk:
+                raise EOFError
+            data += chunk
+        return data
+
+    def _session(self, s):
+        try:
+            while True:
+                length, code = struct.unpack(">II", self._read(s, 8))
+                rest = self._read(s, length - 8)
+                if code in (self.SSL, self.GSS):
+                    s.sendall(b"N")
+                    continue
+                if code == self.CANCEL:
+                    with self.lock:
+                        self.cancels += 1
+                    return  # held open, never answered, until the test ends
+                break
+            with self.lock:
+                self.logins += 1
+            del rest
+
+            def msg(kind, body):
+                return kind + struct.pack(">I", len(body) + 4) + body
+            s.sendall(msg(b"R", struct.pack(">I", 0))
+                      + msg(b"S", b"server_version\x0015.0\x00") + msg(b"S", b"client_encoding\x00UTF8\x00")
+                      + msg(b"S", b"standard_conforming_strings\x00on\x00")
+                      + msg(b"S", b"integer_datetimes\x00on\x00")
+                      + msg(b"K", struct.pack(">II", 4242, 1234)) + msg(b"Z", b"I"))
+            while s.recv(65536):
+                pass  # queries: read, never answered
+            with self.lock:
+                self.ended += 1
+        except (EOFError, OSError):
+            with self.lock:
+                self.ended += 1
+
+    def close(self):
+        self.stop = True
+        self.listener.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+
+def test_event_query_past_its_deadline_does_not_block_the_loop():
+    # A query on a PostgreSQL that never answers outlives the request's deadline (timeout=3:
+    # backend waits end at 2 s). The worker drops that connection without a blocking cancel,
+    # answers 504, and its loop answers / promptly all along.
+    pg = FakePostgres()
+    try:
+        url = f"postgresql://perfcgi@127.0.0.1:{pg.port}/perfcgi?sslmode=disable&connect_timeout=5"
+        with EventServer("--timeout", "3", "--database-url", url, "--pool-size", "1",
+                         "--redis-url", f"redis://127.0.0.1:{free_port()}/0") as s:
+            result = {}
+
+            def io():
+                c = Conn(s.sock, timeout=15)
+                try:
+                    c.send(request(1, "/io-intensive", "ms=5000", keep=False))
+                    result["answer"] = c.response(1)
+                except Exception as exc:  # noqa: BLE001 - reported below
+                    result["error"] = exc
+                finally:
+                    c.close()
+            t = threading.Thread(target=io)
+            started = time.monotonic()
+            t.start()
+            latencies, workers = [], set()
+            while time.monotonic() - started < 4.5:
+                try:
+                    took, pid = answers_hello(s.sock, timeout=5)
+                    latencies.append(took)
+                    workers.add(pid)
+                except (AssertionError, OSError) as exc:
+                    latencies.append(float("inf"))
+                    print(f"/ failed: {exc}")
+                time.sleep(0.05)
+            t.join(15)
+            worst = max(latencies)
+            print(f"/ during the hung query: {len(latencies)} answers, worst {worst * 1000:.0f} ms, workers {workers}")
+            assert worst < 1, f"/ took {worst:.2f}s while a query passed its deadline (the loop blocked)"
+            assert len(workers) == 1, f"/ answered by workers {workers}: the one blocked was killed and replaced"
+            assert "answer" in result, f"/io-intensive got no answer: {result.get('error')}"
+            out, _ = result["answer"]
+            head, _, body = out.partition(b"\r\n\r\n")
+            assert status_line(out) in ("Status: 504 Gateway Timeout", "Status: 503 Service Unavailable"), out
+            assert json.loads(body)["error"] in ("timeout", "backend_unavailable"), body
+            assert pg.logins >= 1, "the fake PostgreSQL saw no login"
+            assert wait_until(lambda: pg.ended >= 1, 5, message="the timed-out connection is dropped")
+    finally:
+        pg.close()
