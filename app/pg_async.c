@@ -343,12 +343,14 @@ static void on_job_timer(uv_timer_t *t)
         dispatch(p);
         return;
     }
-    /* The query outlived the request's deadline: cancel it and drop the
-     * connection (its state after a cancel is not worth trusting). */
-    pg_conn_cancel(c->pg);
+    /* The query outlived the request's deadline: drop its connection (a new
+     * one replaces it when needed). No PQcancel: it opens a connection and
+     * waits for the server's answer, blocking the loop for as long as a hung
+     * server holds it. Closing the socket ends the session instead; the
+     * server stops the query when it next talks to the client. */
     c->job = NULL;
     j->conn = NULL;
-    job_finish(j, BACKEND_DEADLINE, "query cancelled at the request deadline");
+    job_finish(j, BACKEND_DEADLINE, "query dropped at the request deadline");
     conn_close(c);
     dispatch(p);
 }

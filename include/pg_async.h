@@ -23,7 +23,8 @@ struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg);
 /* Closes every connection; pending callbacks run first with BACKEND_DOWN. */
 void pg_async_free(struct pg_async *pool);
 
-/* Runs op's query on a pooled connection; cancels it at deadline_ms (monotonic).
+/* Runs op's query on a pooled connection, dropping the connection at deadline_ms
+ * (monotonic) without waiting for the server.
  * op and its strings must live until cb runs. */
 void pg_async_run(struct pg_async *pool, const struct backend_op *op, double deadline_ms, pg_async_cb cb, void *ctx);
 
