@@ -162,6 +162,7 @@ static enum step begin(struct exchange *ex)
         ex->resp.allow = 1;
         return STEP_DONE;
     }
+    if (ex->req.too_large) return exchange_error(ex, 413, "too_large", "%s", ex->req.too_large);
     if (strlen(ex->req.query) > MAX_QUERY_BYTES)
         return exchange_error(ex, 413, "too_large", "the query string is over %d bytes", MAX_QUERY_BYTES);
     if (ex->req.content_length < 0) return exchange_error(ex, 400, "bad_request", "CONTENT_LENGTH is not a length");

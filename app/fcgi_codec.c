@@ -14,7 +14,10 @@
 #define STREAM_CHUNK (FCGI_CONTENT_MAX & ~(size_t)7)
 
 #define DEFAULT_MAX_PARAMS_BYTES (64u * 1024)
-#define DEFAULT_MAX_PARAMS 256u
+/* Only a bound on the pairs' index: the bytes limit is the real one. Nginx
+ * forwards 1000 headers at most by default (max_headers), or, where it has no
+ * such limit, about 6500 short ones in its default header buffers (4 x 8k). */
+#define DEFAULT_MAX_PARAMS 8192u
 #define DEFAULT_MAX_STDIN_BYTES (1024u * 1024)
 
 /* Where the parser is within the current record. */
@@ -159,6 +162,7 @@ void fcgi_parser_reset_request(struct fcgi_parser *p)
     p->request_state = REQ_NONE;
     p->stdin_bytes = 0;
     p->params.len = 0;
+    p->params_over = 0;
     p->npairs = 0;
     /* A record of the ended request may be half read: skip the rest of it. */
     if (p->action == ACT_PARAMS || p->action == ACT_STDIN || p->action == ACT_ABORT) p->action = ACT_SKIP;
@@ -195,22 +199,45 @@ static const char *type_name(int type)
     return type >= 0 && type <= FCGI_REC_UNKNOWN_TYPE ? names[type] : "?";
 }
 
+/* Notes that the active request's params went over a limit: the rest of them
+ * is read and dropped, and PARAMS_DONE says too_large with the reason. */
+static void params_over(struct fcgi_parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void params_over(struct fcgi_parser *p, const char *fmt, ...)
+{
+    if (p->params_over) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->error, sizeof p->error, fmt, ap);
+    va_end(ap);
+    p->params_over = 1;
+}
+
 /*
  * Decodes the PARAMS stream in place, each pair becoming "name=value\0":
  * that takes name_len + value_len + 2 bytes, and the encoded pair took at
  * least as many (two length bytes at the least), so the write position never
  * overtakes the read position and no second buffer is needed. A first pass
- * checks and counts, so a bad stream leaves nothing half decoded.
+ * checks and counts, so a bad stream leaves nothing half decoded. Params over
+ * a limit give the pairs kept before it (a pair cut there ends them), so that
+ * the answer can still be logged with its method and path.
  */
 static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event *ev)
 {
     uint8_t *s = p->params.data;
     size_t n = p->params.len, pos = 0, at, nl, vl, count = 0;
     while (pos < n) {
-        if (next_pair(s, n, &pos, &at, &nl, &vl) != 0)
+        size_t from = pos;
+        if (next_pair(s, n, &pos, &at, &nl, &vl) != 0) {
+            if (p->params_over) break;
             return fail(p, ev, "request %u: malformed name-value pair in FCGI_PARAMS", p->request_id);
-        if (++count > p->limits.max_params)
-            return fail(p, ev, "request %u: more than %zu params", p->request_id, p->limits.max_params);
+        }
+        if (count == p->limits.max_params) {
+            params_over(p, "more than %zu FastCGI params (headers and CGI variables)", p->limits.max_params);
+            pos = from;
+            break;
+        }
+        count++;
     }
     if (count + 1 > p->pairs_cap) {
         struct fcgi_pair *pairs = realloc(p->pairs, (count + 1) * sizeof *pairs);
@@ -239,6 +266,8 @@ static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event
     ev->pairs = p->pairs;
     ev->npairs = count;
     ev->envp = p->envp;
+    ev->too_large = p->params_over;
+    if (p->params_over) ev->error = p->error;
     return emit(ev, FCGI_EV_PARAMS_DONE, p->request_id);
 }
 
@@ -288,10 +317,11 @@ static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *
         }
         if (p->request_state != REQ_PARAMS)
             return fail(p, ev, "request %u: FCGI_PARAMS after the end of its params", id);
-        if (p->rec_len > p->limits.max_params_bytes - p->params.len)
-            return fail(p, ev, "request %u: params over %zu bytes", id, p->limits.max_params_bytes);
-        if (fcgi_buf_reserve(&p->params, p->rec_len) != 0) return fail(p, ev, "out of memory for params");
         p->action = ACT_PARAMS;
+        if (p->rec_len > p->limits.max_params_bytes - p->params.len)
+            params_over(p, "the FastCGI params (headers and CGI variables) are over %zu bytes", p->limits.max_params_bytes);
+        if (p->params_over) break; /* its content is dropped */
+        if (fcgi_buf_reserve(&p->params, p->rec_len) != 0) return fail(p, ev, "out of memory for params");
         break;
     case FCGI_REC_STDIN:
         if (!active) {
@@ -345,6 +375,7 @@ static enum fcgi_event_type on_content_end(struct fcgi_parser *p, struct fcgi_ev
         p->request_state = REQ_PARAMS;
         p->stdin_bytes = 0;
         p->params.len = 0;
+        p->params_over = 0;
         p->npairs = 0;
         return emit(ev, FCGI_EV_BEGIN, p->rec_id);
     }
@@ -391,7 +422,7 @@ static enum fcgi_event_type on_content(struct fcgi_parser *p, const uint8_t *dat
         p->begin_len += n;
         break;
     case ACT_PARAMS:
-        put(&p->params, data, n); /* on_header reserved rec_len */
+        if (!p->params_over) put(&p->params, data, n); /* on_header reserved rec_len */
         break;
     case ACT_GET_VALUES:
         put(&p->mgmt, data, n);

@@ -107,25 +107,28 @@ static void req_free(struct ev_req *r)
 }
 
 /* Copies the strings the exchange needs, since the parser drops its params
- * when the request ends (or the connection goes). */
-static struct ev_req *req_new(struct ev_conn *c, char **envp)
+ * when the request ends (or the connection goes). Params over the codec's
+ * limits are answered 413 (with the params kept before the limit, for the log). */
+static struct ev_req *req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
     struct ev_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
     struct request req;
     char path[1024];
-    worker_request_from_params(&req, envp, path, sizeof path);
-    const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : ""};
-    size_t len[4], total = 0;
-    for (int i = 0; i < 4; i++) total += (len[i] = strlen(src[i])) + 1;
+    worker_request_from_params(&req, e->envp, path, sizeof path);
+    const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
+                         e->too_large ? e->error : ""};
+    enum { NSTR = sizeof src / sizeof src[0] };
+    size_t len[NSTR], total = 0;
+    for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
     r->strings = malloc(total);
     if (!r->strings) {
         free(r);
         return NULL;
     }
     char *p = r->strings;
-    const char *copy[4];
-    for (int i = 0; i < 4; i++) {
+    const char *copy[NSTR];
+    for (size_t i = 0; i < NSTR; i++) {
         memcpy(p, src[i], len[i] + 1);
         copy[i] = p;
         p += len[i] + 1;
@@ -134,6 +137,7 @@ static struct ev_req *req_new(struct ev_conn *c, char **envp)
     req.path = copy[1];
     req.query = copy[2];
     req.remote_addr = copy[3];
+    req.too_large = e->too_large ? copy[4] : NULL;
     r->w = c->w;
     r->conn = c;
     r->id = c->parser.request_id;
@@ -368,7 +372,7 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         uv_timer_start(&c->timer, on_read_timeout, timer_ms(w->cfg->request_read_timeout), 0);
         return 0;
     case FCGI_EV_PARAMS_DONE:
-        c->req = req_new(c, e->envp);
+        c->req = req_new(c, e);
         if (!c->req) {
             conn_close(c);
             return -1;

@@ -14,6 +14,7 @@ struct request {
     const char *query;        /* QUERY_STRING, "" when absent */
     long long content_length; /* CONTENT_LENGTH, 0 when absent */
     const char *remote_addr;  /* REMOTE_ADDR, for the access log */
+    const char *too_large;    /* the driver dropped params over its limits: why (answered 413), or NULL */
 };
 
 struct response {

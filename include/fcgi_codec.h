@@ -54,9 +54,12 @@ void fcgi_buf_free(struct fcgi_buf *b);
 int fcgi_buf_reserve(struct fcgi_buf *b, size_t extra);
 
 /* What one connection may send per request; a zero field takes its default. */
+/* Params over a limit do not end the connection: the request goes on to its
+ * end with its PARAMS_DONE marked too_large, for the caller to answer 413. A
+ * body over its limit is a protocol error. */
 struct fcgi_limits {
     size_t max_params_bytes; /* encoded FCGI_PARAMS stream; default 64 KiB */
-    size_t max_params;       /* name-value pairs; default 256 */
+    size_t max_params;       /* name-value pairs; default 8192 */
     size_t max_stdin_bytes;  /* request body; default 1 MiB */
 };
 
@@ -72,7 +75,8 @@ struct fcgi_pair {
 enum fcgi_event_type {
     FCGI_EV_NEED_MORE,    /* all the input was consumed and nothing is complete */
     FCGI_EV_BEGIN,        /* a responder request starts: request_id, keep_conn */
-    FCGI_EV_PARAMS_DONE,  /* pairs/npairs/envp are ready; fcgi_param works until the reset */
+    FCGI_EV_PARAMS_DONE,  /* pairs/npairs/envp are ready; fcgi_param works until the reset;
+                             too_large: the params went over the limits */
     FCGI_EV_STDIN,        /* data/len: a chunk of the body, pointing into the fed input */
     FCGI_EV_STDIN_END,    /* the body is complete */
     FCGI_EV_ABORT,        /* the web server aborts the active request: end it */
@@ -99,7 +103,8 @@ struct fcgi_event {
     const struct fcgi_pair *pairs;
     size_t npairs;
     char **envp;
-    const char *error; /* ERROR: a message kept by the parser */
+    int too_large;     /* PARAMS_DONE: over the limits; pairs are those kept before, error says why */
+    const char *error; /* ERROR, and PARAMS_DONE when too_large: a message kept by the parser */
 };
 
 /*
@@ -122,6 +127,7 @@ struct fcgi_parser {
     size_t begin_len;
     int request_state;
     size_t stdin_bytes;
+    int params_over; /* the active request's params went over a limit */
     struct fcgi_buf params, mgmt;
     struct fcgi_pair *pairs;
     char **envp;
@@ -145,7 +151,7 @@ void fcgi_parser_free(struct fcgi_parser *p);
  * a BEGIN_REQUEST that is not 8 bytes or names the active request, PARAMS
  * after their end, STDIN before the end of PARAMS or after its own end, DATA,
  * a record type that only applications send, malformed name-value pairs, and
- * the limits. After FCGI_EV_ERROR every call returns the same error.
+ * the body's limit. After FCGI_EV_ERROR every call returns the same error.
  */
 enum fcgi_event_type fcgi_parser_feed(struct fcgi_parser *p, const uint8_t *data, size_t len, size_t *consumed,
                                       struct fcgi_event *ev);

@@ -247,6 +247,7 @@ static int fc_params_done(struct fc_run *r, const struct fcgi_event *ev)
         fc_put_u64(&s, x->value_len);
         fc_put(&s, x->name, x->name_len + 1 + x->value_len);
     }
+    if (rc == 0 && ev->too_large) fc_put(&s, ev->error, strlen(ev->error));
     if (rc == 0) fc_log_item(&r->events, FC_EVENT + ev->type, ev->request_id, s.data, s.len);
     fcgi_buf_free(&s);
     if (rc == 0 && r->roundtrip) rc = fc_roundtrip(r, ev);
@@ -397,7 +398,8 @@ static const struct fc_rec *fc_rec_at(const struct fc_run *r, size_t x)
 }
 
 /* The params of the active request, read straight from its PARAMS records
- * with the harness's own decoder, must be the pairs the parser gave. */
+ * with the harness's own decoder, must be the pairs the parser gave; or, when
+ * it says they are too large, they must be, and it gave the first of them. */
 static int fc_same_params(struct fc_run *r, const struct fcgi_event *ev)
 {
     struct fcgi_buf raw;
@@ -412,17 +414,25 @@ static int fc_same_params(struct fc_run *r, const struct fcgi_event *ev)
     int rc = 0;
     while (rc == 0 && q < raw.len) {
         if (fc_pair_len(raw.data, raw.len, &q, &nl) || fc_pair_len(raw.data, raw.len, &q, &vl) || nl > raw.len - q ||
-            vl > raw.len - q - nl)
-            rc = fc_fail(r, "the parser accepted malformed params");
-        else if (i >= ev->npairs || ev->pairs[i].name_len != nl || ev->pairs[i].value_len != vl ||
-                 memcmp(ev->pairs[i].name, raw.data + q, nl) || memcmp(ev->pairs[i].value, raw.data + q + nl, vl))
+            vl > raw.len - q - nl) {
+            /* Past the pairs given, params too large need not be well formed. */
+            if (!ev->too_large || i < ev->npairs) rc = fc_fail(r, "the parser accepted malformed params");
+            break;
+        }
+        if (i < ev->npairs && (ev->pairs[i].name_len != nl || ev->pairs[i].value_len != vl ||
+                               memcmp(ev->pairs[i].name, raw.data + q, nl) ||
+                               memcmp(ev->pairs[i].value, raw.data + q + nl, vl)))
             rc = fc_fail(r, "pair %zu is not the one sent", i);
+        else if (i >= ev->npairs && !ev->too_large)
+            rc = fc_fail(r, "pair %zu was sent and not given", i);
         q += nl + vl;
         i++;
     }
-    if (rc == 0 && i != ev->npairs) rc = fc_fail(r, "%zu pairs sent, %zu given", i, ev->npairs);
-    if (rc == 0 && (raw.len > r->p.limits.max_params_bytes || i > r->p.limits.max_params))
-        rc = fc_fail(r, "params over the limits were accepted");
+    int over = raw.len > r->p.limits.max_params_bytes || i > r->p.limits.max_params;
+    if (rc == 0 && i < ev->npairs) rc = fc_fail(r, "%zu pairs sent, %zu given", i, ev->npairs);
+    if (rc == 0 && over != ev->too_large)
+        rc = fc_fail(r, over ? "params over the limits were accepted" : "params within the limits were refused");
+    if (rc == 0 && ev->too_large && (!ev->error || !ev->error[0])) rc = fc_fail(r, "too large without a reason");
     fcgi_buf_free(&raw);
     return rc;
 }

@@ -136,6 +136,23 @@ def test_overlong_uri_gets_414_json_from_nginx():
     assert_error(status, h, body, 414, "too_large", from_app=False)
 
 
+def test_many_request_headers_are_served_by_every_class():
+    # 300 headers become over 300 FastCGI params (with Nginx's own): served, as by any class.
+    headers = {f"X-H-{i}": f"v{i}" for i in range(1, 301)}
+    headers["X-No-Cache"] = "1"
+    status, h, body = http("GET", "/cpu-intensive?n=100", headers=headers)
+    assert assert_app_answer(status, h, body)["primes"] == 25
+    # Close to the most Nginx takes by default (max_headers 1000): still served.
+    headers = {f"X-H-{i}": f"v{i}" for i in range(1, 991)}
+    headers["X-No-Cache"] = "1"
+    status, h, body = http("GET", "/cpu-intensive?n=100", headers=headers)
+    assert assert_app_answer(status, h, body)["primes"] == 25
+    # More than Nginx takes (headers or their buffers, 4 x 8k): its own JSON 400, not a 502.
+    headers = {f"X{i:04x}": "y" * 8 for i in range(4000)}
+    status, h, body = http("GET", "/cpu-intensive?n=100", headers=headers)
+    assert_error(status, h, body, 400, "too_large", from_app=False)
+
+
 def test_errors_are_no_store_and_never_cached_by_nginx():
     # Without X-No-Cache: Nginx may cache, but must not keep an error.
     urls = ["/expensive-computation?n=99&method=fast", "/cached-data?category=123",
