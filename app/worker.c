@@ -244,18 +244,57 @@ static void publish_inflight(void)
                         inflight_head ? inflight_head->uri : "");
 }
 
-void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+static void inflight_link(struct worker_request *wr)
 {
-    wr->started_us = scoreboard_now_us();
     wr->next = NULL;
-    const struct request *q = &ex->req;
-    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
-    pthread_mutex_lock(&inflight_lock);
     wr->prev = inflight_tail;
     if (inflight_tail) inflight_tail->next = wr;
     else inflight_head = wr;
     inflight_tail = wr;
     inflight_count++;
+}
+
+static void inflight_unlink(struct worker_request *wr)
+{
+    if (wr->prev) wr->prev->next = wr->next;
+    else inflight_head = wr->next;
+    if (wr->next) wr->next->prev = wr->prev;
+    else inflight_tail = wr->prev;
+    inflight_count--;
+}
+
+void worker_request_reading(struct worker_request *wr)
+{
+    wr->started_us = scoreboard_now_us();
+    wr->reading = 1;
+    snprintf(wr->uri, sizeof wr->uri, "(reading a request)");
+    pthread_mutex_lock(&inflight_lock);
+    inflight_link(wr);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_drop(struct worker_request *wr)
+{
+    pthread_mutex_lock(&inflight_lock);
+    inflight_unlink(wr);
+    wr->reading = 0;
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+{
+    wr->begun_us = scoreboard_now_us();
+    const struct request *q = &ex->req;
+    pthread_mutex_lock(&inflight_lock);
+    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
+    if (wr->reading) { /* already in flight, in its place by age */
+        wr->reading = 0;
+    } else {
+        wr->started_us = wr->begun_us;
+        inflight_link(wr);
+    }
     scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
@@ -279,13 +318,9 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
     int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
-    int64_t took_us = scoreboard_now_us() - wr->started_us;
+    int64_t took_us = scoreboard_now_us() - wr->begun_us;
     pthread_mutex_lock(&inflight_lock);
-    if (wr->prev) wr->prev->next = wr->next;
-    else inflight_head = wr->next;
-    if (wr->next) wr->next->prev = wr->prev;
-    else inflight_tail = wr->prev;
-    inflight_count--;
+    inflight_unlink(wr);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
