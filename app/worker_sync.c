@@ -57,25 +57,6 @@ static void drain_stdin(FCGX_Request *fr)
     if (left <= 0 || FCGX_GetError(fr->in)) fr->keepConnection = 0;
 }
 
-static void serve_one(FCGX_Request *fr, const struct worker_env *env, struct blocking_backends *b,
-                      struct worker_request *wr)
-{
-    struct request req;
-    char path[1024];
-    struct exchange ex;
-    worker_request_from_params(&req, fr->envp, path, sizeof path);
-    exchange_start(&ex, &req, env->cfg);
-    worker_request_begin(wr, &ex);
-    worker_run_blocking(&ex, b);
-    respond(fr, &ex);
-    drain_stdin(fr);
-    struct pg_pool_stats ps;
-    pg_pool_stats(b->pool, &ps);
-    worker_request_end(env, wr, &ex, &ps); /* while the request's strings live */
-    FCGX_Finish_r(fr);
-    exchange_clear(&ex);
-}
-
 /* What one serving thread waits on: the listeners (EPOLLEXCLUSIVE wakes one
  * waiting worker or thread per connection instead of all of them; they are
  * non-blocking, so one that still loses the race gets EAGAIN) and, between
@@ -178,6 +159,37 @@ static int accept_connection(struct waiter *w, int which)
     return fd;
 }
 
+/* Whether a connection waits on a listener (as this thread's epoll sees it;
+ * the kept connection is not in the set while a request is served). */
+static int connection_waiting(struct waiter *w)
+{
+    struct epoll_event ev;
+    return epoll_wait(w->epfd, &ev, 1, 0) == 1;
+}
+
+static void serve_one(struct waiter *w, struct blocking_backends *b, struct worker_request *wr)
+{
+    FCGX_Request *fr = &w->fr;
+    struct request req;
+    char path[1024];
+    struct exchange ex;
+    worker_request_from_params(&req, fr->envp, path, sizeof path);
+    exchange_start(&ex, &req, w->env->cfg);
+    worker_request_begin(wr, &ex);
+    worker_run_blocking(&ex, b);
+    respond(fr, &ex);
+    drain_stdin(fr);
+    /* A connection waits: close this one with the answer instead of keeping
+     * it, so the web server sees it end before it could send another request
+     * on it (giving it up later can cross a request in flight). */
+    if (fr->keepConnection && connection_waiting(w)) fr->keepConnection = 0;
+    struct pg_pool_stats ps;
+    pg_pool_stats(b->pool, &ps);
+    worker_request_end(w->env, wr, &ex, &ps); /* while the request's strings live */
+    FCGX_Finish_r(fr);
+    exchange_clear(&ex);
+}
+
 /* Reads the request on w->fr.ipcFd, counted busy meanwhile; 0, or -1 when it
  * could not be read (libfcgi has closed the connection). */
 static int read_request(struct waiter *w, struct worker_request *wr)
@@ -236,7 +248,7 @@ static void *serve(void *arg)
         }
         struct worker_request wr;
         if (read_request(&w, &wr) != 0) continue;
-        serve_one(&w.fr, env, &b, &wr);
+        serve_one(&w, &b, &wr);
         if (w.fr.ipcFd >= 0) keep(&w);
     }
     if (w.fr.ipcFd >= 0) close(w.fr.ipcFd); /* an idle kept connection */
@@ -272,11 +284,11 @@ int worker_sync_run(const struct worker_env *env)
 
 static void on_wakeup(int sig)
 {
-    (void)sig; /* only interrupts a blocking accept */
+    (void)sig; /* only interrupts a serving thread's wait */
 }
 
 /* The main thread takes the signals and does the housekeeping; the serving
- * threads block them, and get SIGUSR2 to leave a blocking accept at the end. */
+ * threads block them, and get SIGUSR2 to leave their wait at the end. */
 int worker_thread_run(const struct worker_env *env)
 {
     struct pg_pool *pool = boot(env);

@@ -130,6 +130,25 @@ def wait_until(predicate, timeout=20.0, interval=0.2, message=None):
         time.sleep(interval)
 
 
+def read_text(path):
+    """A text file's content, "" if it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def recv_all(sock):
+    """Everything a connected socket receives until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def proc_stat_fields(pid):
     """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
     try:
@@ -782,11 +801,7 @@ class OwnPerfcgi:
                        message=f"process group {self.pid} gone")
 
     def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
 
 class PrivatePerfcgi:
@@ -859,11 +874,7 @@ class PrivatePerfcgi:
             return fcgi_request(s, uri, query, method)
 
     def log_text(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def stop(self):
         if self.proc is not None:

@@ -1,6 +1,8 @@
-"""The sync and thread classes against peers that stall: a request sent half-way, or
-sent one byte at a time, must not pin the only worker; a thread-class worker stops
-promptly on TERM.
+"""The sync and thread classes against peers that stall or keep their connection: a
+request sent half-way, or sent one byte at a time, must not pin the only worker; a
+kept-alive connection (FCGI_KEEP_CONN) gets its next request served, is closed after
+keepalive_timeout idle, and gives way to a connection waiting in the listen queue; a
+thread-class worker stops promptly on TERM.
 
 No stack needed: each test starts its own perfcgi (harness.PrivatePerfcgi) with one
 worker and one thread, so one pinned connection would block every other request.
@@ -13,6 +15,7 @@ import threading
 import time
 
 from harness import PrivatePerfcgi, wait_until
+from test_event_worker import Conn, request
 
 NEEDS_STACK = False
 
@@ -121,6 +124,49 @@ def test_sync_trickled_request_does_not_pin_the_worker():
 
 def test_thread_trickled_request_does_not_pin_the_worker():
     check_trickled_request("thread")
+
+
+def check_kept_connection(worker_class):
+    with PrivatePerfcgi(worker_class, workers=1, threads=1, keepalive_timeout=30) as pc:
+        kept = Conn(pc.address, timeout=5)
+        try:
+            for rid, query in ((1, ""), (2, "x=1")):  # the second on the same connection
+                kept.send(request(rid, "/", query))
+                out, status = kept.response(rid)
+                assert status == 0 and b"Hello, World!" in out, out[:300]
+            # Idle now, and the only worker's: a new connection must not wait 30 s for it.
+            t0 = time.monotonic()
+            other = Conn(pc.address, timeout=5)
+            try:
+                other.send(request(1, "/", keep=False))
+                out, status = other.response(1)
+                took = time.monotonic() - t0
+                assert status == 0 and b"Hello, World!" in out, out[:300]
+            finally:
+                other.close()
+            assert kept.closed(wait=2), "the idle kept connection is still open after giving way"
+            print(f"    {worker_class}: a waiting connection served after {took:.3f}s")
+        finally:
+            kept.close()
+    with PrivatePerfcgi(worker_class, workers=1, threads=1, keepalive_timeout=1) as pc:
+        kept = Conn(pc.address, timeout=5)
+        try:
+            kept.send(request(1, "/"))
+            kept.response(1)
+            t0 = time.monotonic()
+            assert kept.closed(wait=4), "an idle kept connection outlived keepalive_timeout (1 s) by 3 s"
+            print(f"    {worker_class}: idle kept connection closed after {time.monotonic() - t0:.2f}s")
+            assert pc.request("/")[0] == 200
+        finally:
+            kept.close()
+
+
+def test_sync_kept_connection_served_and_given_up():
+    check_kept_connection("sync")
+
+
+def test_thread_kept_connection_served_and_given_up():
+    check_kept_connection("thread")
 
 
 def test_thread_worker_stops_promptly_on_term():

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from harness import PrivatePerfcgi, Skip, clean_env, free_port, kill_session, wait_until
+from harness import PrivatePerfcgi, Skip, clean_env, free_port, kill_session, read_text, recv_all, wait_until
 
 NEEDS_STACK = False
 
@@ -211,11 +211,8 @@ class FrontEnd:
         return self
 
     def logs(self):
-        text = ""
-        for name in ("out.log", "error.log"):
-            with contextlib.suppress(OSError), open(os.path.join(self.dir, name), errors="replace") as f:
-                text += f" [{name}] " + f.read()[-600:]
-        return text
+        return "".join(f" [{name}] " + read_text(os.path.join(self.dir, name))[-600:]
+                       for name in ("out.log", "error.log"))
 
     def __exit__(self, *exc):
         try:
@@ -246,12 +243,7 @@ def raw_head(port):
     """HEAD / over a raw socket: (status, headers, whatever bytes follow the headers)."""
     with socket.create_connection(("127.0.0.1", port), timeout=HTTP_TIMEOUT) as s:
         s.sendall(b"HEAD / HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n" % port)
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}

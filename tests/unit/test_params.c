@@ -66,28 +66,27 @@ static void empty_variables_count_as_missing(void **state)
     assert_string_equal(req.path, "/mixed");
 }
 
-/* Without DOCUMENT_URI and REQUEST_URI the path is SCRIPT_NAME + PATH_INFO. */
+/* Without DOCUMENT_URI and REQUEST_URI the path is SCRIPT_NAME + PATH_INFO,
+ * cut to the buffer (16 bytes here), never past it. */
 static void cgi_pair_names_the_path(void **state)
 {
     (void)state;
-    struct request req;
-    char path[16];
-    char *both[] = {"SCRIPT_NAME=/app", "PATH_INFO=/mixed", NULL};
-    worker_request_from_params(&req, both, path, sizeof path);
-    assert_string_equal(req.path, "/app/mixed");
-    char *info[] = {"SCRIPT_NAME=", "PATH_INFO=/mixed", NULL};
-    worker_request_from_params(&req, info, path, sizeof path);
-    assert_string_equal(req.path, "/mixed");
-    char *script[] = {"SCRIPT_NAME=/cpu-intensive", "PATH_INFO=", NULL};
-    worker_request_from_params(&req, script, path, sizeof path);
-    assert_string_equal(req.path, "/cpu-intensive");
-    /* Cut to the buffer, never past it. */
-    char *longer[] = {"SCRIPT_NAME=/0123456789abcdef", "PATH_INFO=/tail", NULL};
-    worker_request_from_params(&req, longer, path, sizeof path);
-    assert_string_equal(req.path, "/0123456789abcd");
-    char *long_info[] = {"SCRIPT_NAME=/ab", "PATH_INFO=/0123456789abcdef", NULL};
-    worker_request_from_params(&req, long_info, path, sizeof path);
-    assert_string_equal(req.path, "/ab/0123456789a");
+    static const struct {
+        const char *script_name, *path_info, *path;
+    } cases[] = {
+        {"SCRIPT_NAME=/app", "PATH_INFO=/mixed", "/app/mixed"},
+        {"SCRIPT_NAME=", "PATH_INFO=/mixed", "/mixed"},
+        {"SCRIPT_NAME=/cpu-intensive", "PATH_INFO=", "/cpu-intensive"},
+        {"SCRIPT_NAME=/0123456789abcdef", "PATH_INFO=/tail", "/0123456789abcd"},
+        {"SCRIPT_NAME=/ab", "PATH_INFO=/0123456789abcdef", "/ab/0123456789a"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *envp[] = {(char *)cases[i].script_name, (char *)cases[i].path_info, NULL};
+        struct request req;
+        char path[16];
+        worker_request_from_params(&req, envp, path, sizeof path);
+        assert_string_equal(req.path, cases[i].path);
+    }
 }
 
 static void redis_urls_parse(void **state)
