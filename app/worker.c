@@ -118,52 +118,71 @@ void worker_main(const struct worker_env *env)
     _exit(wc->run(env));
 }
 
+/* A variable's value, NULL when it is absent or empty: some front ends send
+ * every CGI variable, empty or not (Caddy: DOCUMENT_URI and SCRIPT_NAME). */
+static const char *param_value(const char *kv, const char *name, size_t name_len)
+{
+    return strncmp(kv, name, name_len) == 0 && kv[name_len] ? kv + name_len : NULL;
+}
+
+#define PARAM(kv, name) param_value(kv, name "=", sizeof name)
+
+/* Copies the first n bytes of each part into buf as one string. */
+static const char *join_path(char *buf, size_t len, const char *a, size_t alen, const char *b)
+{
+    if (alen >= len) alen = len - 1;
+    memcpy(buf, a, alen);
+    snprintf(buf + alen, len - alen, "%s", b);
+    return buf;
+}
+
 void worker_request_from_params(struct request *req, char **envp, char *path_buf, size_t path_len)
 {
     memset(req, 0, sizeof *req);
-    const char *request_uri = NULL, *document_uri = NULL, *script_name = NULL, *content_length = NULL;
+    const char *request_uri = NULL, *document_uri = NULL, *script_name = NULL, *path_info = NULL,
+               *content_length = NULL, *v;
     for (char **e = envp; e && *e; e++) {
         const char *kv = *e;
         switch (kv[0]) {
         case 'C':
-            if (strncmp(kv, "CONTENT_LENGTH=", 15) == 0) content_length = kv + 15;
+            if ((v = PARAM(kv, "CONTENT_LENGTH"))) content_length = v;
             break;
         case 'D':
-            if (strncmp(kv, "DOCUMENT_URI=", 13) == 0) document_uri = kv + 13;
+            if ((v = PARAM(kv, "DOCUMENT_URI"))) document_uri = v;
+            break;
+        case 'P':
+            if ((v = PARAM(kv, "PATH_INFO"))) path_info = v;
             break;
         case 'Q':
-            if (strncmp(kv, "QUERY_STRING=", 13) == 0) req->query = kv + 13;
+            if ((v = PARAM(kv, "QUERY_STRING"))) req->query = v;
             break;
         case 'R':
-            if (strncmp(kv, "REQUEST_METHOD=", 15) == 0) req->method = kv + 15;
-            else if (strncmp(kv, "REQUEST_URI=", 12) == 0) request_uri = kv + 12;
-            else if (strncmp(kv, "REMOTE_ADDR=", 12) == 0) req->remote_addr = kv + 12;
+            if ((v = PARAM(kv, "REQUEST_METHOD"))) req->method = v;
+            else if ((v = PARAM(kv, "REQUEST_URI"))) request_uri = v;
+            else if ((v = PARAM(kv, "REMOTE_ADDR"))) req->remote_addr = v;
             break;
         case 'S':
-            if (strncmp(kv, "SCRIPT_NAME=", 12) == 0) script_name = kv + 12;
+            if ((v = PARAM(kv, "SCRIPT_NAME"))) script_name = v;
             break;
         }
     }
-    /* Nginx sends DOCUMENT_URI (decoded, normalised); other clients may only
-     * send REQUEST_URI or SCRIPT_NAME. */
-    if (document_uri) {
-        req->path = document_uri;
-    } else if (request_uri) {
-        size_t n = strcspn(request_uri, "?");
-        if (n >= path_len) n = path_len - 1;
-        memcpy(path_buf, request_uri, n);
-        path_buf[n] = '\0';
-        req->path = path_buf;
-    } else {
-        req->path = script_name ? script_name : "/";
-    }
+    /* Nginx sends DOCUMENT_URI (decoded, normalised); other front ends send
+     * REQUEST_URI (Caddy, lighttpd, Apache, HAProxy, h2o), or only the CGI pair
+     * SCRIPT_NAME + PATH_INFO (cgi-fcgi and hand-written clients). */
+    size_t request_path_len = request_uri ? strcspn(request_uri, "?") : 0;
+    if (document_uri) req->path = document_uri;
+    else if (request_path_len) req->path = join_path(path_buf, path_len, request_uri, request_path_len, "");
+    else if (script_name || path_info)
+        req->path = join_path(path_buf, path_len, script_name ? script_name : "",
+                              script_name ? strlen(script_name) : 0, path_info ? path_info : "");
+    else req->path = "/";
     if (!req->query) req->query = "";
     if (!req->method) req->method = "GET";
-    if (content_length && *content_length) {
+    if (content_length) {
         char *end;
         errno = 0;
-        long long v = strtoll(content_length, &end, 10);
-        req->content_length = errno || *end || v < 0 ? -1 : v;
+        long long n = strtoll(content_length, &end, 10);
+        req->content_length = errno || *end || n < 0 ? -1 : n;
     }
 }
 
@@ -225,18 +244,57 @@ static void publish_inflight(void)
                         inflight_head ? inflight_head->uri : "");
 }
 
-void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+static void inflight_link(struct worker_request *wr)
 {
-    wr->started_us = scoreboard_now_us();
     wr->next = NULL;
-    const struct request *q = &ex->req;
-    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
-    pthread_mutex_lock(&inflight_lock);
     wr->prev = inflight_tail;
     if (inflight_tail) inflight_tail->next = wr;
     else inflight_head = wr;
     inflight_tail = wr;
     inflight_count++;
+}
+
+static void inflight_unlink(struct worker_request *wr)
+{
+    if (wr->prev) wr->prev->next = wr->next;
+    else inflight_head = wr->next;
+    if (wr->next) wr->next->prev = wr->prev;
+    else inflight_tail = wr->prev;
+    inflight_count--;
+}
+
+void worker_request_reading(struct worker_request *wr)
+{
+    wr->started_us = scoreboard_now_us();
+    wr->reading = 1;
+    snprintf(wr->uri, sizeof wr->uri, "(reading a request)");
+    pthread_mutex_lock(&inflight_lock);
+    inflight_link(wr);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_drop(struct worker_request *wr)
+{
+    pthread_mutex_lock(&inflight_lock);
+    inflight_unlink(wr);
+    wr->reading = 0;
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+{
+    wr->begun_us = scoreboard_now_us();
+    const struct request *q = &ex->req;
+    pthread_mutex_lock(&inflight_lock);
+    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
+    if (wr->reading) { /* already in flight, in its place by age */
+        wr->reading = 0;
+    } else {
+        wr->started_us = wr->begun_us;
+        inflight_link(wr);
+    }
     scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
@@ -260,13 +318,9 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
     int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
-    int64_t took_us = scoreboard_now_us() - wr->started_us;
+    int64_t took_us = scoreboard_now_us() - wr->begun_us;
     pthread_mutex_lock(&inflight_lock);
-    if (wr->prev) wr->prev->next = wr->next;
-    else inflight_head = wr->next;
-    if (wr->next) wr->next->prev = wr->prev;
-    else inflight_tail = wr->prev;
-    inflight_count--;
+    inflight_unlink(wr);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);

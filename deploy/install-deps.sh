@@ -2,13 +2,15 @@
 # deploy/install-deps.sh [stack|test|fuzz]: makes sure the Debian packages perfcgi needs
 # are installed. As root it installs what is missing; otherwise it prints the exact
 # apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test
-# tools (the Docker engine, docker-compose and debootstrap for `make compose-test`);
+# tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
+# FastCGI front ends that tests/integration/test_frontends.py puts before each class);
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
 build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev)
 stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
-test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap)
+test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
+      lighttpd apache2 haproxy h2o caddy)
 
 packages=("${build[@]}" "${stack[@]}")
 case ${1:-stack} in

@@ -53,9 +53,16 @@ void worker_ready(const struct worker_env *env);
  * can tell a hung worker of any class. */
 struct worker_request {
     struct worker_request *prev, *next;
-    int64_t started_us;
-    char uri[128]; /* "GET /path?query", for the master's log if it hangs */
+    int64_t started_us; /* since when it is in flight, its params being read included */
+    int64_t begun_us;   /* since when its answer is being made */
+    int reading;        /* in flight since worker_request_reading, not begun yet */
+    char uri[128];      /* "GET /path?query", for the master's log if it hangs */
 };
+/* A request whose params are still being read is in flight too: the master's
+ * `timeout` covers a peer that stops half-way. Then either begin, or drop if
+ * the request could not be read. */
+void worker_request_reading(struct worker_request *wr);
+void worker_request_drop(struct worker_request *wr);
 /* Bookkeeping around one request: scoreboard, access log, max_requests. */
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,

@@ -130,6 +130,25 @@ def wait_until(predicate, timeout=20.0, interval=0.2, message=None):
         time.sleep(interval)
 
 
+def read_text(path):
+    """A text file's content, "" if it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def recv_all(sock):
+    """Everything a connected socket receives until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 def proc_stat_fields(pid):
     """The fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
     try:
@@ -782,11 +801,91 @@ class OwnPerfcgi:
                        message=f"process group {self.pid} gone")
 
     def log_text(self):
+        return read_text(self.log)
+
+
+class PrivatePerfcgi:
+    """bin/perfcgi started by a test that needs no stack: its FastCGI listener on a unix
+    socket in a temp dir (or a free loopback TCP port with tcp=True), its status socket
+    on a free loopback port, no access log; `/` needs no backend. Settings as flags
+    (max_requests=5 -> --max-requests 5). Waits until every worker serves; `with` kills
+    the whole process group and removes the temp dir."""
+
+    def __init__(self, worker_class, tcp=False, **settings):
+        self.worker_class, self.tcp = worker_class, tcp
+        self.settings = dict(settings)
+        self.workers = int(self.settings.setdefault("workers", 1))
+        self.dir = self.proc = None
+
+    def __enter__(self):
+        self.dir = tempfile.mkdtemp(prefix="pcgi-p-", dir="/tmp")
         try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+            self.start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def start(self):
+        if self.tcp:
+            self.address = ("127.0.0.1", free_port())
+            self.bind = "%s:%d" % self.address
+        else:
+            self.address = os.path.join(self.dir, "app.sock")
+            self.bind = "unix:" + self.address
+        self.status_port = free_port()
+        args = [str(PERFCGI_BIN), "--worker-class", self.worker_class, "--bind", self.bind,
+                "--status-bind", f"127.0.0.1:{self.status_port}", "--access-log", ""]
+        for k, v in self.settings.items():
+            args += ["--" + k.replace("_", "-"), str(v)]
+        self.log = os.path.join(self.dir, "perfcgi.log")
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(args, env=clean_env(), cwd=str(REPO), stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid = self.proc.pid
+
+        def serving():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"perfcgi exited with {self.proc.returncode}: {self.log_text()[-800:]}")
+            rows = self.status(full=True)["processes"]
+            return len(rows) == self.workers and all(r["state"] in ("idle", "busy") for r in rows)
+        try:
+            wait_until(serving, 30, interval=0.1, message=f"private {self.worker_class} perfcgi serving")
+        except AssertionError:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"perfcgi exited with {self.proc.returncode}: "
+                                     f"{self.log_text()[-800:]}") from None
+            raise
+
+    def status(self, full=False):
+        conn = httpclient.HTTPConnection("127.0.0.1", self.status_port, timeout=10)
+        try:
+            conn.request("GET", "/status?full" if full else "/status")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
+
+    def connect(self, timeout=HTTP_TIMEOUT):
+        return fcgi_connect(self.address, timeout)
+
+    def request(self, uri="/", query="", method="GET", timeout=HTTP_TIMEOUT):
+        """One FastCGI request on a new connection: (status code, raw CGI output)."""
+        with contextlib.closing(self.connect(timeout)) as s:
+            return fcgi_request(s, uri, query, method)
+
+    def log_text(self):
+        return read_text(self.log)
+
+    def stop(self):
+        if self.proc is not None:
+            kill_session(self.proc, lambda: self.proc.wait(timeout=10))
+
+    def __exit__(self, *exc):
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return False
 
 
 class Load:
@@ -924,8 +1023,9 @@ def _fcgi_pairs(params):
 
 
 def fcgi_connect(path=None, timeout=HTTP_TIMEOUT):
-    """A connected unix socket to perfcgi's FastCGI listener (the stack's by default)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    """A connected socket to perfcgi's FastCGI listener: the stack's by default, a unix
+    socket path, or a (host, port) pair."""
+    s = socket.socket(socket.AF_INET if isinstance(path, tuple) else socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(path or app_socket())

@@ -39,7 +39,7 @@ import tempfile
 import time
 
 from harness import (REPO, Headers, Skip, children_of, clean_env, free_port, kill_session, process_group_members,
-                     proc_alive, wait_until)
+                     proc_alive, recv_all, wait_until)
 
 NEEDS_STACK = False
 
@@ -468,12 +468,7 @@ def status_socket_get(path, target):
     try:
         s.connect(path)
         s.sendall(f"GET {target} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(s)
     finally:
         s.close()
     return int(data.split(b" ", 2)[1]), data.split(b"\r\n\r\n", 1)[1]

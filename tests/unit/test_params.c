@@ -42,6 +42,53 @@ static void other_clients_fall_back_to_request_uri(void **state)
     assert_string_equal(req.path, "/");
 }
 
+/* Caddy sends every CGI variable, the empty ones too. */
+static void empty_variables_count_as_missing(void **state)
+{
+    (void)state;
+    char *caddy[] = {"REQUEST_METHOD=GET", "DOCUMENT_URI=", "SCRIPT_NAME=", "PATH_INFO=/cpu-intensive",
+                     "REQUEST_URI=/cpu-intensive?n=7", "QUERY_STRING=n=7", "CONTENT_LENGTH=", NULL};
+    struct request req;
+    char path[64];
+    worker_request_from_params(&req, caddy, path, sizeof path);
+    assert_string_equal(req.path, "/cpu-intensive");
+    assert_string_equal(req.query, "n=7");
+    assert_int_equal(req.content_length, 0);
+
+    char *root[] = {"REQUEST_METHOD=", "DOCUMENT_URI=", "SCRIPT_NAME=", "REQUEST_URI=/?x=1", NULL};
+    worker_request_from_params(&req, root, path, sizeof path);
+    assert_string_equal(req.path, "/");
+    assert_string_equal(req.method, "GET");
+
+    /* A REQUEST_URI that is only a query names no path: the CGI pair does. */
+    char *query_only[] = {"REQUEST_URI=?x=1", "SCRIPT_NAME=/mixed", NULL};
+    worker_request_from_params(&req, query_only, path, sizeof path);
+    assert_string_equal(req.path, "/mixed");
+}
+
+/* Without DOCUMENT_URI and REQUEST_URI the path is SCRIPT_NAME + PATH_INFO,
+ * cut to the buffer (16 bytes here), never past it. */
+static void cgi_pair_names_the_path(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *script_name, *path_info, *path;
+    } cases[] = {
+        {"SCRIPT_NAME=/app", "PATH_INFO=/mixed", "/app/mixed"},
+        {"SCRIPT_NAME=", "PATH_INFO=/mixed", "/mixed"},
+        {"SCRIPT_NAME=/cpu-intensive", "PATH_INFO=", "/cpu-intensive"},
+        {"SCRIPT_NAME=/0123456789abcdef", "PATH_INFO=/tail", "/0123456789abcd"},
+        {"SCRIPT_NAME=/ab", "PATH_INFO=/0123456789abcdef", "/ab/0123456789a"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *envp[] = {(char *)cases[i].script_name, (char *)cases[i].path_info, NULL};
+        struct request req;
+        char path[16];
+        worker_request_from_params(&req, envp, path, sizeof path);
+        assert_string_equal(req.path, cases[i].path);
+    }
+}
+
 static void redis_urls_parse(void **state)
 {
     (void)state;
@@ -70,6 +117,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(nginx_params_use_document_uri),
         cmocka_unit_test(other_clients_fall_back_to_request_uri),
+        cmocka_unit_test(empty_variables_count_as_missing),
+        cmocka_unit_test(cgi_pair_names_the_path),
         cmocka_unit_test(redis_urls_parse),
     };
     return cmocka_run_group_tests_name("params", tests, NULL, NULL);
