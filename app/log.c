@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,10 +18,13 @@ static const char *log_role = "master";
 static int access_fd = -1; /* -1: off */
 static char access_path[4096];
 
+/* O_NOFOLLOW: the master runs as root in directories the worker user may
+ * write to, and a symlink planted there must not make root append to, or
+ * later give away, the file it points to. */
 static int open_path(const char *path)
 {
     if (strcmp(path, "-") == 0) return STDERR_FILENO;
-    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0640);
 }
 
 /* Replaces *fd with a fresh descriptor for path; keeps the old one on failure. */
@@ -46,18 +50,36 @@ int log_reopen(void)
     return reopen(&access_fd, access_path) | rc;
 }
 
+/* Gives the file open on fd to uid/gid if it is a regular file with one name
+ * (else leaves it alone): 0, or -1 with err naming path. */
+static int give_fd(int fd, const char *path, uid_t uid, gid_t gid, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* Only a file of its own: never a device, nor a second name of another file. */
+    if (!S_ISREG(st.st_mode) || st.st_nlink > 1) return 0;
+    if (fchown(fd, uid, gid) == 0) return 0;
+    snprintf(err, errlen, "cannot give %s to the worker user: %s", path, strerror(errno));
+    return -1;
+}
+
+/* By descriptor, never by path: the path may have been replaced since it was opened. */
 void log_chown(const struct settings *cfg)
 {
     uid_t uid;
     gid_t gid;
-    char err[256];
+    char err[512];
     int owner = settings_owner(cfg, &uid, &gid, err, sizeof err);
     if (owner < 0) log_msg(LOG_WARNING, "cannot give the log files away: %s", err);
     if (owner <= 0) return;
     const char *paths[] = {log_path, access_path};
+    const int fds[] = {log_fd, access_fd};
     for (int i = 0; i < 2; i++)
-        if (paths[i][0] && strcmp(paths[i], "-") != 0 && chown(paths[i], uid, gid) != 0)
-            log_msg(LOG_WARNING, "cannot give %s to the worker user: %s", paths[i], strerror(errno));
+        if (fds[i] > STDERR_FILENO && give_fd(fds[i], paths[i], uid, gid, err, sizeof err) != 0)
+            log_msg(LOG_WARNING, "%s", err);
 }
 
 int log_access_open(const char *path)

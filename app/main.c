@@ -1,8 +1,10 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "compute.h"
@@ -14,12 +16,30 @@
 
 extern char **environ;
 
+/* As root in a directory the worker user may write to: never through a symlink
+ * (O_NOFOLLOW), a FIFO (O_NONBLOCK, then the type check) or a second name of
+ * another file, which is only truncated once it proved to be none of those. */
 static int write_pidfile(const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f, "%ld\n", (long)getpid());
-    return fclose(f);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    struct stat st;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    int rc = fstat(fd, &st) != 0 ? -1 : !S_ISREG(st.st_mode) || st.st_nlink > 1 ? (errno = EPERM, -1) : 0;
+    if (rc == 0 && (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)) rc = -1;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Why a file named in the settings could not be opened, in words for the operator. */
+static const char *open_error(int err)
+{
+    if (err == ELOOP) return "it is a symbolic link, which perfcgi does not follow";
+    if (err == EPERM) return "it is not a regular file of its own (a device, a FIFO or a hard link)";
+    return strerror(err);
 }
 
 static void close_all(struct listener *ls, int n)
@@ -91,9 +111,18 @@ int main(int argc, char **argv)
     case SETTINGS_RUN:
         break;
     }
-    if (log_open(cfg->error_log, cfg->log_level) != 0 || log_access_open(cfg->access_log) != 0) {
-        fprintf(stderr, "perfcgi: cannot open the logs (error_log %s, access_log %s): %s\n", cfg->error_log,
-                cfg->access_log, strerror(errno));
+    uid_t uid;
+    gid_t gid;
+    if (settings_owner(cfg, &uid, &gid, err, sizeof err) < 0) {
+        fprintf(stderr, "perfcgi: %s\n", err);
+        return 2;
+    }
+    if (log_open(cfg->error_log, cfg->log_level) != 0) {
+        fprintf(stderr, "perfcgi: cannot open error_log %s: %s\n", cfg->error_log, open_error(errno));
+        return 2;
+    }
+    if (log_access_open(cfg->access_log) != 0) {
+        fprintf(stderr, "perfcgi: cannot open access_log %s: %s\n", cfg->access_log, open_error(errno));
         return 2;
     }
     log_chown(cfg);
@@ -108,7 +137,7 @@ int main(int argc, char **argv)
     }
     char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
     if (pidfile && write_pidfile(pidfile) != 0) {
-        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, strerror(errno));
+        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, open_error(errno));
         close_all(listeners, nl);
         close_all(status, ns);
         return 1;

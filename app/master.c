@@ -344,7 +344,10 @@ static void reload(struct master *m)
     struct settings *next = calloc(1, sizeof *next);
     enum settings_action action;
     char err[1024];
-    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0) {
+    uid_t uid;
+    gid_t gid;
+    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0 ||
+        settings_owner(next, &uid, &gid, err, sizeof err) < 0) {
         log_error("reload: %s; the running configuration stays", next ? err : "out of memory");
         settings_free(next);
         free(next);
@@ -358,11 +361,10 @@ static void reload(struct master *m)
         return;
     }
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
-    log_open(next->error_log, next->log_level);
-    log_access_open(next->access_log);
+    if (log_open(next->error_log, next->log_level) != 0 || log_access_open(next->access_log) != 0)
+        log_error("reload: cannot open the logs (error_log %s, access_log %s): %s; writing to the old ones",
+                  next->error_log, next->access_log, strerror(errno));
     log_chown(next);
-    uid_t uid;
-    gid_t gid;
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);

@@ -485,6 +485,13 @@ int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, 
     *uid = (uid_t)-1;
     *gid = (gid_t)-1;
     if (getuid() != 0 || (!s->user[0] && !s->group[0])) return 0;
+    if (!s->user[0]) { /* setgid alone would leave the workers running as root */
+        snprintf(err, errlen,
+                 "group is set (%s) but user is not: workers would keep uid 0; set user as well "
+                 "(--user, PERFCGI_USER or user =), or leave group empty",
+                 s->group);
+        return -1;
+    }
     if (s->user[0]) {
         struct passwd *pw = getpwnam(s->user);
         if (!pw) {

@@ -4,7 +4,8 @@
 
 #include "settings.h"
 
-/* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno. */
+/* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno (ELOOP:
+ * path is a symbolic link, which is never followed). */
 int log_open(const char *path, enum log_level level);
 /* Reopens the same files (after rotation); keeps the old ones on failure. */
 int log_reopen(void);

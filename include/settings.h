@@ -111,9 +111,9 @@ void settings_print_config(FILE *out, const struct settings *s);
 int settings_worker_count(const struct settings *s);
 const char *settings_class_name(enum worker_class c);
 
-/* Who workers run as, from `user` and `group`: 1 with *uid and *gid (-1 where not
- * set; the group defaults to the user's), 0 when neither applies (not root, or
- * both empty), -1 with err when one does not exist. */
+/* Who workers run as, from `user` and `group`: 1 with *uid and *gid (the group
+ * defaults to the user's), 0 when neither applies (not root, or both empty), -1
+ * with err when one does not exist, or when root has `group` without `user`. */
 int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, size_t errlen);
 const char *settings_version(void);
 
