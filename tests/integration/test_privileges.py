@@ -134,3 +134,43 @@ def test_root_refuses_group_without_user():
         rc, err = got
         assert rc != 0 and "group" in err and "user" in err, \
             f"exit {rc}; the message must name group and user: {err.strip()!r}"
+
+
+# --- item: secrets are masked ----------------------------------------------------------------------
+
+def test_print_config_and_errors_mask_passwords():
+    r = subprocess.run([str(PERFCGI_BIN), "--print-config", "--redis-url", f"redis://:{SECRET}@127.0.0.1:6379/0"],
+                       env=clean_env(PERFCGI_DATABASE_URL=f"postgresql://perfcgi:{SECRET}@127.0.0.1/perfcgi"),
+                       capture_output=True, text=True, timeout=EXIT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert SECRET not in r.stdout, f"--print-config prints the passwords: {r.stdout!r}"
+    assert "redis_url = redis://:****@127.0.0.1:6379/0\n" in r.stdout, r.stdout
+    assert "database_url = postgresql://perfcgi:****@127.0.0.1/perfcgi\n" in r.stdout, r.stdout
+    # A start-up error on a bad redis_url names it, masked.
+    bad = f"redis://:{SECRET}@127.0.0.1:99999/0"
+    r = subprocess.run([str(PERFCGI_BIN), "--redis-url", bad, "--bind", f"127.0.0.1:{free_port()}",
+                        "--status-bind", f"127.0.0.1:{free_port()}"],
+                       env=clean_env(), capture_output=True, text=True, timeout=EXIT_TIMEOUT)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert SECRET not in r.stderr, f"the error echoes the password: {r.stderr!r}"
+    assert "--redis-url" in r.stderr and "redis://:****@127.0.0.1:99999/0" in r.stderr, r.stderr
+
+
+def test_reload_with_a_bad_redis_url_logs_it_masked():
+    with tempfile.TemporaryDirectory(prefix="pcgi-sec-") as d:
+        config, log = os.path.join(d, "perfcgi.ini"), os.path.join(d, "error.log")
+        common = (f"[perfcgi]\nbind = unix:{d}/app.sock\nstatus_bind = 127.0.0.1:{free_port()}\nworkers = 1\n"
+                  f"error_log = {log}\n")
+        with open(config, "w") as f:
+            f.write(common)
+        with Proc([str(PERFCGI_BIN), "-c", config]) as p:
+            wait_until(lambda: os.path.exists(f"{d}/app.sock") and os.path.getsize(log) > 0, 20,
+                       message="perfcgi listening")
+            with open(config, "w") as f:
+                f.write(common + f"redis_url = redis://:{SECRET}@127.0.0.1:99999/0\n")
+            os.kill(p.pid, signal.SIGHUP)
+            wait_until(lambda: "reload:" in open(log).read(), 20, message="the refused reload logged")
+            text = open(log).read()
+            assert p.p.poll() is None, "the master died on a bad reload"
+        assert SECRET not in text, f"the log shows the password: {text!r}"
+        assert "redis://:****@127.0.0.1:99999/0" in text, text
