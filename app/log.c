@@ -88,18 +88,44 @@ int log_access_open(const char *path)
     return reopen(&access_fd, access_path);
 }
 
+const char *log_escape(const char *in, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t at = 0;
+    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
+        char seq[4] = {(char)*p};
+        size_t n = 1;
+        if (*p < 0x20 || *p == 0x7f) {
+            seq[0] = '\\', seq[1] = 'x', seq[2] = hex[*p >> 4], seq[3] = hex[*p & 15];
+            n = 4;
+        } else if (*p == '\\' || *p == '"') {
+            seq[0] = '\\', seq[1] = (char)*p;
+            n = 2;
+        }
+        if (at + n >= outlen) break; /* never half a sequence */
+        memcpy(out + at, seq, n);
+        at += n;
+    }
+    if (outlen) out[at] = '\0';
+    return out;
+}
+
 void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
                 size_t bytes, double duration_ms)
 {
     if (access_fd < 0) return;
-    char when[64], line[2048];
+    /* Request data is escaped: a CR/LF or a quote in a decoded path or a raw
+     * FastCGI parameter must not forge a line or end the quoted field. */
+    char when[64], line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
     time_t now = time(NULL);
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
-    int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%.1024s\" %d %zu %.3f %ld\n", remote && *remote ? remote : "-",
-                     when, method, path, query && *query ? "?" : "", query ? query : "", status, bytes, duration_ms,
-                     (long)getpid());
+    int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%s\" %d %zu %.3f %ld\n",
+                     remote && *remote ? log_escape(remote, eremote, sizeof eremote) : "-", when,
+                     log_escape(method, emethod, sizeof emethod), log_escape(path, epath, sizeof epath),
+                     query && *query ? "?" : "", log_escape(query, equery, sizeof equery), status, bytes,
+                     duration_ms, (long)getpid());
     if (n < 0) return;
     if ((size_t)n >= sizeof line) {
         n = sizeof line - 1;

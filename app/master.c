@@ -262,8 +262,9 @@ static void check_workers(struct master *m)
         }
         int64_t started = atomic_load(&s->request_started_us);
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
+            char uri[4 * sizeof s->oldest_uri];
             log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
-                      cfg->timeout, s->oldest_uri);
+                      cfg->timeout, log_escape(s->oldest_uri, uri, sizeof uri));
             retire(w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }

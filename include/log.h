@@ -24,6 +24,11 @@ int log_access_open(const char *path);
 void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
                 size_t bytes, double duration_ms);
 
+/* in with control bytes as \xHH and backslash and double quote as \\ and \",
+ * into out (cut between sequences, NUL-terminated): request data fit for one log
+ * line and for a quoted field. Returns out. */
+const char *log_escape(const char *in, char *out, size_t outlen);
+
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)
