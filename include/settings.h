@@ -65,7 +65,7 @@
     X(cache_ttl, INT, "60", 1, 86400, "Seconds a /cached-data result stays in Redis")              \
     X(max_request_mb, INT, "256", 1, 65536, "Largest block /memory-test may map")                  \
     X(max_held_mb, INT, "512", 0, 1048576,                                                         \
-      "Most memory /memory-test?hold=1 may keep in one worker")
+      "Most memory /memory-test?hold=1 may keep, in all workers together")
 
 enum worker_class { WORKER_SYNC, WORKER_THREAD, WORKER_EVENT };
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR };
