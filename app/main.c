@@ -113,9 +113,9 @@ int main(int argc, char **argv)
     }
     uid_t uid;
     gid_t gid;
-    if (settings_owner(cfg, &uid, &gid, err, sizeof err) < 0) {
+    if (settings_owner(cfg, &uid, &gid, err, sizeof err) < 0) { /* before any file is opened for them */
         fprintf(stderr, "perfcgi: %s\n", err);
-        return 2;
+        return 1;
     }
     if (log_open(cfg->error_log, cfg->log_level) != 0) {
         fprintf(stderr, "perfcgi: cannot open error_log %s: %s\n", cfg->error_log, open_error(errno));
