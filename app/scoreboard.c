@@ -63,7 +63,9 @@ void scoreboard_release_held(struct scoreboard_slot *s)
 
 void scoreboard_destroy(struct scoreboard_slot *slots, int nslots)
 {
-    if (slots) munmap((char *)slots - HEADER_BYTES, HEADER_BYTES + (size_t)nslots * sizeof *slots);
+    if (!slots) return;
+    if ((char *)held_total == (char *)slots - HEADER_BYTES + HELD_OFFSET) held_total = &held_local;
+    munmap((char *)slots - HEADER_BYTES, HEADER_BYTES + (size_t)nslots * sizeof *slots);
 }
 
 void scoreboard_set_used(int n)

@@ -136,6 +136,38 @@ def test_root_refuses_group_without_user():
             f"exit {rc}; the message must name group and user: {err.strip()!r}"
 
 
+def test_reload_to_group_without_user_is_refused():
+    need_root()
+    nobody = pwd.getpwnam("nobody")
+    with tempfile.TemporaryDirectory(prefix="pcgi-grp-") as d:
+        config, log = os.path.join(d, "perfcgi.ini"), os.path.join(d, "error.log")
+        common = (f"[perfcgi]\nbind = unix:{d}/app.sock\nstatus_bind = 127.0.0.1:{free_port()}\nworkers = 1\n"
+                  f"error_log = {log}\ngroup = nogroup\n")
+        with open(config, "w") as f:
+            f.write(common + "user = nobody\n")
+        with Proc([str(PERFCGI_BIN), "-c", config]) as p:
+            def worker_uids():
+                kids = [int(t) for t in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+                return {k: _uid(k) for k in kids}
+            wait_until(lambda: (u := worker_uids()) and set(u.values()) == {nobody.pw_uid}, 20,
+                       message="a worker running as nobody")
+            with open(config, "w") as f:
+                f.write(common)  # user dropped, group kept
+            os.kill(p.pid, signal.SIGHUP)
+            wait_until(lambda: "reload:" in open(log).read() or "reloaded" in open(log).read(), 20,
+                       message="the reload logged")
+            text = open(log).read()
+            uids = worker_uids()
+            assert "reloaded" not in text and "group" in text, f"a reload to group without user: {text[-600:]!r}"
+            assert set(uids.values()) == {nobody.pw_uid}, f"workers after the reload: {uids}"
+            assert p.p.poll() is None, "the master died on the refused reload"
+
+
+def _uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("Uid:"))
+
+
 # --- item: secrets are masked ----------------------------------------------------------------------
 
 def test_print_config_and_errors_mask_passwords():
