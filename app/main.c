@@ -88,6 +88,14 @@ static int preload(const struct settings *cfg)
     return 0;
 }
 
+/* Leaves before the master took over: frees what main allocated (for LeakSanitizer). */
+static int quit(struct settings *cfg, int code)
+{
+    settings_free(cfg);
+    free(cfg);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     struct settings *cfg = calloc(1, sizeof *cfg);
@@ -96,18 +104,18 @@ int main(int argc, char **argv)
     if (!cfg) return 1;
     if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
-        return 2;
+        return quit(cfg, 2);
     }
     switch (action) {
     case SETTINGS_HELP:
         settings_print_help(stdout, argv[0]);
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_VERSION:
         printf("perfcgi %s\n", settings_version());
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_PRINT_CONFIG:
         settings_print_config(stdout, cfg);
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_RUN:
         break;
     }
@@ -115,32 +123,33 @@ int main(int argc, char **argv)
     gid_t gid;
     if (settings_owner(cfg, &uid, &gid, err, sizeof err) < 0) { /* before any file is opened for them */
         fprintf(stderr, "perfcgi: %s\n", err);
-        return 1;
+        return quit(cfg, 1);
     }
     if (log_open(cfg->error_log, cfg->log_level) != 0) {
         fprintf(stderr, "perfcgi: cannot open error_log %s: %s\n", cfg->error_log, open_error(errno));
-        return 2;
+        return quit(cfg, 2);
     }
     if (log_access_open(cfg->access_log) != 0) {
         fprintf(stderr, "perfcgi: cannot open access_log %s: %s\n", cfg->access_log, open_error(errno));
-        return 2;
+        return quit(cfg, 2);
     }
     log_chown(cfg);
-    if (cfg->preload && preload(cfg) != 0) return 2;
+    if (cfg->preload && preload(cfg) != 0) return quit(cfg, 2);
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];
     int nl = cfg->bind.count, ns = cfg->status_bind.count;
-    if (open_all(&cfg->bind, listeners, cfg) != 0) return 1;
+    if (open_all(&cfg->bind, listeners, cfg) != 0) return quit(cfg, 1);
     if (open_all(&cfg->status_bind, status, cfg) != 0 || chown_sockets(cfg, listeners, nl) != 0) {
         close_all(listeners, nl);
-        return 1;
+        return quit(cfg, 1);
     }
     char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
     if (pidfile && write_pidfile(pidfile) != 0) {
         fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, open_error(errno));
         close_all(listeners, nl);
         close_all(status, ns);
-        return 1;
+        free(pidfile);
+        return quit(cfg, 1);
     }
 
     /* The master owns cfg and the sockets from here on, and closes them. */
