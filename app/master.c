@@ -363,9 +363,12 @@ static void reload(struct master *m)
         return;
     }
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
-    if (log_open(next->error_log, next->log_level) != 0 || log_access_open(next->access_log) != 0)
-        log_error("reload: cannot open the logs (error_log %s, access_log %s): %s; writing to the old ones",
-                  next->error_log, next->access_log, strerror(errno));
+    /* A file that cannot be opened (a symlink is not followed) keeps the old one. */
+    if (log_open(next->error_log, next->log_level) != 0)
+        log_error("reload: cannot open error_log %s: %s; writing to the old one", next->error_log, strerror(errno));
+    if (log_access_open(next->access_log) != 0)
+        log_error("reload: cannot open access_log %s: %s; writing to the old one", next->access_log,
+                  strerror(errno));
     log_chown(next);
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
