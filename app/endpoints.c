@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "compute.h"
 #include "query.h"
+#include "scoreboard.h"
 
 /* Reads one integer parameter into *out, or answers 400 naming it. */
 static int param_long(struct exchange *ex, const char *name, long def, long lo, long hi, long *out)
@@ -317,19 +318,21 @@ enum step endpoint_memory(struct exchange *ex, const struct backend_result *res)
 {
     (void)res;
     struct memory_report m;
-    switch (compute_touch_memory(ex->p.mb, (int)ex->p.hold, ex->cfg->max_held_mb, &m)) {
-    case MEMORY_OVER_LIMIT:
+    long cap = ex->cfg->max_held_mb;
+    /* max_held_mb caps all workers together, reserved before mapping so that
+     * concurrent requests in any worker cannot overshoot it. */
+    if (ex->p.hold && scoreboard_hold(scoreboard_self, ex->p.mb, cap) != 0)
         return exchange_error(ex, 507, "insufficient_storage",
-                              "holding %ld MiB more would pass max_held_mb (%d)", ex->p.mb, ex->cfg->max_held_mb);
-    case MEMORY_NO_MEMORY:
-        return exchange_error(ex, 507, "insufficient_storage", "could not map %ld MiB", ex->p.mb);
-    case MEMORY_OK:
-        break;
-    }
+                              "holding %ld MiB more would pass max_held_mb (%ld), held by all workers together "
+                              "(%ld MiB now)", ex->p.mb, cap, scoreboard_held_mb());
+    enum memory_status done = compute_touch_memory(ex->p.mb, (int)ex->p.hold, cap, &m);
+    if (done != MEMORY_OK && ex->p.hold) scoreboard_hold(scoreboard_self, -ex->p.mb, cap);
+    if (done != MEMORY_OK) return exchange_error(ex, 507, "insufficient_storage", "could not map %ld MiB", ex->p.mb);
     char checksum[24];
     snprintf(checksum, sizeof checksum, "%016" PRIx64, m.checksum);
-    return exchange_reply(ex, json_pack("{s:I,s:I,s:I,s:I,s:I,s:s}", "mb", (json_int_t)ex->p.mb, "rss_before_kb",
-                                        (json_int_t)m.rss_before_kb, "rss_peak_kb", (json_int_t)m.rss_peak_kb,
-                                        "rss_after_kb", (json_int_t)m.rss_after_kb, "held_mb",
-                                        (json_int_t)m.held_mb, "checksum", checksum));
+    return exchange_reply(ex, json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:s}", "mb", (json_int_t)ex->p.mb,
+                                        "rss_before_kb", (json_int_t)m.rss_before_kb, "rss_peak_kb",
+                                        (json_int_t)m.rss_peak_kb, "rss_after_kb", (json_int_t)m.rss_after_kb,
+                                        "held_mb", (json_int_t)m.held_mb, "held_total_mb",
+                                        (json_int_t)scoreboard_held_mb(), "checksum", checksum));
 }

@@ -50,14 +50,15 @@ static int open_unix(struct listener *l, const char *path, int backlog, int mode
     }
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (l->fd < 0) goto fail;
-    /* Bind with a tight umask, then open up to the asked mode: no window in
-     * which the socket is wider open than configured. */
-    mode_t old = umask(0177);
+    /* The socket file is born with the asked mode (bind applies the umask to
+     * 0777): no window in which it is wider open, and no chmod by path, which
+     * would follow a symlink planted in its place. */
+    mode_t old = umask(~(mode_t)mode & 0777);
     int rc = bind(l->fd, (struct sockaddr *)&sa, sizeof sa);
     umask(old);
     if (rc != 0) goto fail;
     snprintf(l->unix_path, sizeof l->unix_path, "%s", path);
-    if (chmod(path, (mode_t)mode) != 0 || listen(l->fd, backlog) != 0) goto fail;
+    if (listen(l->fd, backlog) != 0) goto fail;
     return 0;
 fail:
     snprintf(err, errlen, "%s: %s", l->addr, strerror(errno));
@@ -112,9 +113,18 @@ int listener_open(struct listener *l, const char *addr, int backlog, int unix_mo
     return open_tcp(l, addr, backlog, err, errlen);
 }
 
+/* The path may have been replaced since bind (its directory may belong to the
+ * worker user): lchown never follows a symlink, and anything but a socket is
+ * left alone. */
 int listener_chown(const struct listener *l, uid_t uid, gid_t gid, char *err, size_t errlen)
 {
-    if (!l->unix_path[0] || chown(l->unix_path, uid, gid) == 0) return 0;
+    struct stat st;
+    if (!l->unix_path[0]) return 0;
+    if (lstat(l->unix_path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        snprintf(err, errlen, "%s is no longer a socket; left alone", l->unix_path);
+        return -1;
+    }
+    if (lchown(l->unix_path, uid, gid) == 0) return 0;
     snprintf(err, errlen, "cannot chown %s: %s", l->unix_path, strerror(errno));
     return -1;
 }

@@ -1,8 +1,10 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "compute.h"
@@ -14,12 +16,30 @@
 
 extern char **environ;
 
+/* As root in a directory the worker user may write to: never through a symlink
+ * (O_NOFOLLOW), a FIFO (O_NONBLOCK, then the type check) or a second name of
+ * another file, which is only truncated once it proved to be none of those. */
 static int write_pidfile(const char *path)
 {
-    FILE *f = fopen(path, "w");
-    if (!f) return -1;
-    fprintf(f, "%ld\n", (long)getpid());
-    return fclose(f);
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+    if (fd < 0) return -1;
+    struct stat st;
+    char line[32];
+    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
+    int rc = fstat(fd, &st) != 0 ? -1 : !S_ISREG(st.st_mode) || st.st_nlink > 1 ? (errno = EPERM, -1) : 0;
+    if (rc == 0 && (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)) rc = -1;
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Why a file named in the settings could not be opened, in words for the operator. */
+static const char *open_error(int err)
+{
+    if (err == ELOOP) return "it is a symbolic link, which perfcgi does not follow";
+    if (err == EPERM) return "it is not a regular file of its own (a device, a FIFO or a hard link)";
+    return strerror(err);
 }
 
 static void close_all(struct listener *ls, int n)
@@ -68,6 +88,14 @@ static int preload(const struct settings *cfg)
     return 0;
 }
 
+/* Leaves before the master took over: frees what main allocated (for LeakSanitizer). */
+static int quit(struct settings *cfg, int code)
+{
+    settings_free(cfg);
+    free(cfg);
+    return code;
+}
+
 int main(int argc, char **argv)
 {
     struct settings *cfg = calloc(1, sizeof *cfg);
@@ -76,42 +104,52 @@ int main(int argc, char **argv)
     if (!cfg) return 1;
     if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
-        return 2;
+        return quit(cfg, 2);
     }
     switch (action) {
     case SETTINGS_HELP:
         settings_print_help(stdout, argv[0]);
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_VERSION:
         printf("perfcgi %s\n", settings_version());
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_PRINT_CONFIG:
         settings_print_config(stdout, cfg);
-        return 0;
+        return quit(cfg, 0);
     case SETTINGS_RUN:
         break;
     }
-    if (log_open(cfg->error_log, cfg->log_level) != 0 || log_access_open(cfg->access_log) != 0) {
-        fprintf(stderr, "perfcgi: cannot open the logs (error_log %s, access_log %s): %s\n", cfg->error_log,
-                cfg->access_log, strerror(errno));
-        return 2;
+    uid_t uid;
+    gid_t gid;
+    if (settings_owner(cfg, &uid, &gid, err, sizeof err) < 0) { /* before any file is opened for them */
+        fprintf(stderr, "perfcgi: %s\n", err);
+        return quit(cfg, 1);
+    }
+    if (log_open(cfg->error_log, cfg->log_level) != 0) {
+        fprintf(stderr, "perfcgi: cannot open error_log %s: %s\n", cfg->error_log, open_error(errno));
+        return quit(cfg, 2);
+    }
+    if (log_access_open(cfg->access_log) != 0) {
+        fprintf(stderr, "perfcgi: cannot open access_log %s: %s\n", cfg->access_log, open_error(errno));
+        return quit(cfg, 2);
     }
     log_chown(cfg);
-    if (cfg->preload && preload(cfg) != 0) return 2;
+    if (cfg->preload && preload(cfg) != 0) return quit(cfg, 2);
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];
     int nl = cfg->bind.count, ns = cfg->status_bind.count;
-    if (open_all(&cfg->bind, listeners, cfg) != 0) return 1;
+    if (open_all(&cfg->bind, listeners, cfg) != 0) return quit(cfg, 1);
     if (open_all(&cfg->status_bind, status, cfg) != 0 || chown_sockets(cfg, listeners, nl) != 0) {
         close_all(listeners, nl);
-        return 1;
+        return quit(cfg, 1);
     }
     char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
     if (pidfile && write_pidfile(pidfile) != 0) {
-        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, strerror(errno));
+        fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, open_error(errno));
         close_all(listeners, nl);
         close_all(status, ns);
-        return 1;
+        free(pidfile);
+        return quit(cfg, 1);
     }
 
     /* The master owns cfg and the sockets from here on, and closes them. */

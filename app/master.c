@@ -181,6 +181,7 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
     scoreboard_add(&m->stats.totals, &s->counters);
+    scoreboard_release_held(s); /* what it held died with it */
     /* Requests it had accepted count as accepted even if it died holding them. */
     m->stats.requests_before += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
     atomic_store(&s->state, SLOT_FREE);
@@ -262,8 +263,9 @@ static void check_workers(struct master *m)
         }
         int64_t started = atomic_load(&s->request_started_us);
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
+            char uri[4 * sizeof s->oldest_uri];
             log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
-                      cfg->timeout, s->oldest_uri);
+                      cfg->timeout, log_escape(s->oldest_uri, uri, sizeof uri));
             retire(w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }
@@ -344,7 +346,10 @@ static void reload(struct master *m)
     struct settings *next = calloc(1, sizeof *next);
     enum settings_action action;
     char err[1024];
-    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0) {
+    uid_t uid;
+    gid_t gid;
+    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0 ||
+        settings_owner(next, &uid, &gid, err, sizeof err) < 0) {
         log_error("reload: %s; the running configuration stays", next ? err : "out of memory");
         settings_free(next);
         free(next);
@@ -358,11 +363,13 @@ static void reload(struct master *m)
         return;
     }
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
-    log_open(next->error_log, next->log_level);
-    log_access_open(next->access_log);
+    /* A file that cannot be opened (a symlink is not followed) keeps the old one. */
+    if (log_open(next->error_log, next->log_level) != 0)
+        log_error("reload: cannot open error_log %s: %s; writing to the old one", next->error_log, strerror(errno));
+    if (log_access_open(next->access_log) != 0)
+        log_error("reload: cannot open access_log %s: %s; writing to the old one", next->access_log,
+                  strerror(errno));
     log_chown(next);
-    uid_t uid;
-    gid_t gid;
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);

@@ -67,7 +67,8 @@ int redis_url_parse(const char *url, struct redis_address *out, char *err, size_
     }
     return 0;
 bad:
-    snprintf(err, errlen, "'%s' is not redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH[?db=N]", url);
+    /* The URL itself is not echoed: it may hold a password (the caller names it, masked). */
+    snprintf(err, errlen, "not redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH[?db=N]");
     return -1;
 }
 

@@ -18,9 +18,13 @@ struct scoreboard_slot *scoreboard_self;
 #define COUNT(field, n) __atomic_fetch_add(&(field), (n), __ATOMIC_RELAXED)
 
 struct scoreboard_slot *scoreboard_slots;
-/* Shared too: a page before the slots holds the master's high-water mark. */
+/* Shared too: a page before the slots holds the master's high-water mark, and
+ * the MiB that /memory-test?hold=1 keeps in all workers together. */
 static _Atomic int *slots_used;
+static _Atomic long held_local; /* no scoreboard (unit tests): this process only */
+static _Atomic long *held_total = &held_local;
 #define HEADER_BYTES 4096
+#define HELD_OFFSET 64 /* its own cache line */
 
 struct scoreboard_slot *scoreboard_create(int nslots)
 {
@@ -28,13 +32,40 @@ struct scoreboard_slot *scoreboard_create(int nslots)
                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) return NULL;
     slots_used = (_Atomic int *)p;
+    held_total = (_Atomic long *)(p + HELD_OFFSET);
     scoreboard_slots = (struct scoreboard_slot *)(p + HEADER_BYTES);
     return scoreboard_slots;
 }
 
+int scoreboard_hold(struct scoreboard_slot *s, long mb, long cap)
+{
+    long held = atomic_load(held_total);
+    do {
+        if (mb > 0 && held + mb > cap) return -1;
+    } while (!atomic_compare_exchange_weak(held_total, &held, held + mb));
+    /* A worker killed right here leaks mb until the master restarts: the safe side. */
+    if (s) atomic_fetch_add(&s->held_mb, mb);
+    return 0;
+}
+
+long scoreboard_held_mb(void)
+{
+    return atomic_load(held_total);
+}
+
+void scoreboard_release_held(struct scoreboard_slot *s)
+{
+    long mine = atomic_exchange(&s->held_mb, 0);
+    long held = atomic_load(held_total);
+    while (!atomic_compare_exchange_weak(held_total, &held, held > mine ? held - mine : 0)) {
+    }
+}
+
 void scoreboard_destroy(struct scoreboard_slot *slots, int nslots)
 {
-    if (slots) munmap((char *)slots - HEADER_BYTES, HEADER_BYTES + (size_t)nslots * sizeof *slots);
+    if (!slots) return;
+    if ((char *)held_total == (char *)slots - HEADER_BYTES + HELD_OFFSET) held_total = &held_local;
+    munmap((char *)slots - HEADER_BYTES, HEADER_BYTES + (size_t)nslots * sizeof *slots);
 }
 
 void scoreboard_set_used(int n)

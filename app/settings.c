@@ -22,7 +22,8 @@
 #endif
 
 enum kind {
-    KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE, KIND_REDIS_URL
+    KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE, KIND_REDIS_URL,
+    KIND_DB_URL
 };
 
 struct setting_def {
@@ -180,9 +181,14 @@ static int set_value(struct loader *l, const struct setting_def *d, const char *
         return 0;
     }
     case KIND_REDIS_URL:
+    case KIND_DB_URL:
     case KIND_STR: {
         struct redis_address addr;
-        if (d->kind == KIND_REDIS_URL && redis_url_parse(value, &addr, l->err, l->errlen) != 0) return -1;
+        char why[256], masked[512];
+        if (d->kind == KIND_REDIS_URL && redis_url_parse(value, &addr, why, sizeof why) != 0) {
+            snprintf(l->err, l->errlen, "'%s' is %s", settings_mask_secrets(value, masked, sizeof masked), why);
+            return -1;
+        }
         char *copy = strdup(value);
         if (!copy) return -1;
         free(*(char **)f);
@@ -387,7 +393,8 @@ int settings_load(struct settings *s, int argc, char **argv, char **envp,
 void settings_free(struct settings *s)
 {
     for (size_t i = 0; i < NDEFS; i++) {
-        if (defs[i].kind == KIND_STR || defs[i].kind == KIND_REDIS_URL) free(*(char **)field(s, &defs[i]));
+        if (defs[i].kind == KIND_STR || defs[i].kind == KIND_REDIS_URL || defs[i].kind == KIND_DB_URL)
+            free(*(char **)field(s, &defs[i]));
         if (defs[i].kind == KIND_BINDS) binds_clear(field(s, &defs[i]));
     }
     free(s->config_file);
@@ -399,7 +406,7 @@ static const char *kind_metavar(enum kind k)
     static const char *const names[] = {
         [KIND_INT] = "N", [KIND_SECONDS] = "SECONDS", [KIND_BOOL] = "", [KIND_STR] = "TEXT",
         [KIND_BINDS] = "ADDRESS", [KIND_WORKERS] = "N|auto", [KIND_CLASS] = "CLASS",
-        [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE", [KIND_REDIS_URL] = "URL",
+        [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE", [KIND_REDIS_URL] = "URL", [KIND_DB_URL] = "URL",
     };
     return names[k];
 }
@@ -453,8 +460,14 @@ void settings_print_config(FILE *out, const struct settings *cs)
             break;
         }
         case KIND_BOOL: fprintf(out, "%s = %s\n", d->name, *(int *)f ? "true" : "false"); break;
-        case KIND_STR:
-        case KIND_REDIS_URL: fprintf(out, "%s = %s\n", d->name, *(char **)f ? *(char **)f : ""); break;
+        case KIND_STR: fprintf(out, "%s = %s\n", d->name, *(char **)f ? *(char **)f : ""); break;
+        case KIND_REDIS_URL:
+        case KIND_DB_URL: {
+            char masked[4096];
+            fprintf(out, "%s = %s\n", d->name, settings_mask_secrets(*(char **)f ? *(char **)f : "", masked,
+                                                                       sizeof masked));
+            break;
+        }
         case KIND_BINDS: {
             const struct settings_binds *b = f;
             for (int j = 0; j < b->count; j++) fprintf(out, "%s = %s\n", d->name, b->addr[j]);
@@ -485,6 +498,13 @@ int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, 
     *uid = (uid_t)-1;
     *gid = (gid_t)-1;
     if (getuid() != 0 || (!s->user[0] && !s->group[0])) return 0;
+    if (!s->user[0]) { /* setgid alone would leave the workers running as root */
+        snprintf(err, errlen,
+                 "group is set (%s) but user is not: workers would keep uid 0; set user as well "
+                 "(--user, PERFCGI_USER or user =), or leave group empty",
+                 s->group);
+        return -1;
+    }
     if (s->user[0]) {
         struct passwd *pw = getpwnam(s->user);
         if (!pw) {
@@ -503,4 +523,78 @@ int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, 
         *gid = gr->gr_gid;
     }
     return 1;
+}
+
+/* Appends len bytes of text to out (NUL-terminated, cut at outlen). */
+static void put(char *out, size_t outlen, size_t *at, const char *text, size_t len)
+{
+    while (len-- && *at + 1 < outlen) out[(*at)++] = *text++;
+    out[*at < outlen ? *at : outlen - 1] = '\0';
+}
+
+/* Where the value of a `password` or `sslpassword` key starts at p (a libpq
+ * keyword or a URI query parameter), or NULL when p starts no such key. */
+static const char *password_value(const char *start, const char *p)
+{
+    static const char *const keys[] = {"password", "sslpassword"};
+    if (p > start && !strchr(" \t\n?&", p[-1])) return NULL;
+    for (size_t i = 0; i < 2; i++) {
+        size_t n = strlen(keys[i]);
+        if (strncmp(p, keys[i], n) != 0) continue;
+        const char *v = p + n;
+        while (*v == ' ' || *v == '\t') v++;
+        if (*v != '=') continue;
+        for (v++; *v == ' ' || *v == '\t'; v++) {
+        }
+        return v;
+    }
+    return NULL;
+}
+
+/* The end of a keyword value: a quoted one ('...' with \' inside), or up to a
+ * space (keyword strings) or & or # (URI queries). */
+static const char *value_end(const char *v)
+{
+    if (*v != '\'') return v + strcspn(v, " \t\n&#");
+    for (v++; *v && *v != '\''; v++)
+        if (*v == '\\' && v[1]) v++;
+    return *v ? v + 1 : v;
+}
+
+const char *settings_mask_secrets(const char *value, char *out, size_t outlen)
+{
+    size_t at = 0;
+    const char *p = value;
+    out[0] = '\0';
+    const char *scheme_end = strstr(value, "://");
+    if (scheme_end) { /* scheme://[user[:password]@]host...: mask the password */
+        const char *auth = scheme_end + 3;
+        size_t authlen = strcspn(auth, "/?#");
+        const char *at_sign = NULL;
+        for (const char *q = auth; q < auth + authlen; q++)
+            if (*q == '@') at_sign = q;
+        if (at_sign) {
+            const char *colon = memchr(auth, ':', (size_t)(at_sign - auth));
+            /* redis://SECRET@host: without a colon Redis URLs still carry a password. */
+            int redis = strncmp(value, "redis", 5) == 0;
+            const char *cut = colon ? colon + 1 : redis ? auth : NULL;
+            if (cut) {
+                put(out, outlen, &at, value, (size_t)(cut - value));
+                put(out, outlen, &at, "****", 4);
+                p = at_sign;
+            }
+        }
+    }
+    const char *start = value;
+    while (*p) {
+        const char *v = password_value(start, p);
+        if (v && *v) {
+            put(out, outlen, &at, p, (size_t)(v - p));
+            put(out, outlen, &at, "****", 4);
+            p = value_end(v);
+        } else {
+            put(out, outlen, &at, p++, 1);
+        }
+    }
+    return out;
 }

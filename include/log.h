@@ -4,7 +4,8 @@
 
 #include "settings.h"
 
-/* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno. */
+/* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno (ELOOP:
+ * path is a symbolic link, which is never followed). */
 int log_open(const char *path, enum log_level level);
 /* Reopens the same files (after rotation); keeps the old ones on failure. */
 int log_reopen(void);
@@ -22,6 +23,11 @@ int log_access_open(const char *path);
  *   REMOTE - - [27/Nov/2026:04:10:00 +0000] "GET /path?query" STATUS BYTES DURATION_MS PID */
 void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
                 size_t bytes, double duration_ms);
+
+/* in with control bytes as \xHH and backslash and double quote as \\ and \",
+ * into out (cut between sequences, NUL-terminated): request data fit for one log
+ * line and for a quoted field. Returns out. */
+const char *log_escape(const char *in, char *out, size_t outlen);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)

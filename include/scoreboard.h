@@ -38,6 +38,7 @@ struct scoreboard_slot {
     _Atomic int pool_open, pool_busy;
     _Atomic long rss_kb;                /* written by the master */
     _Atomic double last_duration_ms;
+    _Atomic long held_mb;               /* kept by /memory-test?hold=1 in this process */
     char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
     char oldest_uri[128];               /* of the oldest request in flight */
     struct scoreboard_counters counters;
@@ -69,6 +70,14 @@ void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri);
  * SCOREBOARD_ROUTES - 1 for none; x_cache may be NULL. */
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
                       double slow_ms);
+
+/* /memory-test?hold=1 across the server: reserves mb MiB (a negative mb gives
+ * back) in the total of every worker, unless that would pass cap (-1), and
+ * counts them in slot s (may be NULL). Without a scoreboard: this process only. */
+int scoreboard_hold(struct scoreboard_slot *s, long mb, long cap);
+long scoreboard_held_mb(void);
+/* The master, once the worker of slot s is gone: its held MiB are free again. */
+void scoreboard_release_held(struct scoreboard_slot *s);
 
 /* Adds every counter of `from` into `into` (the master folds a dead worker's slot in). */
 void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from);

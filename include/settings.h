@@ -15,7 +15,8 @@
  * Kinds: INT (whole number in [min, max]), SECONDS (decimal seconds in [min, max]),
  * BOOL, STR, BINDS (repeatable unix:PATH or HOST:PORT), WORKERS (INT or "auto"),
  * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal),
- * REDIS_URL (a STR that must parse as a Redis URL).
+ * REDIS_URL (a STR that must parse as a Redis URL), DB_URL (a STR). The passwords
+ * in REDIS_URL and DB_URL values are masked wherever perfcgi prints them.
  */
 #define SETTINGS_TABLE(X)                                                                          \
     X(bind, BINDS, "127.0.0.1:9000", 0, 0,                                                         \
@@ -54,7 +55,7 @@
     X(log_level, LEVEL, "info", 0, 0, "Error log threshold: debug, info, warning or error")        \
     X(redis_url, REDIS_URL, "redis://127.0.0.1:6379/0", 0, 0,                                            \
       "Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH")                           \
-    X(database_url, STR, "postgresql://perfcgi@127.0.0.1:5432/perfcgi", 0, 0,                      \
+    X(database_url, DB_URL, "postgresql://perfcgi@127.0.0.1:5432/perfcgi", 0, 0,                   \
       "PostgreSQL connection string or URI, as libpq accepts it")                                  \
     X(pool_size, INT, "5", 1, 1000, "PostgreSQL connections kept per worker process")              \
     X(pool_max_overflow, INT, "10", 0, 1000,                                                       \
@@ -66,7 +67,7 @@
     X(cache_ttl, INT, "60", 1, 86400, "Seconds a /cached-data result stays in Redis")              \
     X(max_request_mb, INT, "256", 1, 65536, "Largest block /memory-test may map")                  \
     X(max_held_mb, INT, "512", 0, 1048576,                                                         \
-      "Most memory /memory-test?hold=1 may keep in one worker")
+      "Most memory /memory-test?hold=1 may keep, in all workers together")
 
 enum worker_class { WORKER_SYNC, WORKER_THREAD, WORKER_EVENT };
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR };
@@ -88,6 +89,7 @@ struct settings_binds {
 #define SETTINGS_CTYPE_LEVEL enum log_level
 #define SETTINGS_CTYPE_MODE int
 #define SETTINGS_CTYPE_REDIS_URL char *
+#define SETTINGS_CTYPE_DB_URL char *
 
 struct settings {
 #define SETTINGS_FIELD(name, kind, def, lo, hi, help) SETTINGS_CTYPE_##kind name;
@@ -107,16 +109,25 @@ int settings_load(struct settings *s, int argc, char **argv, char **envp,
                   enum settings_action *action, char *err, size_t errlen);
 void settings_free(struct settings *s);
 void settings_print_help(FILE *out, const char *prog);
-/* Writes `key = value` lines that -c accepts back. */
+/* Writes `key = value` lines that -c accepts back, passwords masked (****). */
 void settings_print_config(FILE *out, const struct settings *s);
 /* `workers`, with auto resolved for the worker class and the number of cores. */
 int settings_worker_count(const struct settings *s);
 const char *settings_class_name(enum worker_class c);
 
-/* Who workers run as, from `user` and `group`: 1 with *uid and *gid (-1 where not
- * set; the group defaults to the user's), 0 when neither applies (not root, or
- * both empty), -1 with err when one does not exist. */
+/* Who workers run as, from `user` and `group`: 1 with *uid and *gid (the group
+ * defaults to the user's), 0 when neither applies (not root, or both empty), -1
+ * with err when one does not exist, or when root has `group` without `user`. */
 int settings_owner(const struct settings *s, uid_t *uid, gid_t *gid, char *err, size_t errlen);
 const char *settings_version(void);
+
+/*
+ * value (a Redis URL, a libpq URI or keyword string) with its passwords replaced
+ * by 4 stars, into out (cut to outlen): "redis://:PASSWORD@host:6379/0" and
+ * "redis://PASSWORD@host" (a Redis URL without user), "postgresql://user:PASSWORD@host/db",
+ * "...?password=PASSWORD" and "password=PASSWORD" or "password='PASS WORD'" in
+ * keyword strings (sslpassword too) all get the stars in place of PASSWORD.
+ */
+const char *settings_mask_secrets(const char *value, char *out, size_t outlen);
 
 #endif

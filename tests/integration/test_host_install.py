@@ -849,7 +849,11 @@ def test_host_install_config_started_by_root_runs_workers_as_perfcgi():
         try:
             svc.start()
             wait_serving(svc, [app_sock, status_sock])
-            workers = wait_for(lambda: children_of(svc.pid), START_TIMEOUT, "workers", ("perfcgi", svc.log_tail))
+            # A worker shows up at fork and switches user a moment later: wait for the switch.
+            def switched():
+                kids = children_of(svc.pid)
+                return kids if kids and all(set(uid_of(w) or [ids[0]]) == {ids[0]} for w in kids) else None
+            workers = wait_for(switched, START_TIMEOUT, "workers running as perfcgi", ("perfcgi", svc.log_tail))
             assert uid_of(svc.pid)[0] == 0
             wrong = {w: uid_of(w) for w in workers if set(uid_of(w) or [ids[0]]) != {ids[0]}}
             assert not wrong, f"workers not running as perfcgi ({ids[0]}): {wrong}"

@@ -105,10 +105,13 @@ static void redis_urls_parse(void **state)
     assert_int_equal(redis_url_parse("unix:///run/redis.sock?db=3", &a, err, sizeof err), 0);
     assert_string_equal(a.unix_path, "/run/redis.sock");
     assert_int_equal(a.db, 3);
-    const char *bad[] = {"http://x", "redis://", "redis://h:0", "redis://h:99999", "redis://h:6379/x", "unix:"};
+    const char *bad[] = {"http://x",         "redis://",         "redis://h:0", "redis://h:99999",
+                         "redis://h:6379/x", "redis://:s3cret@h:0", "unix:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(redis_url_parse(bad[i], &a, err, sizeof err), -1);
-        assert_non_null(strstr(err, bad[i]));
+        /* Says what is wrong without echoing the URL, which may hold a password. */
+        assert_non_null(strstr(err, "not redis://"));
+        assert_null(strstr(err, "s3cret"));
     }
 }
 

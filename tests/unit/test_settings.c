@@ -235,6 +235,99 @@ static void help_lists_every_setting(void **state)
     free(config);
 }
 
+static void secrets_are_masked(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"redis://:hunter2@cache:6379/0", "redis://:****@cache:6379/0"},
+        {"redis://default:hunter2@cache", "redis://default:****@cache"},
+        {"redis://hunter2@cache/3", "redis://****@cache/3"}, /* Redis: no user, all password */
+        {"redis://cache:6379/0", "redis://cache:6379/0"},
+        {"unix:/run/redis.sock?db=2", "unix:/run/redis.sock?db=2"},
+        {"postgresql://perfcgi:hunter2@db:5432/perfcgi", "postgresql://perfcgi:****@db:5432/perfcgi"},
+        {"postgres://perfcgi@db/perfcgi", "postgres://perfcgi@db/perfcgi"}, /* libpq: a user, no password */
+        {"postgresql://u:p%40ss@h1:5432,h2/db?sslmode=require&password=hunter2&x=1",
+         "postgresql://u:****@h1:5432,h2/db?sslmode=require&password=****&x=1"},
+        {"postgresql:///db?host=/run&password=hunter2", "postgresql:///db?host=/run&password=****"},
+        {"host=db password=hunter2 user=perfcgi", "host=db password=**** user=perfcgi"},
+        {"host=db password = 'hunt er\\' 2' dbname=x", "host=db password = **** dbname=x"},
+        {"sslpassword=hunter2 host=db", "sslpassword=**** host=db"},
+        {"host=db mypassword=kept", "host=db mypassword=kept"},
+        {"", ""},
+    };
+    char out[256];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_string_equal(settings_mask_secrets(cases[i][0], out, sizeof out), cases[i][1]);
+    /* Cut to the buffer, still NUL-terminated. */
+    assert_string_equal(settings_mask_secrets("redis://:hunter2@cache", out, 12), "redis://:**");
+}
+
+static char *print_config_of(char **argv, char **envp)
+{
+    struct settings s;
+    char *text = NULL;
+    size_t len = 0;
+    assert_int_equal(load(&s, argv, envp), 0);
+    FILE *out = open_memstream(&text, &len);
+    settings_print_config(out, &s);
+    fclose(out);
+    settings_free(&s);
+    return text;
+}
+
+static void print_config_masks_passwords(void **state)
+{
+    (void)state;
+    char *argv[] = {"perfcgi", "--redis-url", "redis://:hunter2@cache:6379/0", NULL};
+    char *envp[] = {"PERFCGI_DATABASE_URL=postgresql://perfcgi:hunter3@db/perfcgi", NULL};
+    char *text = print_config_of(argv, envp);
+    assert_null(strstr(text, "hunter"));
+    assert_non_null(strstr(text, "redis_url = redis://:****@cache:6379/0\n"));
+    assert_non_null(strstr(text, "database_url = postgresql://perfcgi:****@db/perfcgi\n"));
+    free(text);
+    char *argv2[] = {"perfcgi", "--database-url", "host=db password='a b' user=u", NULL};
+    char *envp2[] = {NULL};
+    text = print_config_of(argv2, envp2);
+    assert_non_null(strstr(text, "database_url = host=db password=**** user=u\n"));
+    free(text);
+}
+
+static void bad_redis_url_error_masks_the_password(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", "--redis-url", "redis://:hunter2@cache:99999/0", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), -1);
+    assert_null(strstr(err, "hunter2"));
+    assert_non_null(strstr(err, "--redis-url"));
+    assert_non_null(strstr(err, "'redis://:****@cache:99999/0'"));
+    settings_free(&s);
+    const char *file = temp_file("[perfcgi]\nredis_url = redis://hunter2@cache:0\n");
+    char *argv2[] = {"perfcgi", "-c", (char *)file, NULL};
+    assert_int_equal(load(&s, argv2, envp), -1);
+    assert_null(strstr(err, "hunter2"));
+    assert_non_null(strstr(err, "redis://****@cache:0"));
+    settings_free(&s);
+    unlink(file);
+}
+
+static void group_without_user_is_refused_as_root(void **state)
+{
+    (void)state;
+    if (getuid() != 0) skip();
+    struct settings s;
+    char *argv[] = {"perfcgi", "--group", "nogroup", NULL};
+    char *envp[] = {NULL};
+    assert_int_equal(load(&s, argv, envp), 0);
+    uid_t uid;
+    gid_t gid;
+    assert_int_equal(settings_owner(&s, &uid, &gid, err, sizeof err), -1);
+    assert_non_null(strstr(err, "group"));
+    assert_non_null(strstr(err, "user"));
+    settings_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +340,10 @@ int main(void)
         cmocka_unit_test(bad_file_lines_name_file_and_line),
         cmocka_unit_test(print_config_reads_back_the_same),
         cmocka_unit_test(help_lists_every_setting),
+        cmocka_unit_test(secrets_are_masked),
+        cmocka_unit_test(print_config_masks_passwords),
+        cmocka_unit_test(bad_redis_url_error_masks_the_password),
+        cmocka_unit_test(group_without_user_is_refused_as_root),
     };
     return cmocka_run_group_tests_name("settings", tests, NULL, NULL);
 }
