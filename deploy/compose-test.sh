@@ -14,8 +14,8 @@
 #   5. whatever happened: docker-compose down -v, the engine stopped, its mounts and
 #      directories removed, nothing left running.
 #
-# Ends with the suite's "N passed, N failed" line (a failure before or after the tests
-# counts as one failed test) and exits non-zero if anything failed.
+# Ends with the suite's "N passed, N failed, N skipped" line (a failure before or after the
+# tests counts as one failed test) and exits non-zero if anything failed.
 #
 # Environment (all optional):
 #   TEST_WORKER_CLASS    perfcgi's worker class in the stack (sync, thread, event)  [sync]
@@ -209,12 +209,12 @@ teardown() {
     [[ -z $SUMMARY && -s $SUITE_LOG ]] && SUMMARY=$(tail -n 1 "$SUITE_LOG")
     # The last line is the summary: the suite's own, one failure more if the teardown
     # failed after it, or one failure alone if the suite never ran.
-    if [[ $SUMMARY =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    if [[ $SUMMARY =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
         if ((rc != 0 && BASH_REMATCH[2] == 0)); then
-            SUMMARY="${BASH_REMATCH[1]} passed, 1 failed"
+            SUMMARY="${BASH_REMATCH[1]} passed, 1 failed, ${BASH_REMATCH[4]:-0} skipped"
         fi
     else
-        SUMMARY="0 passed, 1 failed"
+        SUMMARY="0 passed, 1 failed, 0 skipped"
         ((rc != 0)) || rc=1
     fi
     ((rc == 0)) || say "FAILED (logs in ${LOG_DIR#"$REPO"/}/)"

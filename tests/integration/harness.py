@@ -89,6 +89,81 @@ def clean_env(**extra):
     return env
 
 
+# --- sanitizer reports of every perfcgi a run starts ------------------------------------------
+
+_SANITIZER = {"dir": None, "files": [], "texts": []}
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_reports_to_dir():
+    """Points every sanitizer runtime started from here on (the stack's perfcgi, the ones
+    tests start, their workers) at one report directory: log_path in ASAN_OPTIONS and
+    UBSAN_OPTIONS, which clean_env() passes on. World-writable (sticky), so workers that
+    dropped to another user can write there too. run.py calls it once, first."""
+    if _SANITIZER["dir"]:
+        return _SANITIZER["dir"]
+    d = tempfile.mkdtemp(prefix="pcgi-san-", dir="/tmp")
+    os.chmod(d, 0o1777)
+    _SANITIZER["dir"] = d
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        old = os.environ.get(var, "")
+        os.environ[var] = (old + ":" if old else "") + f"log_path={d}/report"
+    return d
+
+
+def sanitizer_log(path, what=None):
+    """Registers a log file of a perfcgi a test started: run.py reads it for reports."""
+    _SANITIZER["files"].append((what or os.path.basename(path), path))
+
+
+def sanitizer_text(what, text):
+    """Registers the output of a perfcgi a test ran (its stderr): read for reports."""
+    if text:
+        _SANITIZER["texts"].append((what, text))
+
+
+def _report_lines(what, text):
+    lines = [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKS)]
+    return [(what, ln) for ln in lines]
+
+
+def sanitizer_reports(seen=()):
+    """(where, line) of every sanitizer report line found so far, after those in seen:
+    the report directory, the stack's perfcgi.log, the registered logs and outputs."""
+    found = list(seen)
+    sources = []
+    d = _SANITIZER["dir"]
+    if d and os.path.isdir(d):
+        sources += [(f"report {name}", os.path.join(d, name)) for name in sorted(os.listdir(d))]
+    if STACK.run_dir:
+        sources.append(("RUN_DIR/perfcgi.log", os.path.join(STACK.run_dir, "perfcgi.log")))
+    sources += _SANITIZER["files"]
+    texts = list(_SANITIZER["texts"])
+    for what, path in sources:
+        try:
+            with open(path, errors="replace") as f:
+                texts.append((what, f.read()))
+        except OSError:
+            pass
+    for what, text in texts:
+        lines = _report_lines(what, text)
+        if not lines and what.startswith("report ") and text.strip():
+            lines = [(what, text.strip().splitlines()[0])]  # a report file is a report
+        found += [ln for ln in lines if ln not in found]
+    return found
+
+
+def sanitizer_dir_cleanup(keep=False):
+    """Removes the report directory (kept, and named on stderr, if it holds reports)."""
+    d = _SANITIZER["dir"]
+    if not d:
+        return
+    if keep and os.listdir(d):
+        sys.stderr.write(f"sanitizer reports kept in {d}\n")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def free_port():
     """A loopback port nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -485,6 +560,15 @@ class Proc:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
         self.pid = self.p.pid
+        # The stderr of a perfcgi is read for sanitizer reports (the TERM and HUP paths
+        # of the tests' own processes), whether the test reads it or not.
+        self.perfcgi = Path(args[0]).resolve() == PERFCGI_BIN
+
+    def _communicate(self, timeout):
+        out, err = self.p.communicate(timeout=timeout)
+        if self.perfcgi:
+            sanitizer_text(f"stderr of perfcgi pid {self.pid}", err)
+        return out, err
 
     def __enter__(self):
         return self
@@ -496,13 +580,13 @@ class Proc:
     def wait(self, timeout):
         """Waits for the exit: (returncode, stdout, stderr); fails if it does not exit."""
         try:
-            out, err = self.p.communicate(timeout=timeout)
+            out, err = self._communicate(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"pid {self.pid} did not exit within {timeout}s") from None
         return self.p.returncode, out, err
 
     def kill(self):
-        kill_session(self.p, lambda: self.p.communicate(timeout=10))
+        kill_session(self.p, lambda: self._communicate(10))
 
 
 def kill_session(p, reap):
@@ -705,6 +789,7 @@ class OwnPerfcgi:
         need_local_stack("runs its own perfcgi on the stack's sockets")
         self.config = os.path.join(STACK.run_dir, f"{name}.ini")
         self.log = os.path.join(STACK.run_dir, f"{name}.log")
+        sanitizer_log(self.log, f"RUN_DIR/{name}.log")
         self.args = list(args)
         self.settings = dict(stack_perfcgi_settings(), **{k: str(v) for k, v in settings.items()})
         self.p = None
