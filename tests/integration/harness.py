@@ -948,6 +948,45 @@ class Load:
         return f"{self.sent} sent, {self.ok} ok, {len(self.failures)} failed" + (f" ({fails})" if fails else "")
 
 
+class NginxErrorWatch:
+    """What Nginx's error log (RUN_DIR/nginx-error.log) gains between entering and
+    dropped(): the lines that say an upstream connection was closed or reset under a
+    request. Nginx retries a GET whose kept-alive connection fails, so a load of GETs
+    can see only 200s while perfcgi drops connections; this log still says so."""
+
+    MARKS = ("upstream prematurely closed", "recv() failed", "reset by peer", "Broken pipe")
+
+    def __init__(self):
+        _need_stack()
+        need_local_stack("reads the stack's Nginx error log")
+        self.path = os.path.join(STACK.run_dir, "nginx-error.log")
+        self.start = 0
+
+    def __enter__(self):
+        try:
+            self.start = os.path.getsize(self.path)
+        except FileNotFoundError:
+            self.start = 0
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def dropped(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.start)
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return []
+        return [ln for ln in text.splitlines() if any(m in ln for m in self.MARKS)]
+
+    def assert_none_dropped(self, what):
+        lines = self.dropped()
+        assert not lines, (f"Nginx logged {len(lines)} dropped upstream connection(s) during {what} "
+                           f"(answers may have been retried): " + " | ".join(ln[:300] for ln in lines[:3]))
+
+
 class StatusWatch:
     """Reads the master's /status every `interval` seconds in a thread, keeping every
     answer (and every failure to get one) until stop()."""
