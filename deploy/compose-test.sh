@@ -350,17 +350,22 @@ say "imported as $BASE_IMAGE"
 
 # --- 3. the stack -------------------------------------------------------------------------
 
-# Free loopback ports, chosen together so that none repeats.
-read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
-    python3 - <<'EOF'
+# Free loopback ports, chosen together so that none repeats, right before `up` (not
+# before builds of up to BUILD_TIMEOUT, while another program may take them).
+choose_ports() {
+    read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
+        python3 - <<'EOF'
 import socket
 socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 EOF
-)
-export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
+    )
+    export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
+    say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
+        "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT"
+}
 # A password of this run only: the app's database URL and the tests' psql both need it.
 POSTGRES_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
 export POSTGRES_PASSWORD
@@ -376,8 +381,7 @@ export "${SUITE_SETTINGS[@]}"
 if [[ $WORKER_CLASS == event ]]; then # as deploy/stack.sh: kept connections for this class
     export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout 4s;" NGINX_FASTCGI_KEEP_CONN=on
 fi
-say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
-    "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT; perfcgi: ${SUITE_SETTINGS[*]}"
+say "perfcgi: ${SUITE_SETTINGS[*]}"
 
 # nginx-offline duplicates docker-compose.yml's nginx: the same variables and mounts,
 # and the same health check timings.
@@ -434,16 +438,54 @@ extra=$(grep -vxF -f <(printf '%s\n' "$links") <<<"$added" || true)
 say "runs as perfcgi; no compiler or -dev package; installs only libraries it links: $(tr '\n' ' ' <<<"$added")"
 
 phase "up and healthy"
-say "docker-compose ${COMPOSE_FILES[*]} up -d --build (log: ${LOG_DIR#"$REPO"/}/up.log)"
-deadline=$((SECONDS + HEALTH_TIMEOUT))
-# `up` itself waits for postgres, redis and app to be healthy (depends_on conditions).
-if ! run_logged "$LOG_DIR/up.log" \
-    timeout "$HEALTH_TIMEOUT" docker-compose --ansi never "${COMPOSE_FILES[@]}" up -d --build; then
-    show_file "$LOG_DIR/up.log" 30
-    compose ps >&2 || true
-    compose logs --no-color --tail=40 >&2 || true
-    fail "docker-compose up failed (or took over ${HEALTH_TIMEOUT}s)"
-fi
+PORT_TRIES=3
+
+port_collision() { # did a service fail to bind a port (taken since choose_ports)?
+    compose logs --no-color 2>/dev/null | grep -m 1 'Address already in use'
+}
+
+# `up`, then wait until every service is healthy: 0, or 3 after a port collision (the
+# stack is then taken down again); any other failure ends the run.
+up_healthy() {
+    local deadline=$((SECONDS + HEALTH_TIMEOUT)) states last="" healthy bad s line
+    say "docker-compose ${COMPOSE_FILES[*]} up -d --build (log: ${LOG_DIR#"$REPO"/}/up.log)"
+    # `up` itself waits for postgres, redis and app to be healthy (depends_on conditions).
+    if ! run_logged "$LOG_DIR/up.log" \
+        timeout "$HEALTH_TIMEOUT" docker-compose --ansi never "${COMPOSE_FILES[@]}" up -d --build; then
+        if line=$(port_collision); then
+            say "a port was taken meanwhile: $line"
+            return 3
+        fi
+        show_file "$LOG_DIR/up.log" 30
+        compose ps >&2 || true
+        compose logs --no-color --tail=40 >&2 || true
+        fail "docker-compose up failed (or took over ${HEALTH_TIMEOUT}s)"
+    fi
+    while :; do
+        states=$(service_states | sort)
+        [[ $states != "$last" ]] && say "$(tr '\n' ';' <<<"$states" | sed 's/;$//; s/;/; /g')"
+        last=$states
+        healthy=$(awk '$2 == "running" && $3 == "healthy"' <<<"$states" | wc -l)
+        ((healthy == ${#SERVICES[@]})) && return 0
+        bad=$(awk '$2 != "running" && $2 != "created" || $3 == "unhealthy" { print $1 }' <<<"$states")
+        if [[ -n $bad ]] || ((SECONDS >= deadline)); then
+            if line=$(port_collision); then
+                say "a port was taken meanwhile: $line"
+                return 3
+            fi
+            compose ps >&2 || true
+            for s in ${bad:-${SERVICES[*]}}; do
+                printf -- '--- %s: health checks and last log lines ---\n' "$s" >&2
+                docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{end}}{{end}}' \
+                    "$(compose ps -q "$s")" >&2 2>/dev/null || true
+                compose logs --no-color --tail=30 "$s" >&2 || true
+            done
+            [[ -n $bad ]] && fail "service(s) failed: $(tr '\n' ' ' <<<"$bad")"
+            fail "the services were not all healthy within ${HEALTH_TIMEOUT}s of up"
+        fi
+        sleep 2
+    done
+}
 
 service_states() { # one "SERVICE STATE HEALTH" line per container of the project
     local ids
@@ -451,26 +493,18 @@ service_states() { # one "SERVICE STATE HEALTH" line per container of the projec
     ((${#ids[@]})) || return 0
     docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "${ids[@]}"
 }
-last=""
-while :; do
-    states=$(service_states | sort)
-    [[ $states != "$last" ]] && say "$(tr '\n' ';' <<<"$states" | sed 's/;$//; s/;/; /g')"
-    last=$states
-    healthy=$(awk '$2 == "running" && $3 == "healthy"' <<<"$states" | wc -l)
-    ((healthy == ${#SERVICES[@]})) && break
-    bad=$(awk '$2 != "running" && $2 != "created" || $3 == "unhealthy" { print $1 }' <<<"$states")
-    if [[ -n $bad ]] || ((SECONDS >= deadline)); then
-        compose ps >&2 || true
-        for s in ${bad:-${SERVICES[*]}}; do
-            printf -- '--- %s: health checks and last log lines ---\n' "$s" >&2
-            docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{end}}{{end}}' \
-                "$(compose ps -q "$s")" >&2 2>/dev/null || true
-            compose logs --no-color --tail=30 "$s" >&2 || true
-        done
-        [[ -n $bad ]] && fail "service(s) failed: $(tr '\n' ' ' <<<"$bad")"
-        fail "the services were not all healthy within ${HEALTH_TIMEOUT}s of up"
-    fi
-    sleep 2
+
+# Ports chosen now, after the builds; chosen again (a bounded number of times) when
+# one was bound by another program between the choice and the service's bind.
+for ((try = 1; ; try++)); do
+    choose_ports
+    rc=0
+    up_healthy || rc=$?
+    ((rc == 0)) && break
+    ((try < PORT_TRIES)) || fail "ports were taken by other programs on $PORT_TRIES tries"
+    say "docker-compose down -v, then new ports (try $((try + 1)) of $PORT_TRIES)"
+    compose down -v --remove-orphans -t 10 >>"$LOG_DIR/down.log" 2>&1 ||
+        fail "docker-compose down failed (log: ${LOG_DIR#"$REPO"/}/down.log)"
 done
 # The app got the suite's settings (docker-compose.yml and the override pass them on).
 app_env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$(compose ps -q app)")

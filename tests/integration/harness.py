@@ -1,7 +1,8 @@
 """harness: the shared perfcgi stack of an integration run, and helpers for the tests.
 
 One stack (PostgreSQL, Redis, perfcgi, Nginx) per run, started with `deploy/stack.sh up`
-in a fresh RUN_DIR under /tmp on free loopback ports, stopped with `deploy/stack.sh down`
+in a fresh RUN_DIR under /tmp on free loopback ports (chosen again, and `up` run again, when
+another program took one before the stack bound it), stopped with `deploy/stack.sh down`
 and removed at the end. run.py owns its life; tests only use the helpers below.
 
 An external stack instead (deploy/compose-test.sh: the docker-compose stack): with
@@ -65,6 +66,7 @@ EXTERNAL_PORT_VARS = ("TEST_BASE_PORT", "TEST_REDIS_PORT", "TEST_PG_PORT")
 EXTERNAL_STACK = any(os.environ.get(v) for v in EXTERNAL_PORT_VARS + ("TEST_STATUS_PORT",))
 
 STACK_UP_TIMEOUT = 300    # seconds for `stack.sh up` (initdb and seeding included)
+STACK_UP_TRIES = 4        # `stack.sh up` again, on new ports, when one was taken meanwhile
 STACK_CMD_TIMEOUT = 180   # seconds for any other stack.sh command
 HTTP_TIMEOUT = 30
 
@@ -261,8 +263,15 @@ def _port_from_env(name):
     return int(value)
 
 
+# What stack.sh (and the logs it shows) say when a port it was given is taken: by the
+# time a service binds it, a port chosen free may have been bound by another program.
+PORT_TAKEN = ("is taken by another program", "Address already in use")
+
+
 class Stack:
-    def __init__(self):
+    def __init__(self, choose_ports=None):
+        # () -> (nginx, redis, postgres) ports; called again after a collision.
+        self.choose_ports = choose_ports or (lambda: free_ports(3))
         self.run_dir = None
         self.port = self.redis_port = self.pg_port = self.status_port = None
         self.env = None
@@ -286,14 +295,24 @@ class Stack:
         # RUN_DIR (mkdtemp makes it 0700). Otherwise stack.sh puts the cluster elsewhere
         # in /tmp behind a symlink (cleaned up in stop() too).
         os.chmod(self.run_dir, 0o755)
-        self.port, self.redis_port, self.pg_port = free_ports(3)
-        self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
-                             PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
         self.started = True  # from here on, stop() has something to clean up
-        r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
-        if r.returncode != 0:
-            raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
+        self.collisions = []
+        for attempt in range(1, STACK_UP_TRIES + 1):
+            self.port, self.redis_port, self.pg_port = self.choose_ports()
+            self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
+                                 PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
+            r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
+            if r.returncode == 0:
+                return
+            out = r.stdout + r.stderr
+            taken = [ln.strip() for ln in out.splitlines() if any(m in ln for m in PORT_TAKEN)]
+            if not taken or attempt == STACK_UP_TRIES:
+                raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}, try {attempt}):\n{out}")
+            # What did start goes down; the next try has new ports (stack.env follows).
+            self.collisions.append(taken[0])
+            sys.stderr.write(f"stack.sh up: a port was taken ({taken[0]}): again on new ports\n")
+            self._stack_sh("down")
 
     def _attach(self):
         """Uses the external stack: checks that it answers and runs the suite's settings."""
@@ -329,16 +348,21 @@ class Stack:
         if self.external:
             return  # not ours to stop
         try:
-            r = subprocess.run([str(STACK_SH), "down"], env=self.env, cwd=str(REPO),
+            self._stack_sh("down")
+        finally:
+            self._remove_run_dir()
+
+    def _stack_sh(self, cmd):
+        """stack.sh CMD with this stack's environment; a failure is a warning only."""
+        try:
+            r = subprocess.run([str(STACK_SH), cmd], env=self.env, cwd=str(REPO),
                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=STACK_CMD_TIMEOUT)
             if r.returncode != 0:
-                sys.stderr.write(f"warning: deploy/stack.sh down failed (exit {r.returncode}):\n"
+                sys.stderr.write(f"warning: deploy/stack.sh {cmd} failed (exit {r.returncode}):\n"
                                  f"{r.stdout}{r.stderr}")
         except subprocess.TimeoutExpired:
-            sys.stderr.write("warning: deploy/stack.sh down timed out\n")
-        finally:
-            self._remove_run_dir()
+            sys.stderr.write(f"warning: deploy/stack.sh {cmd} timed out\n")
 
     def _remove_run_dir(self):
         if not self.run_dir or not os.path.isdir(self.run_dir):
