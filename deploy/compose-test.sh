@@ -366,9 +366,11 @@ EOF
     say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
         "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT"
 }
-# A password of this run only: the app's database URL and the tests' psql both need it.
+# Passwords of this run only: the app's database and Redis URLs need them, and so do the
+# tests' psql (PGPASSWORD) and redis-cli (REDISCLI_AUTH).
 POSTGRES_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-export POSTGRES_PASSWORD
+REDIS_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+export POSTGRES_PASSWORD REDIS_PASSWORD
 # perfcgi's settings are the ones the suite expects (harness.STACK_SETTINGS).
 mapfile -t SUITE_SETTINGS < <(TEST_WORKER_CLASS=$WORKER_CLASS python3 -B -c '
 import sys
@@ -396,7 +398,9 @@ for key in ("environment", "volumes", "depends_on"):
             print(f"{key}: {item}")
 for key in ("interval", "timeout", "retries", "start_period"):
     if official["healthcheck"].get(key) != offline["healthcheck"].get(key):
-        print(f"healthcheck {key}")') || fail "docker-compose config failed"
+        print(f"healthcheck {key}")
+if official.get("restart") != offline.get("restart"):
+    print("restart")') || fail "docker-compose config failed"
 [[ -z $drift ]] || fail "deploy/docker-compose.offline.yml's nginx-offline lacks what docker-compose.yml's nginx has: $(tr '\n' ';' <<<"$drift")"
 
 phase "image builds"
@@ -512,13 +516,24 @@ for kv in "${SUITE_SETTINGS[@]}"; do
     grep -qxF "$kv" <<<"$app_env" ||
         fail "the app container lacks $kv: deploy/docker-compose.offline.yml must pass ${kv%%=*} on"
 done
+# Every container comes back after a crash or an engine restart, unless stopped by hand.
+for s in "${SERVICES[@]}"; do
+    policy=$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(compose ps -q "$s")")
+    [[ $policy == unless-stopped ]] || fail "$s has restart policy '${policy:-none}', not unless-stopped"
+done
+# Redis answers only with the password (the app's URL and the health check carry it).
+if noauth=$(env -u REDISCLI_AUTH redis-cli -h 127.0.0.1 -p "$REDIS_HOST_PORT" --no-auth-warning ping 2>&1) && [[ $noauth == PONG ]]; then
+    fail "redis answers PONG without the password"
+fi
+[[ $(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h 127.0.0.1 -p "$REDIS_HOST_PORT" ping 2>&1) == PONG ]] ||
+    fail "redis does not answer with REDIS_PASSWORD"
 # The servers run as their own users, as in the official images (and perfcgi as perfcgi).
 for pair in postgres:postgres redis:redis app:perfcgi; do
     uid=$(docker exec "$(compose ps -q "${pair%%:*}")" awk '/^Uid:/ { print $2 }' /proc/1/status)
     name=$(docker exec "$(compose ps -q "${pair%%:*}")" getent passwd "$uid" | cut -d: -f1)
     [[ $name == "${pair#*:}" ]] || fail "${pair%%:*} runs as ${name:-uid $uid}, not ${pair#*:}"
 done
-say "every service healthy (postgres, redis and perfcgi as their own users): http://127.0.0.1:$NGINX_HOST_PORT/"
+say "every service healthy (postgres, redis and perfcgi as their own users, restart unless-stopped, redis with its password): http://127.0.0.1:$NGINX_HOST_PORT/"
 
 # --- 4. the tests -------------------------------------------------------------------------
 
@@ -532,6 +547,7 @@ TAIL=$!
 suite_rc=0
 TEST_BASE_PORT=$NGINX_HOST_PORT TEST_REDIS_PORT=$REDIS_HOST_PORT TEST_PG_PORT=$PG_HOST_PORT \
     TEST_STATUS_PORT=$STATUS_HOST_PORT TEST_WORKER_CLASS=$WORKER_CLASS PGPASSWORD=$POSTGRES_PASSWORD \
+    REDISCLI_AUTH=$REDIS_PASSWORD \
     run_logged "$suite_log" timeout "$SUITE_TIMEOUT" python3 tests/integration/run.py || suite_rc=$?
 sleep 1.2 # tail polls once a second: let it print the end
 kill "$TAIL" 2>/dev/null

@@ -7,7 +7,8 @@ and removed at the end. run.py owns its life; tests only use the helpers below.
 
 An external stack instead (deploy/compose-test.sh: the docker-compose stack): with
 TEST_BASE_PORT (its Nginx), TEST_REDIS_PORT and TEST_PG_PORT set, all on 127.0.0.1, the
-harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql,
+harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql and
+REDISCLI_AUTH redis-cli (the compose stack's Redis has a password),
 TEST_STATUS_PORT (optional) is perfcgi's status socket (else /status goes through Nginx).
 That stack must run perfcgi with STACK_SETTINGS. Tests that control the stack (stop or
 start services, restart perfcgi, signal its master, read its log or unix sockets) skip

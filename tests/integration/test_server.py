@@ -498,3 +498,45 @@ def test_docker_compose_config_is_valid():
         r = subprocess.run([exe, *args, "config", "-q"], cwd=str(REPO), capture_output=True,
                            text=True, timeout=120, stdin=subprocess.DEVNULL, env=clean_env())
         assert r.returncode == 0, f"docker-compose {' '.join(args)} config -q: exit {r.returncode}: {r.stderr.strip()}"
+
+
+def _compose_services(files, env):
+    """docker-compose config of files: {service: its lines}, from the YAML as printed
+    (services at two spaces of indentation, their keys below)."""
+    exe = shutil.which("docker-compose")
+    if not exe:
+        raise Skip("docker-compose is not installed")
+    args = [a for f in files for a in ("-f", f)]
+    r = subprocess.run([exe, *args, "config"], cwd=str(REPO), capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL, env=clean_env(**env))
+    assert r.returncode == 0, f"docker-compose {' '.join(args)} config: exit {r.returncode}: {r.stderr.strip()}"
+    services, current, inside = {}, None, False
+    for line in r.stdout.splitlines():
+        if not line.startswith(" "):
+            inside = line == "services:"
+            current = None
+        elif inside and line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
+            current = services.setdefault(line.strip()[:-1], [])
+        elif inside and current is not None:
+            current.append(line.strip())
+    return services
+
+
+def test_docker_compose_services_restart_and_redis_needs_its_password():
+    password = "pw" + os.urandom(6).hex()
+    for files in (["docker-compose.yml"], ["docker-compose.yml", "deploy/docker-compose.offline.yml"]):
+        services = _compose_services(files, {"REDIS_PASSWORD": password})
+        assert {"postgres", "redis", "app"} <= set(services), f"{files}: services {sorted(services)}"
+        norestart = [name for name, lines in services.items() if "restart: unless-stopped" not in lines]
+        assert not norestart, f"{files}: services without restart: unless-stopped: {norestart}"
+        redis = services["redis"]
+        assert "- --requirepass" in redis and redis[redis.index("- --requirepass") + 1] == f"- {password}", \
+            f"{files}: redis does not require REDIS_PASSWORD: {redis}"
+        assert f"REDISCLI_AUTH: {password}" in redis, f"{files}: the redis health check lacks the password"
+        url = [ln for ln in services["app"] if ln.startswith("PERFCGI_REDIS_URL:")]
+        assert url and f"redis://:{password}@redis:" in url[0], f"{files}: the app's Redis URL: {url}"
+        # The official Nginx image on a branch that still gets releases, not a frozen one.
+        image = [ln.split(": ", 1)[1] for ln in services["nginx"] if ln.startswith("image: ")]
+        assert image and image[0].split(":")[1].split("-")[0] in ("stable", "mainline"), \
+            f"{files}: nginx image {image}: use the stable (or mainline) tag"
+
