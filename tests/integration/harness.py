@@ -168,7 +168,8 @@ def sanitizer_dir_cleanup(keep=False):
 
 
 def free_port():
-    """A loopback port nobody listens on right now."""
+    """A loopback port nobody listens on right now: chosen, not reserved. Another program
+    may bind it before whoever it is for does (Stack.start then chooses again)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
