@@ -120,7 +120,7 @@ tmp_processes() {
     local p cmd
     [[ $TMP == /tmp/pcgi-compose.?* ]] || return 0 # never a broader match
     for p in /proc/[0-9]*; do
-        cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue # it may have just ended
         [[ $cmd == *"$TMP/"* ]] && printf '%s\n' "${p#/proc/}"
     done
     return 0
