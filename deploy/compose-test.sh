@@ -14,8 +14,8 @@
 #   5. whatever happened: docker-compose down -v, the engine stopped, its mounts and
 #      directories removed, nothing left running.
 #
-# Ends with the suite's "N passed, N failed" line (a failure before or after the tests
-# counts as one failed test) and exits non-zero if anything failed.
+# Ends with the suite's "N passed, N failed, N skipped" line (a failure before or after the
+# tests counts as one failed test) and exits non-zero if anything failed.
 #
 # Environment (all optional):
 #   TEST_WORKER_CLASS    perfcgi's worker class in the stack (sync, thread, event)  [sync]
@@ -120,7 +120,7 @@ tmp_processes() {
     local p cmd
     [[ $TMP == /tmp/pcgi-compose.?* ]] || return 0 # never a broader match
     for p in /proc/[0-9]*; do
-        cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+        cmd=$(tr '\0' ' ' 2>/dev/null <"$p/cmdline") || continue # it may have just ended
         [[ $cmd == *"$TMP/"* ]] && printf '%s\n' "${p#/proc/}"
     done
     return 0
@@ -209,12 +209,12 @@ teardown() {
     [[ -z $SUMMARY && -s $SUITE_LOG ]] && SUMMARY=$(tail -n 1 "$SUITE_LOG")
     # The last line is the summary: the suite's own, one failure more if the teardown
     # failed after it, or one failure alone if the suite never ran.
-    if [[ $SUMMARY =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    if [[ $SUMMARY =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
         if ((rc != 0 && BASH_REMATCH[2] == 0)); then
-            SUMMARY="${BASH_REMATCH[1]} passed, 1 failed"
+            SUMMARY="${BASH_REMATCH[1]} passed, 1 failed, ${BASH_REMATCH[4]:-0} skipped"
         fi
     else
-        SUMMARY="0 passed, 1 failed"
+        SUMMARY="0 passed, 1 failed, 0 skipped"
         ((rc != 0)) || rc=1
     fi
     ((rc == 0)) || say "FAILED (logs in ${LOG_DIR#"$REPO"/}/)"
@@ -350,20 +350,27 @@ say "imported as $BASE_IMAGE"
 
 # --- 3. the stack -------------------------------------------------------------------------
 
-# Free loopback ports, chosen together so that none repeats.
-read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
-    python3 - <<'EOF'
+# Free loopback ports, chosen together so that none repeats, right before `up` (not
+# before builds of up to BUILD_TIMEOUT, while another program may take them).
+choose_ports() {
+    read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
+        python3 - <<'EOF'
 import socket
 socks = [socket.socket() for _ in range(5)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(*(s.getsockname()[1] for s in socks))
 EOF
-)
-export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
-# A password of this run only: the app's database URL and the tests' psql both need it.
+    )
+    export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
+    say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
+        "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT"
+}
+# Passwords of this run only: the app's database and Redis URLs need them, and so do the
+# tests' psql (PGPASSWORD) and redis-cli (REDISCLI_AUTH).
 POSTGRES_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
-export POSTGRES_PASSWORD
+REDIS_PASSWORD=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+export POSTGRES_PASSWORD REDIS_PASSWORD
 # perfcgi's settings are the ones the suite expects (harness.STACK_SETTINGS).
 mapfile -t SUITE_SETTINGS < <(TEST_WORKER_CLASS=$WORKER_CLASS python3 -B -c '
 import sys
@@ -376,8 +383,7 @@ export "${SUITE_SETTINGS[@]}"
 if [[ $WORKER_CLASS == event ]]; then # as deploy/stack.sh: kept connections for this class
     export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout 4s;" NGINX_FASTCGI_KEEP_CONN=on
 fi
-say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
-    "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT; perfcgi: ${SUITE_SETTINGS[*]}"
+say "perfcgi: ${SUITE_SETTINGS[*]}"
 
 # nginx-offline duplicates docker-compose.yml's nginx: the same variables and mounts,
 # and the same health check timings.
@@ -392,7 +398,9 @@ for key in ("environment", "volumes", "depends_on"):
             print(f"{key}: {item}")
 for key in ("interval", "timeout", "retries", "start_period"):
     if official["healthcheck"].get(key) != offline["healthcheck"].get(key):
-        print(f"healthcheck {key}")') || fail "docker-compose config failed"
+        print(f"healthcheck {key}")
+if official.get("restart") != offline.get("restart"):
+    print("restart")') || fail "docker-compose config failed"
 [[ -z $drift ]] || fail "deploy/docker-compose.offline.yml's nginx-offline lacks what docker-compose.yml's nginx has: $(tr '\n' ';' <<<"$drift")"
 
 phase "image builds"
@@ -434,16 +442,54 @@ extra=$(grep -vxF -f <(printf '%s\n' "$links") <<<"$added" || true)
 say "runs as perfcgi; no compiler or -dev package; installs only libraries it links: $(tr '\n' ' ' <<<"$added")"
 
 phase "up and healthy"
-say "docker-compose ${COMPOSE_FILES[*]} up -d --build (log: ${LOG_DIR#"$REPO"/}/up.log)"
-deadline=$((SECONDS + HEALTH_TIMEOUT))
-# `up` itself waits for postgres, redis and app to be healthy (depends_on conditions).
-if ! run_logged "$LOG_DIR/up.log" \
-    timeout "$HEALTH_TIMEOUT" docker-compose --ansi never "${COMPOSE_FILES[@]}" up -d --build; then
-    show_file "$LOG_DIR/up.log" 30
-    compose ps >&2 || true
-    compose logs --no-color --tail=40 >&2 || true
-    fail "docker-compose up failed (or took over ${HEALTH_TIMEOUT}s)"
-fi
+PORT_TRIES=3
+
+port_collision() { # did a service fail to bind a port (taken since choose_ports)?
+    compose logs --no-color 2>/dev/null | grep -m 1 'Address already in use'
+}
+
+# `up`, then wait until every service is healthy: 0, or 3 after a port collision (the
+# stack is then taken down again); any other failure ends the run.
+up_healthy() {
+    local deadline=$((SECONDS + HEALTH_TIMEOUT)) states last="" healthy bad s line
+    say "docker-compose ${COMPOSE_FILES[*]} up -d --build (log: ${LOG_DIR#"$REPO"/}/up.log)"
+    # `up` itself waits for postgres, redis and app to be healthy (depends_on conditions).
+    if ! run_logged "$LOG_DIR/up.log" \
+        timeout "$HEALTH_TIMEOUT" docker-compose --ansi never "${COMPOSE_FILES[@]}" up -d --build; then
+        if line=$(port_collision); then
+            say "a port was taken meanwhile: $line"
+            return 3
+        fi
+        show_file "$LOG_DIR/up.log" 30
+        compose ps >&2 || true
+        compose logs --no-color --tail=40 >&2 || true
+        fail "docker-compose up failed (or took over ${HEALTH_TIMEOUT}s)"
+    fi
+    while :; do
+        states=$(service_states | sort)
+        [[ $states != "$last" ]] && say "$(tr '\n' ';' <<<"$states" | sed 's/;$//; s/;/; /g')"
+        last=$states
+        healthy=$(awk '$2 == "running" && $3 == "healthy"' <<<"$states" | wc -l)
+        ((healthy == ${#SERVICES[@]})) && return 0
+        bad=$(awk '$2 != "running" && $2 != "created" || $3 == "unhealthy" { print $1 }' <<<"$states")
+        if [[ -n $bad ]] || ((SECONDS >= deadline)); then
+            if line=$(port_collision); then
+                say "a port was taken meanwhile: $line"
+                return 3
+            fi
+            compose ps >&2 || true
+            for s in ${bad:-${SERVICES[*]}}; do
+                printf -- '--- %s: health checks and last log lines ---\n' "$s" >&2
+                docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{end}}{{end}}' \
+                    "$(compose ps -q "$s")" >&2 2>/dev/null || true
+                compose logs --no-color --tail=30 "$s" >&2 || true
+            done
+            [[ -n $bad ]] && fail "service(s) failed: $(tr '\n' ' ' <<<"$bad")"
+            fail "the services were not all healthy within ${HEALTH_TIMEOUT}s of up"
+        fi
+        sleep 2
+    done
+}
 
 service_states() { # one "SERVICE STATE HEALTH" line per container of the project
     local ids
@@ -451,26 +497,18 @@ service_states() { # one "SERVICE STATE HEALTH" line per container of the projec
     ((${#ids[@]})) || return 0
     docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "${ids[@]}"
 }
-last=""
-while :; do
-    states=$(service_states | sort)
-    [[ $states != "$last" ]] && say "$(tr '\n' ';' <<<"$states" | sed 's/;$//; s/;/; /g')"
-    last=$states
-    healthy=$(awk '$2 == "running" && $3 == "healthy"' <<<"$states" | wc -l)
-    ((healthy == ${#SERVICES[@]})) && break
-    bad=$(awk '$2 != "running" && $2 != "created" || $3 == "unhealthy" { print $1 }' <<<"$states")
-    if [[ -n $bad ]] || ((SECONDS >= deadline)); then
-        compose ps >&2 || true
-        for s in ${bad:-${SERVICES[*]}}; do
-            printf -- '--- %s: health checks and last log lines ---\n' "$s" >&2
-            docker inspect -f '{{if .State.Health}}{{range .State.Health.Log}}{{.ExitCode}}: {{.Output}}{{end}}{{end}}' \
-                "$(compose ps -q "$s")" >&2 2>/dev/null || true
-            compose logs --no-color --tail=30 "$s" >&2 || true
-        done
-        [[ -n $bad ]] && fail "service(s) failed: $(tr '\n' ' ' <<<"$bad")"
-        fail "the services were not all healthy within ${HEALTH_TIMEOUT}s of up"
-    fi
-    sleep 2
+
+# Ports chosen now, after the builds; chosen again (a bounded number of times) when
+# one was bound by another program between the choice and the service's bind.
+for ((try = 1; ; try++)); do
+    choose_ports
+    rc=0
+    up_healthy || rc=$?
+    ((rc == 0)) && break
+    ((try < PORT_TRIES)) || fail "ports were taken by other programs on $PORT_TRIES tries"
+    say "docker-compose down -v, then new ports (try $((try + 1)) of $PORT_TRIES)"
+    compose down -v --remove-orphans -t 10 >>"$LOG_DIR/down.log" 2>&1 ||
+        fail "docker-compose down failed (log: ${LOG_DIR#"$REPO"/}/down.log)"
 done
 # The app got the suite's settings (docker-compose.yml and the override pass them on).
 app_env=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$(compose ps -q app)")
@@ -478,13 +516,24 @@ for kv in "${SUITE_SETTINGS[@]}"; do
     grep -qxF "$kv" <<<"$app_env" ||
         fail "the app container lacks $kv: deploy/docker-compose.offline.yml must pass ${kv%%=*} on"
 done
+# Every container comes back after a crash or an engine restart, unless stopped by hand.
+for s in "${SERVICES[@]}"; do
+    policy=$(docker inspect -f '{{.HostConfig.RestartPolicy.Name}}' "$(compose ps -q "$s")")
+    [[ $policy == unless-stopped ]] || fail "$s has restart policy '${policy:-none}', not unless-stopped"
+done
+# Redis answers only with the password (the app's URL and the health check carry it).
+if noauth=$(env -u REDISCLI_AUTH redis-cli -h 127.0.0.1 -p "$REDIS_HOST_PORT" --no-auth-warning ping 2>&1) && [[ $noauth == PONG ]]; then
+    fail "redis answers PONG without the password"
+fi
+[[ $(REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -h 127.0.0.1 -p "$REDIS_HOST_PORT" ping 2>&1) == PONG ]] ||
+    fail "redis does not answer with REDIS_PASSWORD"
 # The servers run as their own users, as in the official images (and perfcgi as perfcgi).
 for pair in postgres:postgres redis:redis app:perfcgi; do
     uid=$(docker exec "$(compose ps -q "${pair%%:*}")" awk '/^Uid:/ { print $2 }' /proc/1/status)
     name=$(docker exec "$(compose ps -q "${pair%%:*}")" getent passwd "$uid" | cut -d: -f1)
     [[ $name == "${pair#*:}" ]] || fail "${pair%%:*} runs as ${name:-uid $uid}, not ${pair#*:}"
 done
-say "every service healthy (postgres, redis and perfcgi as their own users): http://127.0.0.1:$NGINX_HOST_PORT/"
+say "every service healthy (postgres, redis and perfcgi as their own users, restart unless-stopped, redis with its password): http://127.0.0.1:$NGINX_HOST_PORT/"
 
 # --- 4. the tests -------------------------------------------------------------------------
 
@@ -498,6 +547,7 @@ TAIL=$!
 suite_rc=0
 TEST_BASE_PORT=$NGINX_HOST_PORT TEST_REDIS_PORT=$REDIS_HOST_PORT TEST_PG_PORT=$PG_HOST_PORT \
     TEST_STATUS_PORT=$STATUS_HOST_PORT TEST_WORKER_CLASS=$WORKER_CLASS PGPASSWORD=$POSTGRES_PASSWORD \
+    REDISCLI_AUTH=$REDIS_PASSWORD \
     run_logged "$suite_log" timeout "$SUITE_TIMEOUT" python3 tests/integration/run.py || suite_rc=$?
 sleep 1.2 # tail polls once a second: let it print the end
 kill "$TAIL" 2>/dev/null

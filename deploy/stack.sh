@@ -8,8 +8,10 @@
 #   deploy/stack.sh stop SERVICE       stop one service
 #   deploy/stack.sh status             one line per service
 #
-# Settings come from the environment; see usage() below. Every wait is bounded, and every
-# failure names what failed and the log to read, and exits non-zero.
+# Settings come from the environment; see usage() below. `up` remembers the ones it was
+# given in RUN_DIR/stack.env, and every later command on that RUN_DIR uses them for the
+# variables it is not given. Every wait is bounded, and every failure names what failed
+# and the log to read, and exits non-zero.
 set -euo pipefail
 
 usage() {
@@ -35,6 +37,12 @@ environment (all optional):
   STOP_TIMEOUT  seconds perfcgi gets to stop after TERM          [40]
   PG_BINDIR     directory of initdb and pg_ctl       [newest /usr/lib/postgresql/*/bin]
 
+'up' writes the variables above that it was given (ports, binary, PERFCGI_* ...) to
+RUN_DIR/stack.env; 'status', 'start', 'stop', 'down' and a later 'up' on the same RUN_DIR
+take each variable they are not given from there (a variable given still wins), so
+after 'PORT=8081 REDIS_PORT=16380 make up', 'stop redis' and 'start redis' act on that
+stack. Delete the file to forget them.
+
 Without bin/perfcgi (not built yet), 'start postgres' and 'start redis' bring up the
 backends alone; 'up' starts them and then stops with an error at the perfcgi step.
 EOF
@@ -53,6 +61,35 @@ abspath() { # PATH: made absolute against the current directory
 
 RUN_DIR=$(abspath "${RUN_DIR:-$REPO/run}")
 RUN_DIR=${RUN_DIR%/}
+
+# The settings `up` was given, for the commands that follow it (see usage()).
+STACK_ENV=$RUN_DIR/stack.env
+STACK_VARS=(PORT REDIS_PORT PG_PORT PERFCGI_BIN WAIT_TIMEOUT STOP_TIMEOUT PG_BINDIR
+    NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR)
+remembered_var() { # NAME: may stack.env set it?
+    [[ $1 =~ ^PERFCGI_[A-Z0-9_]+$ || " ${STACK_VARS[*]} " == *" $1 "* ]]
+}
+load_stack_env() { # each NAME=VALUE line of stack.env whose NAME is not set already
+    local line name used=()
+    [[ -r $STACK_ENV ]] || return 0
+    while IFS= read -r line || [[ -n $line ]]; do
+        [[ $line == *=* ]] || continue
+        name=${line%%=*}
+        remembered_var "$name" || continue
+        [[ -n ${!name+set} ]] && continue # given: it wins
+        export "$name=${line#*=}"
+        used+=("$name")
+    done <"$STACK_ENV"
+    # Names only: values may hold passwords (PERFCGI_DATABASE_URL).
+    if ((${#used[@]})); then printf 'stack.sh: from %s: %s\n' "$STACK_ENV" "${used[*]}" >&2; fi
+}
+load_stack_env
+# What `up` remembers: the ports and the binary as they end up, and the other variables
+# given (or remembered) before the defaults below fill them in.
+GIVEN_VARS=(PORT REDIS_PORT PG_PORT PERFCGI_BIN)
+for name in "${STACK_VARS[@]:4}"; do [[ -z ${!name+set} ]] || GIVEN_VARS+=("$name"); done
+mapfile -t -O "${#GIVEN_VARS[@]}" GIVEN_VARS < <(compgen -e | grep -E '^PERFCGI_[A-Z0-9_]+$' | grep -vx PERFCGI_BIN || true)
+
 PORT=${PORT:-8080}
 REDIS_PORT=${REDIS_PORT:-16379}
 PG_PORT=${PG_PORT:-15432}
@@ -726,16 +763,36 @@ wait_ready() {
     fi
 }
 
+# Writes what this `up` was given to stack.env (one NAME=VALUE a line; a value with a
+# newline cannot be kept and is left out, with a warning).
+save_stack_env() {
+    local name tmp=$STACK_ENV.tmp
+    {
+        printf '# Written by deploy/stack.sh up: the settings of this stack, used by the next\n'
+        printf '# commands on this RUN_DIR for each variable they are not given.\n'
+        for name in "${GIVEN_VARS[@]}"; do
+            [[ -n ${!name+set} ]] || continue
+            if [[ ${!name} == *$'\n'* ]]; then
+                warn "$name holds a newline: not remembered in $STACK_ENV"
+                continue
+            fi
+            printf '%s=%s\n' "$name" "${!name}"
+        done
+    } >"$tmp"
+    mv -f "$tmp" "$STACK_ENV"
+}
+
 cmd_up() {
     require postgres redis perfcgi nginx
     lock_run_dir
+    save_stack_env
     pg_start
     redis_start
     perfcgi_start
     nginx_start
     wait_ready
     say ""
-    say "perfcgi stack is up (RUN_DIR=$RUN_DIR)"
+    say "perfcgi stack is up (RUN_DIR=$RUN_DIR; its settings are in $STACK_ENV)"
     cmd_status | sed 's/^/  /'
     say ""
     say "  try:   curl -i http://127.0.0.1:$PORT/    (X-No-Cache: 1 skips the Nginx cache)"

@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
 # tests/run.sh [unit|asan|docs|integration|compose ...]: runs the test tiers (all by
-# default) and ends with one line `N passed, N failed` summed over every tier.
+# default) and ends with one line `N passed, N failed, N skipped` summed over every tier.
+# A skipped test is not a passed one: it is counted apart, and said why where it skips.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-passed=0 failed=0
-count() { passed=$((passed + $1)); failed=$((failed + $2)); }
+passed=0 failed=0 skipped=0
+count() { passed=$((passed + $1)); failed=$((failed + $2)); skipped=$((skipped + ${3:-0})); }
+
+# A summary line of the integration runner or of compose-test: `N passed, N failed`,
+# optionally followed by `, N skipped`. Sets BASH_REMATCH (1 passed, 2 failed, 4 skipped).
+SUMMARY_RE='^([0-9]+) passed, ([0-9]+) failed(, ([0-9]+) skipped)?$'
+count_summary() { # LINE: counts it; fails (counting nothing) if it is not a summary
+    [[ $1 =~ $SUMMARY_RE ]] || return 1
+    count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}" "${BASH_REMATCH[4]:-0}"
+}
 
 # cmocka binaries: each prints "[  PASSED  ] N test(s)." and "[  FAILED  ] N test(s)".
+# The summary is not the whole verdict: LeakSanitizer reports after it and exits 23, and
+# a crash leaves no summary. Any non-zero exit that the failed tests do not account for
+# (cmocka exits with their number), or any sanitizer report, is one failure more.
 run_cmocka() { # DIR
-    local bin out p f
+    local bin out p f rc
     for bin in "$1"/test_*; do
         [[ -x $bin && $bin != *.d ]] || continue
-        out=$("$bin" 2>&1)
+        rc=0
+        out=$("$bin" 2>&1) || rc=$?
         printf '%s\n' "$out" | grep -E '^\[  (PASSED|FAILED|  ERROR) |^\[  FAILED  \] [a-z]|^\[  ERROR' || true
         p=$(printf '%s\n' "$out" | sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' | tail -1)
         f=$(printf '%s\n' "$out" | sed -n 's/^\[  FAILED  \] \([0-9]*\) test.*/\1/p' | tail -1)
         if [[ -z $p && -z $f ]]; then # crashed before its summary
             printf '%s\n' "$out" | tail -20
             f=1
+        elif ((rc != ${f:-0})) || grep -qE '^==[0-9]+==ERROR: |runtime error: ' <<<"$out"; then
+            printf '%s\n' "$out" | grep -E -A40 '^==[0-9]+==ERROR: |runtime error: ' | head -60
+            printf 'FAIL %s: exit status %d after its summary (%s failed test(s)); a sanitizer report or a crash\n' \
+                "${bin##*/}" "$rc" "${f:-0}"
+            f=$((${f:-0} + 1))
         fi
         count "${p:-0}" "${f:-0}"
     done
@@ -44,7 +62,8 @@ tier_docs() {
 }
 
 # One pass per worker class (the modules without a stack run in the sync pass), and
-# the event class again on the AddressSanitizer build.
+# the event class again on the AddressSanitizer build, with the modules without a stack
+# (malformed FastCGI, aborts, signals, limits) run on that build too (TEST_STANDALONE).
 integration_pass() { # LABEL [VAR=VALUE ...]
     local label=$1 out log
     shift
@@ -53,11 +72,7 @@ integration_pass() { # LABEL [VAR=VALUE ...]
     env "$@" python3 tests/integration/run.py 2>&1 | tee "$log"
     out=$(tail -1 "$log")
     rm -f "$log"
-    if [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-        count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
-    else
-        count 0 1
-    fi
+    count_summary "$out" || count 0 1
 }
 
 tier_integration() {
@@ -65,7 +80,7 @@ tier_integration() {
     integration_pass "thread workers" TEST_WORKER_CLASS=thread
     integration_pass "event workers" TEST_WORKER_CLASS=event
     make -s asan >/dev/null || { count 0 1; return; }
-    integration_pass "event workers, ASan+UBSan build" TEST_WORKER_CLASS=event \
+    integration_pass "event workers, ASan+UBSan build" TEST_WORKER_CLASS=event TEST_STANDALONE=1 \
         PERFCGI_BIN="$PWD/build/asan/perfcgi" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
 }
 
@@ -78,12 +93,12 @@ tier_compose() {
     log=$(mktemp)
     deploy/compose-test.sh 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
-    out=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+    out=$(grep -E "$SUMMARY_RE" "$log" | tail -1)
     rm -f "$log"
-    if ((rc == 77)); then # no Docker engine can run on this machine: said above, not counted
+    if ((rc == 77)); then # no Docker engine can run on this machine: said above
         echo "== docker-compose stack: SKIPPED (see the reason above)"
-    elif [[ $out =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-        count "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+        count 0 0 1
+    elif count_summary "$out"; then
         ((rc == 0 || BASH_REMATCH[2] > 0)) || count 0 1
     else
         count 0 1
@@ -93,5 +108,5 @@ tier_compose() {
 tiers=("$@")
 ((${#tiers[@]})) || tiers=(unit asan docs integration compose)
 for t in "${tiers[@]}"; do "tier_$t"; done
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

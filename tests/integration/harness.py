@@ -1,12 +1,14 @@
 """harness: the shared perfcgi stack of an integration run, and helpers for the tests.
 
 One stack (PostgreSQL, Redis, perfcgi, Nginx) per run, started with `deploy/stack.sh up`
-in a fresh RUN_DIR under /tmp on free loopback ports, stopped with `deploy/stack.sh down`
+in a fresh RUN_DIR under /tmp on free loopback ports (chosen again, and `up` run again, when
+another program took one before the stack bound it), stopped with `deploy/stack.sh down`
 and removed at the end. run.py owns its life; tests only use the helpers below.
 
 An external stack instead (deploy/compose-test.sh: the docker-compose stack): with
 TEST_BASE_PORT (its Nginx), TEST_REDIS_PORT and TEST_PG_PORT set, all on 127.0.0.1, the
-harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql,
+harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql and
+REDISCLI_AUTH redis-cli (the compose stack's Redis has a password),
 TEST_STATUS_PORT (optional) is perfcgi's status socket (else /status goes through Nginx).
 That stack must run perfcgi with STACK_SETTINGS. Tests that control the stack (stop or
 start services, restart perfcgi, signal its master, read its log or unix sockets) skip
@@ -65,6 +67,7 @@ EXTERNAL_PORT_VARS = ("TEST_BASE_PORT", "TEST_REDIS_PORT", "TEST_PG_PORT")
 EXTERNAL_STACK = any(os.environ.get(v) for v in EXTERNAL_PORT_VARS + ("TEST_STATUS_PORT",))
 
 STACK_UP_TIMEOUT = 300    # seconds for `stack.sh up` (initdb and seeding included)
+STACK_UP_TRIES = 4        # `stack.sh up` again, on new ports, when one was taken meanwhile
 STACK_CMD_TIMEOUT = 180   # seconds for any other stack.sh command
 HTTP_TIMEOUT = 30
 
@@ -89,8 +92,84 @@ def clean_env(**extra):
     return env
 
 
+# --- sanitizer reports of every perfcgi a run starts ------------------------------------------
+
+_SANITIZER = {"dir": None, "files": [], "texts": []}
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def sanitizer_reports_to_dir():
+    """Points every sanitizer runtime started from here on (the stack's perfcgi, the ones
+    tests start, their workers) at one report directory: log_path in ASAN_OPTIONS and
+    UBSAN_OPTIONS, which clean_env() passes on. World-writable (sticky), so workers that
+    dropped to another user can write there too. run.py calls it once, first."""
+    if _SANITIZER["dir"]:
+        return _SANITIZER["dir"]
+    d = tempfile.mkdtemp(prefix="pcgi-san-", dir="/tmp")
+    os.chmod(d, 0o1777)
+    _SANITIZER["dir"] = d
+    for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        old = os.environ.get(var, "")
+        os.environ[var] = (old + ":" if old else "") + f"log_path={d}/report"
+    return d
+
+
+def sanitizer_log(path, what=None):
+    """Registers a log file of a perfcgi a test started: run.py reads it for reports."""
+    _SANITIZER["files"].append((what or os.path.basename(path), path))
+
+
+def sanitizer_text(what, text):
+    """Registers the output of a perfcgi a test ran (its stderr): read for reports."""
+    if text:
+        _SANITIZER["texts"].append((what, text))
+
+
+def _report_lines(what, text):
+    lines = [ln for ln in text.splitlines() if any(m in ln for m in SANITIZER_MARKS)]
+    return [(what, ln) for ln in lines]
+
+
+def sanitizer_reports(seen=()):
+    """(where, line) of every sanitizer report line found so far, after those in seen:
+    the report directory, the stack's perfcgi.log, the registered logs and outputs."""
+    found = list(seen)
+    sources = []
+    d = _SANITIZER["dir"]
+    if d and os.path.isdir(d):
+        sources += [(f"report {name}", os.path.join(d, name)) for name in sorted(os.listdir(d))]
+    if STACK.run_dir:
+        sources.append(("RUN_DIR/perfcgi.log", os.path.join(STACK.run_dir, "perfcgi.log")))
+    sources += _SANITIZER["files"]
+    texts = list(_SANITIZER["texts"])
+    for what, path in sources:
+        try:
+            with open(path, errors="replace") as f:
+                texts.append((what, f.read()))
+        except OSError:
+            pass
+    for what, text in texts:
+        lines = _report_lines(what, text)
+        if not lines and what.startswith("report ") and text.strip():
+            lines = [(what, text.strip().splitlines()[0])]  # a report file is a report
+        found += [ln for ln in lines if ln not in found]
+    return found
+
+
+def sanitizer_dir_cleanup(keep=False):
+    """Removes the report directory (kept, and named on stderr, if it holds reports)."""
+    d = _SANITIZER["dir"]
+    if not d:
+        return
+    if keep and os.listdir(d):
+        sys.stderr.write(f"sanitizer reports kept in {d}\n")
+    else:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def free_port():
-    """A loopback port nobody listens on right now."""
+    """A loopback port nobody listens on right now: chosen, not reserved. Another program
+    may bind it before whoever it is for does (Stack.start then chooses again)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -205,8 +284,15 @@ def _port_from_env(name):
     return int(value)
 
 
+# What stack.sh (and the logs it shows) say when a port it was given is taken: by the
+# time a service binds it, a port chosen free may have been bound by another program.
+PORT_TAKEN = ("is taken by another program", "Address already in use")
+
+
 class Stack:
-    def __init__(self):
+    def __init__(self, choose_ports=None):
+        # () -> (nginx, redis, postgres) ports; called again after a collision.
+        self.choose_ports = choose_ports or (lambda: free_ports(3))
         self.run_dir = None
         self.port = self.redis_port = self.pg_port = self.status_port = None
         self.env = None
@@ -230,14 +316,24 @@ class Stack:
         # RUN_DIR (mkdtemp makes it 0700). Otherwise stack.sh puts the cluster elsewhere
         # in /tmp behind a symlink (cleaned up in stop() too).
         os.chmod(self.run_dir, 0o755)
-        self.port, self.redis_port, self.pg_port = free_ports(3)
-        self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
-                             PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
         self.started = True  # from here on, stop() has something to clean up
-        r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
-        if r.returncode != 0:
-            raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}):\n{r.stdout}{r.stderr}")
+        self.collisions = []
+        for attempt in range(1, STACK_UP_TRIES + 1):
+            self.port, self.redis_port, self.pg_port = self.choose_ports()
+            self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
+                                 PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
+            r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
+            if r.returncode == 0:
+                return
+            out = r.stdout + r.stderr
+            taken = [ln.strip() for ln in out.splitlines() if any(m in ln for m in PORT_TAKEN)]
+            if not taken or attempt == STACK_UP_TRIES:
+                raise RuntimeError(f"deploy/stack.sh up failed (exit {r.returncode}, try {attempt}):\n{out}")
+            # What did start goes down; the next try has new ports (stack.env follows).
+            self.collisions.append(taken[0])
+            sys.stderr.write(f"stack.sh up: a port was taken ({taken[0]}): again on new ports\n")
+            self._stack_sh("down")
 
     def _attach(self):
         """Uses the external stack: checks that it answers and runs the suite's settings."""
@@ -273,16 +369,21 @@ class Stack:
         if self.external:
             return  # not ours to stop
         try:
-            r = subprocess.run([str(STACK_SH), "down"], env=self.env, cwd=str(REPO),
+            self._stack_sh("down")
+        finally:
+            self._remove_run_dir()
+
+    def _stack_sh(self, cmd):
+        """stack.sh CMD with this stack's environment; a failure is a warning only."""
+        try:
+            r = subprocess.run([str(STACK_SH), cmd], env=self.env, cwd=str(REPO),
                                stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                timeout=STACK_CMD_TIMEOUT)
             if r.returncode != 0:
-                sys.stderr.write(f"warning: deploy/stack.sh down failed (exit {r.returncode}):\n"
+                sys.stderr.write(f"warning: deploy/stack.sh {cmd} failed (exit {r.returncode}):\n"
                                  f"{r.stdout}{r.stderr}")
         except subprocess.TimeoutExpired:
-            sys.stderr.write("warning: deploy/stack.sh down timed out\n")
-        finally:
-            self._remove_run_dir()
+            sys.stderr.write(f"warning: deploy/stack.sh {cmd} timed out\n")
 
     def _remove_run_dir(self):
         if not self.run_dir or not os.path.isdir(self.run_dir):
@@ -504,6 +605,15 @@ class Proc:
                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
         self.pid = self.p.pid
+        # The stderr of a perfcgi is read for sanitizer reports (the TERM and HUP paths
+        # of the tests' own processes), whether the test reads it or not.
+        self.perfcgi = Path(args[0]).resolve() == PERFCGI_BIN
+
+    def _communicate(self, timeout):
+        out, err = self.p.communicate(timeout=timeout)
+        if self.perfcgi:
+            sanitizer_text(f"stderr of perfcgi pid {self.pid}", err)
+        return out, err
 
     def __enter__(self):
         return self
@@ -515,13 +625,13 @@ class Proc:
     def wait(self, timeout):
         """Waits for the exit: (returncode, stdout, stderr); fails if it does not exit."""
         try:
-            out, err = self.p.communicate(timeout=timeout)
+            out, err = self._communicate(timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"pid {self.pid} did not exit within {timeout}s") from None
         return self.p.returncode, out, err
 
     def kill(self):
-        kill_session(self.p, lambda: self.p.communicate(timeout=10))
+        kill_session(self.p, lambda: self._communicate(10))
 
 
 def kill_session(p, reap):
@@ -724,6 +834,7 @@ class OwnPerfcgi:
         need_local_stack("runs its own perfcgi on the stack's sockets")
         self.config = os.path.join(STACK.run_dir, f"{name}.ini")
         self.log = os.path.join(STACK.run_dir, f"{name}.log")
+        sanitizer_log(self.log, f"RUN_DIR/{name}.log")
         self.args = list(args)
         self.settings = dict(stack_perfcgi_settings(), **{k: str(v) for k, v in settings.items()})
         self.p = None
@@ -960,6 +1071,45 @@ class Load:
     def summary(self):
         fails = "; ".join(f"{p}: {w}" for _, p, w in self.failures[:5])
         return f"{self.sent} sent, {self.ok} ok, {len(self.failures)} failed" + (f" ({fails})" if fails else "")
+
+
+class NginxErrorWatch:
+    """What Nginx's error log (RUN_DIR/nginx-error.log) gains between entering and
+    dropped(): the lines that say an upstream connection was closed or reset under a
+    request. Nginx retries a GET whose kept-alive connection fails, so a load of GETs
+    can see only 200s while perfcgi drops connections; this log still says so."""
+
+    MARKS = ("upstream prematurely closed", "recv() failed", "reset by peer", "Broken pipe")
+
+    def __init__(self):
+        _need_stack()
+        need_local_stack("reads the stack's Nginx error log")
+        self.path = os.path.join(STACK.run_dir, "nginx-error.log")
+        self.start = 0
+
+    def __enter__(self):
+        try:
+            self.start = os.path.getsize(self.path)
+        except FileNotFoundError:
+            self.start = 0
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def dropped(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.start)
+                text = f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return []
+        return [ln for ln in text.splitlines() if any(m in ln for m in self.MARKS)]
+
+    def assert_none_dropped(self, what):
+        lines = self.dropped()
+        assert not lines, (f"Nginx logged {len(lines)} dropped upstream connection(s) during {what} "
+                           f"(answers may have been retried): " + " | ".join(ln[:300] for ln in lines[:3]))
 
 
 class StatusWatch:

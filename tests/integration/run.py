@@ -6,14 +6,22 @@
 Runs the test_* functions of the test_*.py modules next to this file, in file order and
 then definition order; with FILTERs, only the tests whose name contains one of them.
 Tests that need the stack share one (harness.STACK), started once and stopped at the end,
-also on failure, Ctrl-C or SIGTERM. Prints one line per test, the end of the stack's logs
-if anything failed, and last a single line "N passed, N failed". Exits 0 only if nothing
-failed.
+also on failure, Ctrl-C or SIGTERM. Prints one line per test (a skipped one with its
+reason), the end of the stack's logs if anything failed, and last a single line
+"N passed, N failed, N skipped": a skip is not a pass. Exits 0 only if nothing failed.
 
 A module that sets NEEDS_STACK = False (e.g. the settings tests) runs without a stack;
 the stack is only started if some selected test needs it. TEST_WORKER_CLASS (sync,
 thread or event; default sync) picks the stack's worker class; the modules without a
-stack run in the sync pass only.
+stack run in the sync pass only, unless TEST_STANDALONE=1 (tests/run.sh sets it for the
+pass on the sanitizer build): then they run in that pass too, except the modules that
+set RUNS_PERFCGI_BIN = False (they do not run the binary under test).
+
+Sanitizer reports fail the run (a test "sanitizers_report_nothing" at the end): every
+sanitizer runtime started below this process writes its reports into one directory
+(log_path in ASAN_OPTIONS and UBSAN_OPTIONS), and the stack's perfcgi.log, the logs of
+the perfcgi processes the tests start themselves and the stderr of those run through
+harness.Proc are read too (harness.sanitizer_sources()).
 
 Against an external stack (TEST_BASE_PORT, TEST_REDIS_PORT, TEST_PG_PORT: see harness.py)
 nothing is started: the modules that set RUNS_ON_EXTERNAL_STACK = True run against it,
@@ -25,6 +33,7 @@ Standard library only.
 import atexit
 import importlib
 import inspect
+import os
 import signal
 import sys
 import time
@@ -39,6 +48,8 @@ import harness  # noqa: E402
 
 LOG_LINES = 30
 LOGS = ("perfcgi.log", "nginx-error.log")
+# TEST_STANDALONE=1: the modules without a stack run in this pass too (see above).
+STANDALONE = os.environ.get("TEST_STANDALONE") == "1"
 
 
 def discover(filters):
@@ -55,14 +66,18 @@ def discover(filters):
             seen[f.__name__] = path.name
             if harness.EXTERNAL_STACK and needs_stack and not getattr(mod, "RUNS_ON_EXTERNAL_STACK", False):
                 f = local_stack_only(f, path.name)
-            tests.append((f.__name__, f, needs_stack))
+            standalone = STANDALONE and getattr(mod, "RUNS_PERFCGI_BIN", True)
+            tests.append((f.__name__, f, needs_stack, standalone))
     if filters:
         tests = [t for t in tests if any(s in t[0] for s in filters)]
-    if harness.WORKER_CLASS != "sync" or harness.EXTERNAL_STACK:
-        # Modules without the stack start their own perfcgi: the class of the stack
-        # does not change them, so they run in the local sync pass only.
+    if harness.EXTERNAL_STACK:
         tests = [t for t in tests if t[2]]
-    return tests
+    elif harness.WORKER_CLASS != "sync":
+        # Modules without the stack start their own perfcgi: the class of the stack
+        # does not change them, so they run in the local sync pass, and again only on
+        # another build of the binary (TEST_STANDALONE=1).
+        tests = [t for t in tests if t[2] or t[3]]
+    return [t[:3] for t in tests]
 
 
 def local_stack_only(func, module):
@@ -111,19 +126,21 @@ def main(argv):
     tests = discover(filters)
     if not tests:
         print("no test matches " + " ".join(filters))
-        print("0 passed, 0 failed")
+        print("0 passed, 0 failed, 0 skipped")
         return 1
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
     atexit.register(harness.STACK.stop)  # idempotent; the finally below normally does it
 
-    passed = failed = 0
+    passed = failed = skipped = 0
+    harness.sanitizer_reports_to_dir()
     failed_with_stack = False
     logs = []
     started = time.monotonic()
     interrupted = None
     current = None
+    reports = []
     try:
         stack_error = None
         if any(needs for _, _, needs in tests):
@@ -150,8 +167,8 @@ def main(argv):
             try:
                 func()
             except harness.Skip as exc:
-                passed += 1
-                print(f"ok   {name} ({time.monotonic() - t0:.1f}s) [skipped: {one_line(exc)}]", flush=True)
+                skipped += 1
+                print(f"SKIP {name} ({time.monotonic() - t0:.1f}s): {one_line(exc)}", flush=True)
             except Exception as exc:  # noqa: BLE001 - a failing test, whatever it raised
                 failed += 1
                 failed_with_stack |= needs_stack
@@ -160,15 +177,9 @@ def main(argv):
                 passed += 1
                 print(f"ok   {name} ({time.monotonic() - t0:.1f}s)", flush=True)
             current = None
-        # An ASan or UBSan build reports to perfcgi's log without failing a request.
-        if harness.STACK.started:
-            reports = [ln for ln in (harness.STACK.log_tail("perfcgi.log", 10 ** 6) or "").splitlines()
-                       if "ERROR: AddressSanitizer" in ln or "runtime error:" in ln]
-            if reports:
-                failed += 1
-                failed_with_stack = True
-                print(f"FAIL sanitizers_report_nothing: {len(reports)} report(s), first: {one_line(reports[0])}",
-                      flush=True)
+        # Read now: the logs in RUN_DIR go with the stack.
+        reports = harness.sanitizer_reports()
+        failed_with_stack |= bool(reports) and harness.STACK.started
     except (KeyboardInterrupt, Interrupted) as exc:
         interrupted = str(exc) or "SIGINT"
         if current:
@@ -183,13 +194,23 @@ def main(argv):
                 if tail is not None:
                     logs.append((name, tail))
         stop_stack()
+    # An ASan or UBSan build reports without failing a request: to the report directory
+    # (also what the stack's perfcgi said while stopping), or to a log or stderr when a
+    # test gave other options.
+    reports = harness.sanitizer_reports(reports)
+    if reports:
+        failed += 1
+        where = sorted({w for w, _ in reports})
+        print(f"FAIL sanitizers_report_nothing: {len(reports)} report line(s) in {', '.join(where)}; "
+              f"first: {one_line(reports[0][1])}", flush=True)
+    harness.sanitizer_dir_cleanup(keep=bool(reports))
 
     for name, tail in logs:
         print(f"--- last {LOG_LINES} lines of RUN_DIR/{name} ---")
         print(tail.rstrip("\n") if tail.strip() else "(empty)")
         print("---")
     print(f"run time {time.monotonic() - started:.1f}s")
-    print(f"{passed} passed, {failed} failed", flush=True)
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
     if interrupted:
         return 130
     return 0 if failed == 0 else 1

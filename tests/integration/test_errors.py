@@ -6,7 +6,7 @@ test checks that Nginx does not cache an error.
 
 import urllib.parse
 
-from harness import assert_app_answer, assert_error, get, head, http, json_body
+from harness import assert_app_answer, assert_error, get, head, http
 
 # Only answers through Nginx and the backends' data: runs on the docker-compose stack too.
 RUNS_ON_EXTERNAL_STACK = True
@@ -161,14 +161,18 @@ def test_errors_are_no_store_and_never_cached_by_nginx():
         for attempt in range(2):
             status, h, body = get(url, no_cache=False)
             assert status in (400, 404), (url, status, body)
+            assert h.get("X-Worker", "").isdigit(), f"{url}: no X-Worker, not the application's answer: {dict(h)}"
             assert h.get("Cache-Control") == "no-store", f"{url}: Cache-Control {h.get('Cache-Control')!r}"
             assert h.get("X-Cache-Status") != "HIT", f"{url}: an error came from the Nginx cache"
 
 
 def test_error_bodies_are_single_json_objects_with_message():
-    for url in ("/cpu-intensive?n=abc", "/nope", "/expensive-computation?method=x"):
+    # The application's own errors (Nginx's 502 without perfcgi is JSON with a message
+    # too: the status and X-Worker say who answered).
+    for url, expect, code in (("/cpu-intensive?n=abc", 400, "bad_request"), ("/nope", 404, "not_found"),
+                              ("/expensive-computation?method=x", 400, "bad_request")):
         status, h, body = get(url)
-        obj = json_body(body)
+        obj = assert_error(status, h, body, expect, code)
         assert isinstance(obj.get("message"), str) and obj["message"], obj
         assert body.count(b"{") >= 1 and body.strip().endswith(b"}"), body
 
@@ -176,28 +180,37 @@ def test_error_bodies_are_single_json_objects_with_message():
 def test_x_cache_status_on_every_response():
     # The contract: Nginx adds X-Cache-Status to every response (the Nginx configuration
     # says so too: "Every response, including errors made by Nginx, says what the cache
-    # did"). Collects every kind of answer that lacks it.
+    # did"). Collects every kind of answer that lacks it, or that is not the answer
+    # expected (status, and X-Worker where the application answers: Nginx's own 502
+    # carries X-Cache-Status too).
+    app, master, nginx = "application", "master", "Nginx"
     checks = [
-        ("GET /", lambda: get("/")),
-        ("GET / (cacheable)", lambda: get("/expensive-computation?n=3&method=fast", no_cache=False)),
-        ("HEAD /", lambda: head("/")),
-        ("GET 404", lambda: get("/nope")),
-        ("GET 400", lambda: get("/cpu-intensive?n=x")),
-        ("POST / (405)", lambda: http("POST", "/", body=b"a=b")),
-        ("DELETE /cpu-intensive (405)", lambda: http("DELETE", "/cpu-intensive")),
-        ("POST with a 1 MiB+ body (Nginx 413)",
+        ("GET /", 200, app, lambda: get("/")),
+        ("GET / (cacheable)", 200, app, lambda: get("/expensive-computation?n=3&method=fast", no_cache=False)),
+        ("HEAD /", 200, app, lambda: head("/")),
+        ("GET 404", 404, app, lambda: get("/nope")),
+        ("GET 400", 400, app, lambda: get("/cpu-intensive?n=x")),
+        ("POST / (405)", 405, app, lambda: http("POST", "/", body=b"a=b")),
+        ("DELETE /cpu-intensive (405)", 405, app, lambda: http("DELETE", "/cpu-intensive")),
+        ("POST with a 1 MiB+ body (Nginx 413)", 413, nginx,
          lambda: http("POST", "/", body=b"x" * (1024 * 1024 + 4096))),
-        ("GET with a 9k URI (Nginx 414)", lambda: get("/?pad=" + "a" * 9000)),
-        ("GET /healthz", lambda: http("GET", "/healthz")),
-        ("GET /readyz", lambda: http("GET", "/readyz")),
-        ("GET /healthz from 127.0.0.2 (Nginx 403)", lambda: http("GET", "/healthz", source="127.0.0.2")),
+        ("GET with a 9k URI (Nginx 414)", 414, nginx, lambda: get("/?pad=" + "a" * 9000)),
+        ("GET /healthz", 200, master, lambda: http("GET", "/healthz")),
+        ("GET /readyz", 200, master, lambda: http("GET", "/readyz")),
+        ("GET /healthz from 127.0.0.2 (Nginx 403)", 403, nginx,
+         lambda: http("GET", "/healthz", source="127.0.0.2")),
     ]
-    missing = []
-    for what, call in checks:
+    missing, wrong = [], []
+    for what, expect, source, call in checks:
         status, h, body = call()
         if "X-Cache-Status" not in h:
             missing.append(f"{what} -> {status}")
+        if status != expect:
+            wrong.append(f"{what}: {status}, expected {expect} from the {source}: {body[:120]!r}")
+        elif source == app and not h.get("X-Worker", "").isdigit():
+            wrong.append(f"{what}: no X-Worker pid on an answer of the application: {dict(h)}")
     assert not missing, "no X-Cache-Status header on: " + "; ".join(missing)
+    assert not wrong, "; ".join(wrong)
 
 
 def test_percent_encoded_path_is_routed_on_the_decoded_path():

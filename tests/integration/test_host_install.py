@@ -42,6 +42,8 @@ from harness import (REPO, Headers, Skip, children_of, clean_env, free_port, kil
                      proc_alive, recv_all, wait_until)
 
 NEEDS_STACK = False
+# It installs and runs bin/perfcgi, not PERFCGI_BIN: no run on the sanitizer build.
+RUNS_PERFCGI_BIN = False
 
 PREFIX = "/usr/local"
 BINARY = REPO / "bin" / "perfcgi"

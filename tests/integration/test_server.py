@@ -458,12 +458,31 @@ def test_usr1_reopens_the_error_log():
 
 
 def test_unbootable_worker_stops_the_master():
-    # A worker that cannot start must stop the master with a clear message, not a fork loop.
-    rc, out, err = perfcgi("--redis-url", "bogus-url", "--bind", f"127.0.0.1:{free_port()}",
-                           "--status-bind", f"127.0.0.1:{free_port()}", "--workers", "2",
-                           timeout=EXIT_TIMEOUT)
-    assert rc != 0, f"exit 0 with an unusable redis_url: {err}"
-    assert "bogus-url" in err, f"the message does not say what is wrong: {err.strip()!r}"
+    # A worker that cannot start must stop the master with a clear message, not a fork
+    # loop. The reason must pass the settings and the master's start-up and fail only in
+    # a forked worker's boot: the open-files limit. perfcgi starts with descriptors 3 to
+    # FILLED-1 taken (inherited), serves, then its limit is lowered to FILLED: what it has
+    # open stays valid, and its own poll stays far below that many descriptors. Its worker
+    # is killed; the replacement inherits the limit and those descriptors, and the event
+    # loop it sets up at boot needs new ones: it exits as unbootable.
+    import resource
+    filled = 200
+    status_port = free_port()
+    with TempDir() as d:
+        sock = os.path.join(d, "boot.sock")
+        fill = f'for ((fd = 3; fd < {filled}; fd++)); do eval "exec $fd</dev/null"; done; exec "$@"'
+        with Proc(["bash", "-c", fill, "perfcgi", str(PERFCGI_BIN), "--worker-class", "event", "--workers", "1",
+                   "--bind", f"unix:{sock}", "--status-bind", f"127.0.0.1:{status_port}",
+                   "--access-log", ""]) as p:
+            wait_until(serving(sock), 20, message="perfcgi serving")
+            worker = wait_until(lambda: children_of(p.pid), 10, message="a worker")[0]
+            assert len(os.listdir(f"/proc/{worker}/fd")) > filled, "the worker did not inherit the descriptors"
+            _, hard = resource.prlimit(p.pid, resource.RLIMIT_NOFILE)
+            resource.prlimit(p.pid, resource.RLIMIT_NOFILE, (filled, hard))
+            os.kill(worker, signal.SIGKILL)
+            rc, out, err = p.wait(EXIT_TIMEOUT)
+    assert rc == 1, f"exit {rc} when no worker can boot (1 expected): {err.strip()[-800:]}"
+    assert "cannot boot" in err, f"the master does not say that workers cannot boot: {err.strip()[-800:]!r}"
     assert err.count("\n") < 50, f"looks like a fork loop ({err.count(chr(10))} lines): {err[-500:]!r}"
 
 
@@ -479,3 +498,45 @@ def test_docker_compose_config_is_valid():
         r = subprocess.run([exe, *args, "config", "-q"], cwd=str(REPO), capture_output=True,
                            text=True, timeout=120, stdin=subprocess.DEVNULL, env=clean_env())
         assert r.returncode == 0, f"docker-compose {' '.join(args)} config -q: exit {r.returncode}: {r.stderr.strip()}"
+
+
+def _compose_services(files, env):
+    """docker-compose config of files: {service: its lines}, from the YAML as printed
+    (services at two spaces of indentation, their keys below)."""
+    exe = shutil.which("docker-compose")
+    if not exe:
+        raise Skip("docker-compose is not installed")
+    args = [a for f in files for a in ("-f", f)]
+    r = subprocess.run([exe, *args, "config"], cwd=str(REPO), capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL, env=clean_env(**env))
+    assert r.returncode == 0, f"docker-compose {' '.join(args)} config: exit {r.returncode}: {r.stderr.strip()}"
+    services, current, inside = {}, None, False
+    for line in r.stdout.splitlines():
+        if not line.startswith(" "):
+            inside = line == "services:"
+            current = None
+        elif inside and line.startswith("  ") and not line.startswith("   ") and line.endswith(":"):
+            current = services.setdefault(line.strip()[:-1], [])
+        elif inside and current is not None:
+            current.append(line.strip())
+    return services
+
+
+def test_docker_compose_services_restart_and_redis_needs_its_password():
+    password = "pw" + os.urandom(6).hex()
+    for files in (["docker-compose.yml"], ["docker-compose.yml", "deploy/docker-compose.offline.yml"]):
+        services = _compose_services(files, {"REDIS_PASSWORD": password})
+        assert {"postgres", "redis", "app"} <= set(services), f"{files}: services {sorted(services)}"
+        norestart = [name for name, lines in services.items() if "restart: unless-stopped" not in lines]
+        assert not norestart, f"{files}: services without restart: unless-stopped: {norestart}"
+        redis = services["redis"]
+        assert "- --requirepass" in redis and redis[redis.index("- --requirepass") + 1] == f"- {password}", \
+            f"{files}: redis does not require REDIS_PASSWORD: {redis}"
+        assert f"REDISCLI_AUTH: {password}" in redis, f"{files}: the redis health check lacks the password"
+        url = [ln for ln in services["app"] if ln.startswith("PERFCGI_REDIS_URL:")]
+        assert url and f"redis://:{password}@redis:" in url[0], f"{files}: the app's Redis URL: {url}"
+        # The official Nginx image on a branch that still gets releases, not a frozen one.
+        image = [ln.split(": ", 1)[1] for ln in services["nginx"] if ln.startswith("image: ")]
+        assert image and image[0].split(":")[1].split("-")[0] in ("stable", "mainline"), \
+            f"{files}: nginx image {image}: use the stable (or mainline) tag"
+
