@@ -19,9 +19,6 @@
 
 struct ev_conn;
 
-/* On a stop, how long a connection accepted but not yet used may wait for its
- * first request. */
-#define FRESH_GRACE_MS 1000
 /* A worker holding more than ACCEPT_SLACK connections over its least loaded
  * sibling pauses accepting for ACCEPT_YIELD_MS. */
 #define ACCEPT_SLACK 2
@@ -567,16 +564,11 @@ static void on_term(uv_signal_t *s, int signum)
     worker_stopping = 1;
     listeners_stop(w);
     uv_timer_stop(&w->yield);
-    /* Kept connections that served go now (Nginx retries a request that meets a
-     * closed kept connection); busy ones once their request is answered. One
-     * accepted but not yet used gets a moment for the request its client is
-     * about to send, which Nginx would not retry. */
-    for (struct ev_conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->req || c->reading || conn_pending(c)) continue; /* closed once answered (or timed out) */
-        if (c->served) conn_close(c);
-        else uv_timer_start(&c->timer, on_idle, FRESH_GRACE_MS, 0);
-    }
+    /* Connections are not closed here: closing an idle kept connection races
+     * with the request its client may be sending on it. Each goes right after
+     * its next answer (the FIN follows the answer, so Nginx does not cache it),
+     * or when its client closes it (Nginx drops idle ones a second before
+     * keepalive_timeout), or on its keepalive timer. */
     maybe_exit(w);
 }
 

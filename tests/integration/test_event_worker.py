@@ -326,7 +326,7 @@ def test_event_serves_cgi_fcgi():
 
 
 def test_event_worker_stops_gracefully():
-    with EventServer() as s:
+    with EventServer("--keepalive-timeout", "1") as s:
         c = Conn(s.sock)
         c.send(request(1, "/"))
         c.response(1)
@@ -336,6 +336,26 @@ def test_event_worker_stops_gracefully():
         assert c.record() is None, "the idle kept connection survived the stop"
         c.close()
         assert not os.path.exists(s.sock), "the socket file is left behind"
+
+
+def test_event_worker_stopping_answers_a_request_on_its_kept_connection():
+    # Nginx may send a request on a cached connection at any moment: a stopping worker that
+    # closed its idle kept connections lost such a request (Nginx logs "upstream
+    # prematurely closed" or a reset and retries a GET; anything else fails). It answers
+    # it, then closes the connection behind the answer.
+    with EventServer("--keepalive-timeout", "3") as s:
+        c = Conn(s.sock)
+        c.send(request(1, "/"))
+        c.response(1)
+        os.kill(s.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the worker has taken the stop by now
+        c.send(request(2, "/"))
+        out, status = c.response(2)
+        assert status == 0 and b"Hello, World!" in out, out
+        assert c.closed(2), "the kept connection stayed open after its answer on a stop"
+        c.close()
+        rc, _, err = s.proc.wait(30)
+        assert rc == 0, f"exit {rc}: {err}"
 
 
 # --- a hostile or broken peer: backpressure, read timeout, a hung PostgreSQL -----------------
