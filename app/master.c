@@ -2,22 +2,26 @@
 #define _GNU_SOURCE
 #include "master.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
+#include "probe.h"
 #include "scoreboard.h"
 #include "status.h"
 #include "worker.h"
 
-#define MAX_POLLFDS 64
 /* Slots for the largest pool plus as many replacements starting beside it. */
 #define MAX_SLOTS (2 * 1024 + 16)
 /* The loop wakes at least this often to check hung and bloated workers. */
@@ -30,6 +34,8 @@
 #define BOOT_FAILURES_MAX 3
 /* A quick stop, or a worker sent SIGABRT, gets this long before SIGKILL. */
 #define KILL_AFTER_MS 2000.0
+/* A backend prober that died by itself is started again after this long. */
+#define PROBE_RESPAWN_MS 1000.0
 
 enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
 enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
@@ -66,6 +72,9 @@ struct master {
     double respawn_after_ms, deaths_since_ms;
     int deaths, boot_failures;
     struct master_stats stats;
+    struct probe_board *probe; /* what the prober found, for /readyz */
+    pid_t probe_pid;           /* 0: none running */
+    double probe_after_ms;
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -96,12 +105,65 @@ static int install_signals(void)
     return 0;
 }
 
+/* In a fresh child: the master's handlers would write into the master's pipe. */
+static void child_default_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
+    struct sigaction sa = {0};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* In a fresh child: closes the sockets it inherited but those in keep (the
+ * status sockets, and status clients the status thread had accepted). */
+static void close_sockets_but(const struct listener *keep, int nkeep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name), kept = fd <= STDERR_FILENO || fd == dirfd(d);
+        for (int i = 0; i < nkeep; i++) kept |= keep[i].fd == fd;
+        struct stat st;
+        if (!kept && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) close(fd);
+    }
+    closedir(d);
+}
+
+/* Forks a child of the master. In it, signals stay blocked until it has set
+ * its own handlers (the worker and prober entry points unblock them), and it
+ * keeps neither the master's pipes (but the write end of wake_pipe if `wake`)
+ * nor any socket but `keep`. Returns as fork(). */
+static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid != 0) {
+        int saved = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = saved;
+        return pid;
+    }
+    child_default_signals();
+    close(signal_pipe[0]);
+    close(signal_pipe[1]);
+    close(wake_pipe[0]);
+    if (!wake) close(wake_pipe[1]);
+    close_sockets_but(keep, nkeep);
+    return 0;
+}
+
 static int free_slot(struct master *m)
 {
     for (int i = 0; i < MAX_SLOTS; i++) {
         if (m->workers[i].pid == 0) {
             if (i >= m->slots_used) {
+                status_server_lock(m->status);
                 m->slots_used = i + 1;
+                status_server_unlock(m->status);
                 scoreboard_set_used(m->slots_used);
             }
             return i;
@@ -116,18 +178,13 @@ static void spawn(struct master *m)
     if (slot < 0) return;
     memset(&m->slots[slot], 0, sizeof m->slots[slot]);
     atomic_store(&m->slots[slot].state, SLOT_STARTING);
-    pid_t pid = fork();
+    pid_t pid = fork_child(m->listeners, m->nlisteners, 1);
     if (pid < 0) {
         log_error("fork failed: %s", strerror(errno));
         m->respawn_after_ms = clock_ms() + CRASH_BACKOFF_MS;
         return;
     }
     if (pid == 0) {
-        close(signal_pipe[0]);
-        close(signal_pipe[1]);
-        close(wake_pipe[0]);
-        status_server_free(m->status); /* the status sockets belong to the master */
-        for (int i = 0; i < m->nstatus; i++) close(m->status_listeners[i].fd);
         scoreboard_self = &m->slots[slot];
         atomic_store(&scoreboard_self->pid, getpid());
         struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid(), wake_pipe[1]};
@@ -136,6 +193,41 @@ static void spawn(struct master *m)
     atomic_store(&m->slots[slot].pid, pid);
     m->workers[slot] = (struct worker_rec){.pid = pid, .slot = slot, .phase = PHASE_STARTING, .replace = -1};
     log_debug("worker %ld started in slot %d", (long)pid, slot);
+}
+
+/* The backend prober: a child that is no worker (no slot, no socket). */
+static void probe_start(struct master *m)
+{
+    probe_board_restart(m->probe);
+    pid_t pid = fork_child(NULL, 0, 0);
+    if (pid < 0) {
+        log_error("cannot start the backend prober: fork failed: %s", strerror(errno));
+        m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+        return;
+    }
+    if (pid == 0) probe_main(m->probe, m->cfg, getppid());
+    m->probe_pid = pid;
+    log_debug("backend prober %ld started", (long)pid);
+}
+
+/* SIGKILL, never waited for: reap() collects it whenever it is gone. */
+static void probe_kill(struct master *m)
+{
+    if (m->probe_pid > 0) kill(m->probe_pid, SIGKILL);
+    m->probe_pid = 0;
+}
+
+/* Keeps one prober running, and replaces one stuck on a backend call. */
+static void probe_check(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    if (m->probe_pid == 0) {
+        if (clock_ms() >= m->probe_after_ms) probe_start(m);
+    } else if (probe_board_stuck(m->probe)) {
+        log_warning("the backend prober %ld is stuck on a probe; replacing it", (long)m->probe_pid);
+        probe_kill(m);
+        probe_start(m);
+    }
 }
 
 static void retire(struct worker_rec *w, enum restart_reason why, int sig)
@@ -159,6 +251,7 @@ static void begin_stop(struct master *m, enum stop_mode mode)
     if (m->stop == STOP_QUICK || m->stop == mode) return;
     m->stop = mode;
     m->stop_deadline_ms = clock_ms() + (mode == STOP_GRACEFUL ? m->cfg->graceful_timeout * 1e3 : KILL_AFTER_MS);
+    probe_kill(m);
     log_info(mode == STOP_GRACEFUL ? "stopping gracefully" : "stopping now");
     signal_all(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
 }
@@ -180,6 +273,7 @@ static void note_crash(struct master *m)
 static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
+    status_server_lock(m->status);
     scoreboard_add(&m->stats.totals, &s->counters);
     /* Requests it had accepted count as accepted even if it died holding them. */
     m->stats.requests_before += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
@@ -187,18 +281,16 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
     atomic_store(&s->pid, 0);
     struct worker_rec gone = *w;
     memset(w, 0, sizeof *w);
-    if (m->stop != RUNNING) return;
+    int counted = m->stop == RUNNING;
+    if (counted) m->stats.restarts[gone.phase == PHASE_RETIRING ? gone.why : RESTART_CRASH]++;
+    status_server_unlock(m->status);
+    if (!counted || gone.phase == PHASE_RETIRING) return;
 
-    if (gone.phase == PHASE_RETIRING) {
-        m->stats.restarts[gone.why]++;
-        return;
-    }
     int boot_failed = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED;
     if (WIFSIGNALED(status))
         log_warning("worker %ld was killed by signal %d; replacing it", (long)gone.pid, WTERMSIG(status));
     else
         log_warning("worker %ld exited with status %d; replacing it", (long)gone.pid, WEXITSTATUS(status));
-    m->stats.restarts[RESTART_CRASH]++;
     if (gone.phase == PHASE_STARTING && (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
         log_error("workers cannot boot (see the lines above for why); stopping");
         m->exit_code = 1;
@@ -213,6 +305,12 @@ static void reap(struct master *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m->probe_pid) { /* it died by itself: we kill it with probe_kill() */
+            log_warning("the backend prober %ld exited (status %d); restarting it", (long)pid, status);
+            m->probe_pid = 0;
+            m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+            continue;
+        }
         for (int i = 0; i < m->slots_used; i++) {
             if (m->workers[i].pid == pid) {
                 reaped(m, &m->workers[i], status);
@@ -350,13 +448,16 @@ static void reload(struct master *m)
         free(next);
         return;
     }
-    if (reopen_listeners(&next->bind, m->listeners, &m->nlisteners, next, err, sizeof err) != 0 ||
-        reopen_listeners(&next->status_bind, m->status_listeners, &m->nstatus, next, err, sizeof err) != 0) {
-        log_error("reload: cannot listen on %s; the running configuration stays", err);
-        settings_free(next);
-        free(next);
-        return;
-    }
+    status_server_lock(m->status);
+    int failed = reopen_listeners(&next->bind, m->listeners, &m->nlisteners, next, err, sizeof err) != 0 ||
+                 reopen_listeners(&next->status_bind, m->status_listeners, &m->nstatus, next, err, sizeof err) != 0;
+    struct settings *old = failed ? next : m->cfg;
+    if (!failed) m->cfg = next;
+    status_server_unlock(m->status);
+    if (failed) log_error("reload: cannot listen on %s; the running configuration stays", err);
+    settings_free(old);
+    free(old);
+    if (failed) return;
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
     log_open(next->error_log, next->log_level);
     log_access_open(next->access_log);
@@ -366,12 +467,10 @@ static void reload(struct master *m)
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
-    settings_free(m->cfg);
-    free(m->cfg);
-    m->cfg = next;
     m->target = settings_worker_count(next);
     for (int i = 0; i < m->slots_used; i++)
         if (m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING) m->workers[i].replace = RESTART_RELOAD;
+    probe_kill(m); /* the next one probes the backends of the new settings */
     log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
 }
 
@@ -423,6 +522,7 @@ static void snapshot(const void *ctx, struct status_view *v)
     v->stats = &m->stats;
     v->listeners = m->listeners;
     v->nlisteners = m->nlisteners;
+    v->probe = m->probe;
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
@@ -435,9 +535,11 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
     m->slots = scoreboard_create(MAX_SLOTS);
-    m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m);
+    m->probe = probe_board_create();
     m->stats.start_wall_s = clock_wall_s();
-    if (!m->slots || !m->status || install_signals() != 0) {
+    /* The signal handlers first: the status threads start with every signal blocked. */
+    if (!m->slots || !m->probe || install_signals() != 0 ||
+        !(m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m))) {
         log_error("cannot start the master: %s", strerror(errno));
         return 1;
     }
@@ -448,6 +550,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     for (;;) {
         if (clock_ms() >= next_check_ms) {
             check_workers(m);
+            probe_check(m);
             status_sample(m->status);
             next_check_ms = clock_ms() + TICK_MS;
         }
@@ -460,11 +563,10 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
                 m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
-        struct pollfd fds[MAX_POLLFDS];
+        struct pollfd fds[2];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
-        int n = 2 + status_server_pollfds(m->status, fds + 2, MAX_POLLFDS - 2);
-        int rc = poll(fds, (nfds_t)n, TICK_MS);
+        int rc = poll(fds, 2, TICK_MS);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             break;
@@ -478,13 +580,14 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             }
             next_check_ms = 0;
         }
-        status_server_handle(m->status, fds + 2, n - 2);
     }
     log_info("stopped");
+    probe_kill(m);
+    status_server_free(m->status);
     for (int i = 0; i < m->nlisteners; i++) listener_close(&m->listeners[i]);
     for (int i = 0; i < m->nstatus; i++) listener_close(&m->status_listeners[i]);
-    status_server_free(m->status);
     scoreboard_destroy(m->slots, MAX_SLOTS);
+    probe_board_destroy(m->probe);
     int rc = m->exit_code;
     settings_free(m->cfg);
     free(m->cfg);

@@ -82,8 +82,7 @@ static void worker_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Started as root with `user` (and `group`) set: become them for good. */
-static int drop_privileges(const struct settings *cfg)
+int worker_drop_privileges(const struct settings *cfg)
 {
     uid_t uid;
     gid_t gid;
@@ -109,7 +108,7 @@ void worker_main(const struct worker_env *env)
     /* Do not outlive the master. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != env->master_pid) _exit(0);
-    if (drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
     if (!wc->run) {
         log_error("worker class %s is not available in this build", wc->name);

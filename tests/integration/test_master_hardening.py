@@ -1,0 +1,246 @@
+"""The master under hostile conditions: a PostgreSQL that never answers, a reload whose
+sockets cannot all be opened, USR2, idle and bursting clients on the status socket, a
+request path that is not UTF-8, workers killed while they start, quick repeated HUPs.
+
+The hung PostgreSQL is a fake one written here (the fault is the server itself); every
+other test goes through the real sockets of the stack or of a perfcgi the test starts.
+"""
+
+import http.client as httpclient
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+from harness import (STACK, WORKERS, OwnPerfcgi, app_socket, assert_app_answer, children_of,
+                     fcgi_connect, fcgi_request, free_port, get, http, json_body, master_http,
+                     proc_stat_fields, settled, status_socket, wait_until, wait_workers)
+
+SETTLE = 60
+
+
+# --- a PostgreSQL that logs in and then never answers -----------------------------------------
+
+class HungPostgres:
+    """Listens on a free loopback port, answers the startup packet (AuthenticationOk,
+    ParameterStatus, BackendKeyData, ReadyForQuery), then reads queries and never answers
+    them. Cancel requests are read and their connections held open, as a server that
+    never gets to them."""
+
+    SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
+
+    def __init__(self):
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        self.logins = self.queries = self.cancels = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def __enter__(self):
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.listener.close()
+        with self._lock:
+            for c in self.conns:
+                c.close()
+        for t in self._threads:
+            t.join(5)
+        return False
+
+    def _accept(self):
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                c, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self._lock:
+                self.conns.append(c)
+                t = threading.Thread(target=self._serve, args=(c,), daemon=True)
+                self._threads.append(t)
+            t.start()
+
+    def _read(self, c, n):
+        buf = b""
+        while len(buf) < n and not self._stop.is_set():
+            try:
+                chunk = c.recv(n - len(buf))
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+        return buf if len(buf) == n else None
+
+    def _serve(self, c):
+        c.settimeout(0.2)
+        while True:  # the startup phase: SSL/GSS requests, then a startup or cancel packet
+            head = self._read(c, 4)
+            if head is None:
+                return
+            body = self._read(c, struct.unpack("!I", head)[0] - 4)
+            if body is None:
+                return
+            code = struct.unpack("!I", body[:4])[0]
+            if code in (self.SSL_REQUEST, self.GSS_REQUEST):
+                c.sendall(b"N")
+                continue
+            if code == self.CANCEL_REQUEST:
+                with self._lock:
+                    self.cancels += 1
+                while self._read(c, 1) is not None:  # held open, never acted upon
+                    pass
+                return
+            break
+        msgs = [b"R" + struct.pack("!II", 8, 0)]
+        for k, v in (("server_version", "15.0"), ("client_encoding", "UTF8"), ("server_encoding", "UTF8"),
+                     ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"),
+                     ("standard_conforming_strings", "on")):
+            payload = k.encode() + b"\0" + v.encode() + b"\0"
+            msgs.append(b"S" + struct.pack("!I", 4 + len(payload)) + payload)
+        msgs.append(b"K" + struct.pack("!III", 12, 4242, 1234))
+        msgs.append(b"Z" + struct.pack("!I", 5) + b"I")
+        c.sendall(b"".join(msgs))
+        with self._lock:
+            self.logins += 1
+        while True:  # queries: read, never answered
+            head = self._read(c, 5)
+            if head is None:
+                return
+            if self._read(c, struct.unpack("!I", head[1:])[0] - 4) is None:
+                return
+            with self._lock:
+                self.queries += 1
+
+
+def _timed_master_http(path, timeout=5):
+    t0 = time.monotonic()
+    try:
+        status, h, body = master_http(path, timeout=timeout)
+    except OSError as exc:
+        return None, f"{type(exc).__name__}: {exc}", time.monotonic() - t0
+    return status, body, time.monotonic() - t0
+
+
+def test_hung_postgresql_does_not_freeze_the_master():
+    with HungPostgres() as pg, \
+            OwnPerfcgi(name="hungpg", workers=2,
+                       database_url=f"postgresql://perfcgi@127.0.0.1:{pg.port}/perfcgi") as own:
+        workers = set(wait_workers(2))
+        victim = sorted(workers)[0]
+        worst, answers, problems, killed_at = 0.0, 0, [], None
+        t_end = time.monotonic() + 6
+        while time.monotonic() < t_end:
+            for path in ("/healthz", "/readyz", "/status"):
+                status, body, took = _timed_master_http(path)
+                worst = max(worst, took)
+                answers += 1
+                want = 503 if path == "/readyz" else 200
+                if status != want:
+                    problems.append(f"{path}: {status} after {took:.2f}s: {body[:200]!r}")
+                elif path == "/readyz":
+                    obj = json_body(body)
+                    if obj.get("backend") != "postgresql" or obj.get("error") != "backend_unavailable":
+                        problems.append(f"/readyz: {obj}")
+                if took >= 1.0:
+                    problems.append(f"{path} took {took:.2f}s")
+            if killed_at is None and time.monotonic() > t_end - 4:
+                os.kill(victim, signal.SIGKILL)  # the master must still reap and replace it
+                killed_at = time.monotonic()
+            if len(problems) > 5:
+                break
+        assert pg.logins >= 1 and pg.queries >= 1, \
+            f"the fake PostgreSQL saw {pg.logins} logins, {pg.queries} queries: the probe never reached it"
+        assert not problems, f"worst answer {worst:.2f}s over {answers}: " + "; ".join(problems[:6])
+        print(f"    {answers} answers from the status socket, the slowest in {worst * 1000:.0f} ms "
+              f"({pg.logins} logins, {pg.queries} queries, {pg.cancels} cancel requests held by the fake)")
+        new = wait_until(lambda: (k := settled(2)) and victim not in k and k, 10, interval=0.1,
+                         message=f"worker {victim} (SIGKILL) replaced")
+        assert len(set(new) - workers) == 1, (workers, new)
+        s, h, b = get("/")
+        assert_app_answer(s, h, b)
+        t0 = time.monotonic()
+        os.kill(own.pid, signal.SIGTERM)
+        rc = own.wait(10)
+        took = time.monotonic() - t0
+        assert rc == 0, f"exit {rc} after TERM: {own.log_text()[-800:]}"
+        print(f"    TERM: the master exited in {took * 1000:.0f} ms")
+
+
+# --- the status server: idle clients, bursts ---------------------------------------------------
+
+def _status_client():
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(20)
+    c.connect(status_socket())
+    return c
+
+
+def test_status_drops_a_silent_client_and_serves_others():
+    wait_workers(WORKERS)
+    idle = _status_client()
+    try:
+        time.sleep(1)
+        status, h, body = master_http("/healthz", timeout=5)
+        assert status == 200 and json_body(body) == {"status": "ok"}, (status, body)
+        # Nothing else talks to the status socket now: the timeout (5 s) must fire by itself.
+        t0 = time.monotonic()
+        idle.settimeout(15)
+        try:
+            data = idle.recv(4096)
+        except socket.timeout:
+            raise AssertionError("a client that sent nothing was still connected 15 s later") from None
+        except ConnectionResetError:
+            data = b""
+        took = time.monotonic() - t0 + 1
+        assert data == b"" or data.startswith(b"HTTP/1."), data[:200]
+        print(f"    the silent client was dropped after {took:.1f} s")
+    finally:
+        idle.close()
+
+
+def test_status_burst_does_not_evict_requests_in_flight():
+    wait_workers(WORKERS)
+    # Requests whose head is half sent, then a burst of idle connections, then the rest of
+    # each head: each must get its answer.
+    in_flight, idle = [], []
+    try:
+        for i in range(6):
+            c = _status_client()
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: status\r\n")
+            in_flight.append(c)
+        for _ in range(60):
+            idle.append(_status_client())
+        time.sleep(0.3)
+        got = []
+        for c in in_flight:
+            c.sendall(b"X-Burst: 1\r\n\r\n")
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                    chunk = c.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError as exc:
+                data += f" [{type(exc).__name__}]".encode()
+            got.append(data)
+        bad = [d[:120] for d in got if not (d.startswith(b"HTTP/1.1 200") and d.endswith(b'{"status":"ok"}'))]
+        assert not bad, f"{len(bad)} of {len(got)} requests in flight lost during a burst of 60 connections: {bad}"
+        # And a fresh request is served meanwhile.
+        assert master_http("/status", timeout=5)[0] == 200
+    finally:
+        for c in in_flight + idle:
+            c.close()
