@@ -407,36 +407,60 @@ static void balance(struct master *m)
     }
 }
 
-/* Opens the binds of the new settings, reusing sockets whose address did not change. */
-static int reopen_listeners(const struct settings_binds *binds, struct listener *ls, int *n, const struct settings *cfg,
-                            char *err, size_t errlen)
+/* The sockets of a reload: a bind reuses the running socket of the same
+ * address, or is a socket opened for it. */
+struct socket_set {
+    struct listener ls[SETTINGS_MAX_BINDS];
+    int opened[SETTINGS_MAX_BINDS];
+    int n;
+};
+
+/* Closes the sockets the set opened (a reload that does not happen). */
+static void sockets_abandon(struct socket_set *set)
 {
-    struct listener fresh[SETTINGS_MAX_BINDS];
+    for (int i = 0; i < set->n; i++)
+        if (set->opened[i]) listener_close(&set->ls[i]);
+    set->n = 0;
+}
+
+/* Opens what binds needs beyond the running sockets; touches none of those. */
+static int sockets_prepare(const struct settings_binds *binds, const struct listener *running, int nrunning,
+                           const struct settings *cfg, struct socket_set *set, char *err, size_t errlen)
+{
     int used[SETTINGS_MAX_BINDS] = {0};
+    set->n = 0;
     for (int i = 0; i < binds->count; i++) {
         int found = -1;
-        for (int j = 0; j < *n && found < 0; j++)
-            if (!used[j] && strcmp(ls[j].addr, binds->addr[i]) == 0) found = j;
+        for (int j = 0; j < nrunning && found < 0; j++)
+            if (!used[j] && strcmp(running[j].addr, binds->addr[i]) == 0) found = j;
         if (found >= 0) {
-            fresh[i] = ls[found];
+            set->ls[i] = running[found];
             used[found] = 1;
-        } else if (listener_open(&fresh[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
-            for (int k = 0; k < i; k++) {
-                int reused = 0;
-                for (int j = 0; j < *n; j++) reused |= used[j] && ls[j].fd == fresh[k].fd;
-                if (!reused) listener_close(&fresh[k]);
-            }
+        } else if (listener_open(&set->ls[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
+            sockets_abandon(set);
             return -1;
         }
+        set->opened[i] = found < 0;
+        set->n = i + 1;
     }
-    for (int j = 0; j < *n; j++)
-        if (!used[j]) listener_close(&ls[j]);
-    memcpy(ls, fresh, sizeof fresh[0] * (size_t)binds->count);
-    *n = binds->count;
     return 0;
 }
 
-/* HUP: read the configuration again; on success new workers replace every old one. */
+/* The set replaces the running sockets; those it does not reuse are closed. */
+static void sockets_commit(const struct socket_set *set, struct listener *running, int *nrunning)
+{
+    for (int j = 0; j < *nrunning; j++) {
+        int reused = 0;
+        for (int i = 0; i < set->n; i++) reused |= !set->opened[i] && set->ls[i].fd == running[j].fd;
+        if (!reused) listener_close(&running[j]);
+    }
+    memcpy(running, set->ls, sizeof set->ls[0] * (size_t)set->n);
+    *nrunning = set->n;
+}
+
+/* HUP: read the configuration again; on success new workers replace every old
+ * one. Every new socket is opened before anything changes: if one cannot be,
+ * the running sockets, settings and workers stay as they are. */
 static void reload(struct master *m)
 {
     struct settings *next = calloc(1, sizeof *next);
@@ -448,16 +472,28 @@ static void reload(struct master *m)
         free(next);
         return;
     }
+    struct socket_set binds, status;
+    if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0) {
+        status.n = 0;
+    } else if (sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) !=
+               0) {
+        sockets_abandon(&binds);
+        binds.n = 0;
+    }
+    if (binds.n != next->bind.count || status.n != next->status_bind.count) {
+        log_error("reload: cannot listen on %s; the running configuration stays", err);
+        settings_free(next);
+        free(next);
+        return;
+    }
+    struct settings *old = m->cfg;
     status_server_lock(m->status);
-    int failed = reopen_listeners(&next->bind, m->listeners, &m->nlisteners, next, err, sizeof err) != 0 ||
-                 reopen_listeners(&next->status_bind, m->status_listeners, &m->nstatus, next, err, sizeof err) != 0;
-    struct settings *old = failed ? next : m->cfg;
-    if (!failed) m->cfg = next;
+    sockets_commit(&binds, m->listeners, &m->nlisteners);
+    sockets_commit(&status, m->status_listeners, &m->nstatus);
+    m->cfg = next;
     status_server_unlock(m->status);
-    if (failed) log_error("reload: cannot listen on %s; the running configuration stays", err);
     settings_free(old);
     free(old);
-    if (failed) return;
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
     log_open(next->error_log, next->log_level);
     log_access_open(next->access_log);

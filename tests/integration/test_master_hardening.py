@@ -179,6 +179,57 @@ def test_hung_postgresql_does_not_freeze_the_master():
         print(f"    TERM: the master exited in {took * 1000:.0f} ms")
 
 
+# --- a reload whose sockets cannot all be opened --------------------------------------------------
+
+def test_failed_reload_keeps_the_running_sockets():
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    try:
+        with OwnPerfcgi(name="badsock", workers=2) as own:
+            old = set(wait_workers(2))
+            new_bind = os.path.join(STACK.run_dir, "badsock-new.sock")
+            own.write_config(bind=f"unix:{new_bind}", status_bind=f"127.0.0.1:{held.getsockname()[1]}")
+            os.kill(own.pid, signal.SIGHUP)
+            logged = wait_until(lambda: [ln for ln in own.log_text().splitlines() if "reload:" in ln], 20,
+                                message="the failed reload logged")
+            assert any("running configuration stays" in ln for ln in logged), logged
+            # Everything as before: the FastCGI socket, the status socket, the workers.
+            assert os.path.exists(app_socket()), f"{app_socket()} is gone after a failed reload"
+            with fcgi_connect() as c:
+                code, out = fcgi_request(c, "/", "after=badhup")
+            assert code == 200, f"FastCGI on the old socket after a failed reload: {code} {out[:200]!r}"
+            for _ in range(5):
+                s, h, b = get("/")
+                assert_app_answer(s, h, b)
+            status, h, body = master_http("/healthz")
+            assert status == 200, (status, body)
+            assert not os.path.exists(new_bind), f"{new_bind} was left behind by the failed reload"
+            assert set(wait_workers(2)) == old, "the workers changed after a failed reload"
+
+            # A status_bind that can be opened: served there from now on, the old one closed.
+            port = free_port()
+            own.write_config(bind=f"unix:{app_socket()}", status_bind=f"127.0.0.1:{port}")
+            os.kill(own.pid, signal.SIGHUP)
+
+            def moved():
+                conn = httpclient.HTTPConnection("127.0.0.1", port, timeout=5)
+                try:
+                    conn.request("GET", "/healthz")
+                    resp = conn.getresponse()
+                    return resp.status == 200 and resp.read() == b'{"status":"ok"}'
+                except OSError:
+                    return False
+                finally:
+                    conn.close()
+            wait_until(moved, 20, message=f"/healthz on the new status_bind 127.0.0.1:{port}")
+            assert not os.path.exists(status_socket()), "the old status socket is still there after the reload"
+            s, h, b = get("/")
+            assert_app_answer(s, h, b)
+    finally:
+        held.close()
+
+
 # --- the status server: idle clients, bursts ---------------------------------------------------
 
 def _status_client():
