@@ -94,7 +94,7 @@ static void on_signal(int sig)
 static int install_signals(void)
 {
     if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
@@ -108,7 +108,7 @@ static int install_signals(void)
 /* In a fresh child: the master's handlers would write into the master's pipe. */
 static void child_default_signals(void)
 {
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     struct sigaction sa = {0};
     sa.sa_handler = SIG_DFL;
     sigemptyset(&sa.sa_mask);
@@ -531,6 +531,11 @@ static void handle_signals(struct master *m)
             case SIGTTOU:
                 if (m->target > 1) m->target--;
                 log_info("TTOU: %d workers wanted", m->target);
+                break;
+            case SIGUSR2:
+                /* Operators send it out of habit (Gunicorn, Unicorn, Nginx); its
+                 * default action would kill the master. */
+                log_warning("USR2: binary upgrade is not supported yet; ignored");
                 break;
             case SIGUSR1:
                 if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
