@@ -74,50 +74,122 @@ void status_peaks_sample(struct status_peaks *p, const struct status_view *v)
 
 static const char *const state_names[] = {"free", "starting", "idle", "busy"};
 
+/* A worker writes its slot: a state it never should have reads as "unknown". */
+static const char *state_name(int state)
+{
+    return state >= 0 && state < (int)(sizeof state_names / sizeof state_names[0]) ? state_names[state] : "unknown";
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if (p[0] < 0x80) return 1;
+    if ((p[0] & 0xE0) == 0xC0) len = 2, min = 0x80, cp = p[0] & 0x1F;
+    else if ((p[0] & 0xF0) == 0xE0) len = 3, min = 0x800, cp = p[0] & 0x0F;
+    else if ((p[0] & 0xF8) == 0xF0) len = 4, min = 0x10000, cp = p[0] & 0x07;
+    else return 0;
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+/* Copies a worker-written string (not trusted to be terminated or UTF-8) as
+ * valid UTF-8: bytes that are not become %XX, as in a URI. */
+static void utf8_clean(const char *in, size_t inlen, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)in;
+    size_t n = strnlen(in, inlen), o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(p + i, n - i);
+        if (len == 0) {
+            if (o + 3 >= outlen) break;
+            out[o++] = '%';
+            out[o++] = hex[p[i] >> 4];
+            out[o++] = hex[p[i] & 15];
+            i++;
+            continue;
+        }
+        if (o + len >= outlen) break;
+        memcpy(out + o, p + i, len);
+        o += len;
+        i += len;
+    }
+    out[o] = '\0';
+}
+
+/* json_object_set_new that remembers a failure (a NULL value, no memory). */
+static void put(json_t *o, const char *key, json_t *value, int *ok)
+{
+    if (json_object_set_new(o, key, value) != 0) *ok = 0;
+}
+
+/* NULL if any part could not be built: the caller answers 500 rather than
+ * leave a row or a figure out silently. */
 static json_t *status_json(const struct status_view *v, const struct status_peaks *p, int full)
 {
     struct totals t;
     add_up(v, &t);
     double now = clock_wall_s();
+    int ok = 1;
     json_t *restarts = json_object();
     for (int r = 0; r < RESTART_REASONS; r++)
-        json_object_set_new(restarts, master_restart_reason_names[r], json_integer((json_int_t)v->stats->restarts[r]));
+        put(restarts, master_restart_reason_names[r], json_integer((json_int_t)v->stats->restarts[r]), &ok);
     json_t *o = json_object();
-    json_object_set_new(o, "pool", json_string("perfcgi"));
-    json_object_set_new(o, "worker_class", json_string(settings_class_name(v->cfg->worker_class)));
-    json_object_set_new(o, "start_time", json_integer((json_int_t)v->stats->start_wall_s));
-    json_object_set_new(o, "start_since", json_integer((json_int_t)(now - v->stats->start_wall_s)));
-    json_object_set_new(o, "accepted_conn", json_integer((json_int_t)t.accepted));
-    json_object_set_new(o, "listen_queue", json_integer(t.listen_queue));
-    json_object_set_new(o, "max_listen_queue", json_integer(p->max_listen_queue > t.listen_queue ? p->max_listen_queue : t.listen_queue));
-    json_object_set_new(o, "listen_queue_len", json_integer(t.listen_queue_len));
-    json_object_set_new(o, "idle_processes", json_integer(t.idle));
-    json_object_set_new(o, "active_processes", json_integer(t.active));
-    json_object_set_new(o, "total_processes", json_integer(t.total));
-    json_object_set_new(o, "max_active_processes", json_integer(p->max_active > t.active ? p->max_active : t.active));
-    json_object_set_new(o, "max_children_reached", json_integer((json_int_t)p->max_children_reached));
-    json_object_set_new(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests));
-    json_object_set_new(o, "worker_restarts", restarts);
-    if (!full) return o;
-    json_t *rows = json_array();
-    int64_t now_us = scoreboard_now_us();
-    for (int i = 0; i < v->nslots; i++) {
-        const struct scoreboard_slot *s = &v->slots[i];
-        int state = atomic_load(&s->state);
-        pid_t pid = atomic_load(&s->pid);
-        if (state == SLOT_FREE || pid == 0) continue;
-        int64_t started = atomic_load(&s->request_started_us);
-        double duration = state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
-        char uri[sizeof s->last_uri];
-        memcpy(uri, s->last_uri, sizeof uri);
-        uri[sizeof uri - 1] = '\0';
-        json_array_append_new(rows, json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state",
-                                              state_names[state], "active_requests", atomic_load(&s->active),
-                                              "requests", (json_int_t)atomic_load(&s->requests),
-                                              "request_duration_ms", round(duration * 1e3) / 1e3, "rss_kb",
-                                              (json_int_t)atomic_load(&s->rss_kb), "last_uri", uri));
+    if (!o || !restarts) {
+        json_decref(o);
+        json_decref(restarts);
+        return NULL;
     }
-    json_object_set_new(o, "processes", rows);
+    put(o, "pool", json_string("perfcgi"), &ok);
+    put(o, "worker_class", json_string(settings_class_name(v->cfg->worker_class)), &ok);
+    put(o, "start_time", json_integer((json_int_t)v->stats->start_wall_s), &ok);
+    put(o, "start_since", json_integer((json_int_t)(now - v->stats->start_wall_s)), &ok);
+    put(o, "accepted_conn", json_integer((json_int_t)t.accepted), &ok);
+    put(o, "listen_queue", json_integer(t.listen_queue), &ok);
+    put(o, "max_listen_queue", json_integer(p->max_listen_queue > t.listen_queue ? p->max_listen_queue : t.listen_queue), &ok);
+    put(o, "listen_queue_len", json_integer(t.listen_queue_len), &ok);
+    put(o, "idle_processes", json_integer(t.idle), &ok);
+    put(o, "active_processes", json_integer(t.active), &ok);
+    put(o, "total_processes", json_integer(t.total), &ok);
+    put(o, "max_active_processes", json_integer(p->max_active > t.active ? p->max_active : t.active), &ok);
+    put(o, "max_children_reached", json_integer((json_int_t)p->max_children_reached), &ok);
+    put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
+    put(o, "worker_restarts", restarts, &ok);
+    if (full) {
+        json_t *rows = json_array();
+        int64_t now_us = scoreboard_now_us();
+        for (int i = 0; rows && i < v->nslots; i++) {
+            const struct scoreboard_slot *s = &v->slots[i];
+            int state = atomic_load(&s->state);
+            pid_t pid = atomic_load(&s->pid);
+            if (state == SLOT_FREE || pid == 0) continue;
+            int64_t started = atomic_load(&s->request_started_us);
+            double duration =
+                state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
+            char uri[3 * sizeof s->last_uri];
+            utf8_clean(s->last_uri, sizeof s->last_uri, uri, sizeof uri);
+            json_t *row = json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state", state_name(state),
+                                    "active_requests", atomic_load(&s->active), "requests",
+                                    (json_int_t)atomic_load(&s->requests), "request_duration_ms",
+                                    round(duration * 1e3) / 1e3, "rss_kb", (json_int_t)atomic_load(&s->rss_kb),
+                                    "last_uri", uri);
+            if (json_array_append_new(rows, row) != 0) ok = 0;
+        }
+        put(o, "processes", rows, &ok);
+    }
+    if (!ok) {
+        log_error("status: cannot build the /status answer (out of memory?)");
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -234,10 +306,12 @@ static void reply_json(struct reply *r, int code, json_t *body)
 
 static void readyz(const struct status_view *v, struct reply *r)
 {
-    char err[PROBE_BACKENDS][160];
+    char err[PROBE_BACKENDS][3 * 160];
     int up[PROBE_BACKENDS], all = 1, down = -1;
     for (int i = 0; i < PROBE_BACKENDS; i++) {
-        up[i] = probe_board_ready(v->probe, (enum probe_backend)i, err[i], sizeof err[i]);
+        char why[160];
+        up[i] = probe_board_ready(v->probe, (enum probe_backend)i, why, sizeof why);
+        utf8_clean(why, sizeof why, err[i], sizeof err[i]); /* a server's message, in any encoding */
         all &= up[i];
     }
     /* PostgreSQL first: nothing works without it, while Redis is only a cache. */

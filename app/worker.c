@@ -229,7 +229,9 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
     wr->started_us = scoreboard_now_us();
     wr->next = NULL;
     const struct request *q = &ex->req;
-    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
+    if ((size_t)snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query) >=
+        sizeof wr->uri)
+        scoreboard_cut_utf8(wr->uri);
     pthread_mutex_lock(&inflight_lock);
     wr->prev = inflight_tail;
     if (inflight_tail) inflight_tail->next = wr;

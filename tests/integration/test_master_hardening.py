@@ -313,3 +313,33 @@ def test_status_burst_does_not_evict_requests_in_flight():
     finally:
         for c in in_flight + idle:
             c.close()
+
+
+# --- a request path that is not UTF-8 -------------------------------------------------------------
+
+def test_status_full_keeps_rows_of_non_utf8_paths():
+    wait_workers(WORKERS)
+    long_path = "/" + "é" * 80  # 160 bytes: cut at 127 in the middle of a character
+    served = {}
+    # The last one sent is the last_uri of its worker.
+    for path in ("/" + "%C3%A9" * 80, "/%C3%28?x=1", "/%FF"):
+        s, h, b = get(path)
+        assert s == 404, (path, s, b[:200])
+        served[path] = int(h["X-Worker"])
+    for _ in range(5):
+        status, h, body = master_http("/status?full")
+        assert status == 200, (status, body[:200])
+        body.decode("utf-8")  # strict: valid UTF-8
+        st = json_body(body)
+        rows = st["processes"]
+        assert len(rows) == st["total_processes"] == WORKERS, f"{len(rows)} rows for {st['total_processes']} workers"
+        by_pid = {r["pid"]: r["last_uri"] for r in rows}
+        assert set(served.values()) <= set(by_pid), (served, by_pid)
+        for uri in by_pid.values():
+            if uri.startswith("GET /é"):  # cut on a whole character
+                assert long_path.startswith(uri[len("GET "):]) and len(uri.encode()) <= 127, uri
+        assert by_pid[served["/%FF"]] == "GET /%FF", by_pid
+        time.sleep(0.1)
+    # Through Nginx too: the same JSON.
+    s, h, b = http("GET", "/status?full")
+    assert s == 200 and len(json_body(b)["processes"]) == WORKERS, (s, b[:300])
