@@ -270,6 +270,25 @@ static void note_crash(struct master *m)
 }
 
 /* A worker is gone: fold its counters into the totals and decide what it means. */
+/* Whether a worker that died before serving failed by itself (an exit status,
+ * a crash) rather than was killed from outside (the OOM killer's SIGKILL, an
+ * operator's TERM): only the former says workers cannot boot. */
+static int died_by_itself(int status)
+{
+    if (WIFEXITED(status)) return WEXITSTATUS(status) != 0;
+    switch (WTERMSIG(status)) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+    case SIGABRT:
+    case SIGSYS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
@@ -291,7 +310,8 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
         log_warning("worker %ld was killed by signal %d; replacing it", (long)gone.pid, WTERMSIG(status));
     else
         log_warning("worker %ld exited with status %d; replacing it", (long)gone.pid, WEXITSTATUS(status));
-    if (gone.phase == PHASE_STARTING && (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
+    if (gone.phase == PHASE_STARTING && died_by_itself(status) &&
+        (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
         log_error("workers cannot boot (see the lines above for why); stopping");
         m->exit_code = 1;
         begin_stop(m, STOP_QUICK);
@@ -360,8 +380,8 @@ static void check_workers(struct master *m)
         }
         int64_t started = atomic_load(&s->request_started_us);
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
-            log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
-                      cfg->timeout, s->oldest_uri);
+            log_error("worker %ld has been busy for over %g s on \"%.*s\"; aborting it", (long)w->pid,
+                      cfg->timeout, (int)sizeof s->oldest_uri, s->oldest_uri); /* a worker's string */
             retire(w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }
@@ -504,8 +524,15 @@ static void reload(struct master *m)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
     m->target = settings_worker_count(next);
-    for (int i = 0; i < m->slots_used; i++)
-        if (m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING) m->workers[i].replace = RESTART_RELOAD;
+    /* Workers still starting were meant to replace others under the previous
+     * settings: they serve nothing yet, so they go now instead of once their own
+     * replacements serve (k quick HUPs would otherwise start k generations). */
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (!w->pid || w->phase == PHASE_RETIRING) continue;
+        if (w->phase == PHASE_STARTING) retire(w, RESTART_RELOAD, SIGTERM);
+        else w->replace = RESTART_RELOAD;
+    }
     probe_kill(m); /* the next one probes the backends of the new settings */
     log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
 }

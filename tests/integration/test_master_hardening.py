@@ -343,3 +343,73 @@ def test_status_full_keeps_rows_of_non_utf8_paths():
     # Through Nginx too: the same JSON.
     s, h, b = http("GET", "/status?full")
     assert s == 200 and len(json_body(b)["processes"]) == WORKERS, (s, b[:300])
+
+
+# --- workers killed while they start; quick repeated HUPs -----------------------------------------
+
+def _kill_next_child(master, known, deadline):
+    """SIGKILLs the first child of master not in known as soon as it appears; its pid."""
+    hint = max(known) if known else master
+    while time.monotonic() < deadline:
+        for pid in range(hint + 1, hint + 400):
+            fields = proc_stat_fields(pid)
+            if fields and int(fields[1]) == master and pid not in known and fields[0] != "Z":
+                os.kill(pid, signal.SIGKILL)
+                return pid
+    return None
+
+
+def test_workers_killed_while_starting_do_not_stop_the_master():
+    with OwnPerfcgi(name="oomkill", workers=1) as own:
+        first = wait_workers(1)
+        known = set(first) | set(children_of(own.pid, probe=True))
+        os.kill(first[0], signal.SIGKILL)
+        killed = []
+        for _ in range(4):
+            pid = _kill_next_child(own.pid, known, time.monotonic() + 10)
+            assert own.p.poll() is None, \
+                f"the master stopped (exit {own.p.returncode}) after workers were SIGKILLed at start " \
+                f"{killed}: {own.log_text()[-600:]}"
+            assert pid, f"no new worker within 10 s (killed so far: {killed})"
+            killed.append(pid)
+            known.add(pid)
+            known |= set(children_of(own.pid, probe=True))
+        new = wait_until(lambda: (k := settled(1)) and not set(k) & known and k, SETTLE, interval=0.1,
+                         message="a worker serving after 4 were SIGKILLed while starting")
+        assert own.p.poll() is None, \
+            f"the master stopped (exit {own.p.returncode}) after workers were SIGKILLed at start: " \
+            f"{own.log_text()[-600:]}"
+        assert "cannot boot" not in own.log_text(), own.log_text()[-600:]
+        s, h, b = get("/")
+        assert int(assert_app_answer(s, h, b)["worker"]) in new
+
+
+def test_quick_hups_do_not_start_a_generation_each():
+    # 8 workers, HUPs 20 ms apart: each HUP lands while the previous one's workers start.
+    n = 8
+    with OwnPerfcgi(name="quickhup", workers=n) as own:
+        wait_workers(n)
+        peak, stop = [0], threading.Event()
+
+        def watch():
+            while not stop.is_set():
+                peak[0] = max(peak[0], len(children_of(own.pid)))
+        t = threading.Thread(target=watch, daemon=True)
+        t.start()
+        try:
+            for _ in range(5):
+                os.kill(own.pid, signal.SIGHUP)
+                time.sleep(0.02)
+            final = wait_workers(n, SETTLE)
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            t.join(10)
+        assert own.p.poll() is None, own.log_text()[-500:]
+        limit = 2 * n + 4
+        assert peak[0] <= limit, f"{peak[0]} worker processes at once after 5 quick HUPs (workers = {n}, " \
+                                 f"at most {limit} expected)"
+        assert len(final) == n and len(children_of(own.pid)) == n, final
+        print(f"    at most {peak[0]} worker processes during 5 HUPs 20 ms apart (workers = {n})")
+        s, h, b = get("/")
+        assert_app_answer(s, h, b)
