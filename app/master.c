@@ -116,8 +116,8 @@ static void child_default_signals(void)
 }
 
 /* In a fresh child: closes the sockets it inherited but those in keep (the
- * status sockets, and status clients the status thread had accepted). */
-static void close_sockets_but(const struct listener *keep, int nkeep)
+ * status sockets, status clients) and the status server's epoll instances. */
+static void close_inherited(const struct listener *keep, int nkeep)
 {
     DIR *d = opendir("/proc/self/fd");
     if (!d) return;
@@ -126,7 +126,12 @@ static void close_sockets_but(const struct listener *keep, int nkeep)
         int fd = atoi(e->d_name), kept = fd <= STDERR_FILENO || fd == dirfd(d);
         for (int i = 0; i < nkeep; i++) kept |= keep[i].fd == fd;
         struct stat st;
-        if (!kept && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) close(fd);
+        char path[64], target[64] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = kept ? -1 : readlink(path, target, sizeof target - 1);
+        if (len > 0) target[len] = '\0';
+        if (!kept && ((fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) || strcmp(target, "anon_inode:[eventpoll]") == 0))
+            close(fd);
     }
     closedir(d);
 }
@@ -135,14 +140,16 @@ static void close_sockets_but(const struct listener *keep, int nkeep)
  * its own handlers (the worker and prober entry points unblock them), and it
  * keeps neither the master's pipes (but the write end of wake_pipe if `wake`)
  * nor any socket but `keep`. Returns as fork(). */
-static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
+static pid_t fork_child(struct master *m, const struct listener *keep, int nkeep, int wake)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    status_server_lock(m->status); /* the status thread holds no lock the child could need */
     pid_t pid = fork();
     if (pid != 0) {
         int saved = errno;
+        status_server_unlock(m->status);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         errno = saved;
         return pid;
@@ -152,7 +159,8 @@ static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
     close(signal_pipe[1]);
     close(wake_pipe[0]);
     if (!wake) close(wake_pipe[1]);
-    close_sockets_but(keep, nkeep);
+    status_server_close_in_child(m->status);
+    close_inherited(keep, nkeep);
     return 0;
 }
 
@@ -178,7 +186,7 @@ static void spawn(struct master *m)
     if (slot < 0) return;
     memset(&m->slots[slot], 0, sizeof m->slots[slot]);
     atomic_store(&m->slots[slot].state, SLOT_STARTING);
-    pid_t pid = fork_child(m->listeners, m->nlisteners, 1);
+    pid_t pid = fork_child(m, m->listeners, m->nlisteners, 1);
     if (pid < 0) {
         log_error("fork failed: %s", strerror(errno));
         m->respawn_after_ms = clock_ms() + CRASH_BACKOFF_MS;
@@ -199,7 +207,7 @@ static void spawn(struct master *m)
 static void probe_start(struct master *m)
 {
     probe_board_restart(m->probe);
-    pid_t pid = fork_child(NULL, 0, 0);
+    pid_t pid = fork_child(m, NULL, 0, 0);
     if (pid < 0) {
         log_error("cannot start the backend prober: fork failed: %s", strerror(errno));
         m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -274,12 +275,19 @@ struct status_daemon {
 };
 
 struct status_server {
+    /* Held by the status thread while libmicrohttpd works (reads, answers), and
+     * by the master while it changes what the snapshot points to or forks: a
+     * child never starts with a lock (malloc's, the allocator's of a sanitizer)
+     * taken by that thread. */
     pthread_mutex_t lock;
     status_snapshot_fn snapshot;
     const void *ctx;
     struct status_peaks peaks;
     struct status_daemon daemons[SETTINGS_MAX_BINDS];
     int ndaemons;
+    int wake[2]; /* the daemons changed, or the thread must stop */
+    int stopping;
+    pthread_t thread;
 };
 
 /* ---- answers ---- */
@@ -343,9 +351,8 @@ static void respond(struct status_server *s, const char *method, const char *pat
         reply_json(r, 404, json_pack("{s:s}", "error", "not_found"));
         return;
     }
-    /* What the master changes (settings, totals, sockets) stays put meanwhile. */
+    /* Under the lock (see struct status_server): what the master changes stays put. */
     struct status_view v;
-    pthread_mutex_lock(&s->lock);
     s->snapshot(s->ctx, &v);
     if (strcmp(path, "/readyz") == 0) {
         readyz(&v, r);
@@ -360,7 +367,6 @@ static void respond(struct status_server *s, const char *method, const char *pat
         r->code = 200;
         r->type = "text/plain; version=0.0.4; charset=utf-8";
     }
-    pthread_mutex_unlock(&s->lock);
 }
 
 /* ---- the HTTP server: libmicrohttpd, on a thread of its own per status socket ---- */
@@ -421,21 +427,51 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     log_warning("status server: %s", line);
 }
 
+/* Runs libmicrohttpd in "external" mode: waits for its descriptors without the
+ * lock, then lets it do its work (never blocking) with the lock held. */
+static void *serve(void *arg)
+{
+    struct status_server *s = arg;
+    for (;;) {
+        struct pollfd fds[SETTINGS_MAX_BINDS + 1];
+        int n = 0;
+        MHD_UNSIGNED_LONG_LONG timeout = 1000, t;
+        pthread_mutex_lock(&s->lock);
+        int stop = s->stopping;
+        fds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+        for (int i = 0; i < s->ndaemons; i++) {
+            const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemons[i].d, MHD_DAEMON_INFO_EPOLL_FD);
+            if (info) fds[n++] = (struct pollfd){.fd = info->epoll_fd, .events = POLLIN};
+            if (MHD_get_timeout(s->daemons[i].d, &t) == MHD_YES && t < timeout) timeout = t;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (stop) return NULL;
+        poll(fds, (nfds_t)n, (int)timeout);
+        char drain[64];
+        while (read(s->wake[0], drain, sizeof drain) > 0) {
+        }
+        pthread_mutex_lock(&s->lock);
+        for (int i = 0; i < s->ndaemons; i++) MHD_run(s->daemons[i].d);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static void wake_thread(struct status_server *s)
+{
+    char b = 1;
+    ssize_t w = write(s->wake[1], &b, 1); /* a full pipe already wakes it */
+    (void)w;
+}
+
 static int daemon_start(struct status_server *s, struct status_daemon *d, int listen_fd)
 {
     d->fd = listen_fd;
     int fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 3); /* libmicrohttpd closes the one it gets */
     if (fd < 0) return -1;
-    /* Its thread blocks every signal: they are the master thread's business. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    /* poll(), not epoll: no descriptor of its own for the children to inherit. */
-    d->d = MHD_start_daemon(MHD_USE_POLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG, 0, NULL, NULL, answer, s,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)STATUS_MAX_CLIENTS, MHD_OPTION_CONNECTION_TIMEOUT,
+    d->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, answer, s, MHD_OPTION_EXTERNAL_LOGGER,
+                            mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned)STATUS_MAX_CLIENTS, MHD_OPTION_CONNECTION_TIMEOUT,
                             (unsigned)STATUS_CLIENT_TIMEOUT_S, MHD_OPTION_END);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!d->d) {
         close(fd);
         return -1;
@@ -447,11 +483,12 @@ void status_server_set_listeners(struct status_server *s, const struct listener 
 {
     struct status_daemon keep[SETTINGS_MAX_BINDS];
     int nkeep = 0;
+    pthread_mutex_lock(&s->lock);
     for (int i = 0; i < s->ndaemons; i++) {
         int still = 0;
         for (int j = 0; j < n; j++) still |= listeners[j].fd == s->daemons[i].fd;
         if (still) keep[nkeep++] = s->daemons[i];
-        else MHD_stop_daemon(s->daemons[i].d); /* waits for its thread: never under the lock */
+        else MHD_stop_daemon(s->daemons[i].d);
     }
     for (int j = 0; j < n; j++) {
         int running = 0;
@@ -462,6 +499,8 @@ void status_server_set_listeners(struct status_server *s, const struct listener 
     }
     memcpy(s->daemons, keep, sizeof keep[0] * (size_t)nkeep);
     s->ndaemons = nkeep;
+    pthread_mutex_unlock(&s->lock);
+    wake_thread(s);
 }
 
 struct status_server *status_server_new(const struct listener *listeners, int n, status_snapshot_fn snapshot,
@@ -469,12 +508,26 @@ struct status_server *status_server_new(const struct listener *listeners, int n,
 {
     struct status_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free(s);
+        return NULL;
+    }
     pthread_mutex_init(&s->lock, NULL);
     s->snapshot = snapshot;
     s->ctx = ctx;
     status_server_set_listeners(s, listeners, n);
-    if (s->ndaemons < n) {
-        status_server_free(s);
+    /* Its thread blocks every signal: they are the master thread's business. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = s->ndaemons == n && pthread_create(&s->thread, NULL, serve, s) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!started) {
+        status_server_set_listeners(s, NULL, 0);
+        close(s->wake[0]);
+        close(s->wake[1]);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
         return NULL;
     }
     return s;
@@ -483,9 +536,22 @@ struct status_server *status_server_new(const struct listener *listeners, int n,
 void status_server_free(struct status_server *s)
 {
     if (!s) return;
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_mutex_unlock(&s->lock);
+    wake_thread(s);
+    pthread_join(s->thread, NULL);
     status_server_set_listeners(s, NULL, 0);
+    close(s->wake[0]);
+    close(s->wake[1]);
     pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+void status_server_close_in_child(struct status_server *s)
+{
+    close(s->wake[0]);
+    close(s->wake[1]);
 }
 
 void status_server_lock(struct status_server *s)

@@ -37,22 +37,26 @@ struct status_peaks {
 void status_peaks_sample(struct status_peaks *peaks, const struct status_view *v);
 
 /*
- * The operations endpoints, served by libmicrohttpd on a thread of its own per
- * status socket (with a connection limit and an idle timeout), so the master's
- * loop never waits for a status client. That thread renders an answer under
- * the server's lock: the master holds it while it changes what the snapshot
- * points to (settings, totals, sockets, the slots in use).
+ * The operations endpoints, served by libmicrohttpd on a thread of its own
+ * (with a connection limit and an idle timeout), so the master's loop never
+ * waits for a status client. That thread does libmicrohttpd's work, answers
+ * included, under the server's lock; the master holds the lock while it changes
+ * what the snapshot points to (settings, totals, sockets, the slots in use) and
+ * while it forks.
  */
 struct status_server;
 
 /* NULL if a socket cannot be served. */
 struct status_server *status_server_new(const struct listener *listeners, int n, status_snapshot_fn snapshot,
                                         const void *ctx);
-/* Stops serving (waits for the threads); the sockets stay open. */
+/* Stops serving (waits for the thread); the sockets stay open. */
 void status_server_free(struct status_server *s);
 /* Serves these sockets from now on: stops serving the others, starts on new
- * ones. Not under the lock (it waits for the threads it stops). */
+ * ones. Takes the lock itself. */
 void status_server_set_listeners(struct status_server *s, const struct listener *listeners, int n);
+/* In a freshly forked child: closes the server's own pipe (its sockets and
+ * epoll instances are the child's to close), and touches nothing else. */
+void status_server_close_in_child(struct status_server *s);
 void status_server_lock(struct status_server *s);
 void status_server_unlock(struct status_server *s);
 /* Updates the peaks (the master calls it every tick). */
