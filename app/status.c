@@ -175,6 +175,7 @@ static json_t *status_json(const struct status_view *v, const struct status_peak
             int64_t started = atomic_load(&s->request_started_us);
             double duration =
                 state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
+            if (!isfinite(duration)) duration = 0; /* JSON has no NaN: the row would be lost */
             char uri[3 * sizeof s->last_uri];
             utf8_clean(s->last_uri, sizeof s->last_uri, uri, sizeof uri);
             json_t *row = json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state", state_name(state),

@@ -14,8 +14,8 @@ import struct
 import threading
 import time
 
-from harness import (STACK, WORKERS, OwnPerfcgi, app_socket, assert_app_answer, children_of,
-                     fcgi_connect, fcgi_request, free_port, get, http, json_body, master_http,
+from harness import (STACK, WORKERS, OwnPerfcgi, Skip, app_socket, assert_app_answer, children_of,
+                     fcgi_connect, fcgi_request, free_port, get, http, json_body, master_http, pm_status,
                      proc_stat_fields, settled, status_socket, wait_until, wait_workers)
 
 SETTLE = 60
@@ -413,3 +413,59 @@ def test_quick_hups_do_not_start_a_generation_each():
         print(f"    at most {peak[0]} worker processes during 5 HUPs 20 ms apart (workers = {n})")
         s, h, b = get("/")
         assert_app_answer(s, h, b)
+
+
+# --- a worker that scribbles over its scoreboard slot ---------------------------------------------
+
+def _slot_offset(mem, start, size, pid):
+    """Offset in the scoreboard mapping of the slot whose pid field holds pid (the slots
+    follow a 4096-byte header; each starts with pid, then state)."""
+    data = os.pread(mem, size, start)
+    needle = struct.pack("=ii", pid, 2)  # that worker, idle
+    at = data.find(needle, 4096)
+    while at >= 0 and at % 8:
+        at = data.find(needle, at + 1)
+    return at
+
+
+def test_status_survives_a_corrupt_slot():
+    if os.geteuid() != 0:
+        raise Skip("needs root (writes into the master's shared memory through /proc/PID/mem)")
+    with OwnPerfcgi(name="corrupt", workers=2) as own:
+        kids = wait_workers(2)
+        mark = f"/?slotmark={os.getpid()}{time.monotonic_ns()}"
+        s, h, b = get(mark)
+        victim = int(assert_app_answer(s, h, b)["worker"])
+        wait_until(lambda: next((r for r in pm_status(full=True)["processes"] if r["pid"] == victim
+                                 and r["state"] == "idle"), None), 10, message=f"worker {victim} idle")
+        # The scoreboard: the largest shared anonymous mapping of the master.
+        maps = []
+        with open(f"/proc/{own.pid}/maps") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 6 and fields[5] == "/dev/zero" and "s" in fields[1]:
+                    lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                    maps.append((hi - lo, lo))
+        assert maps, "no shared anonymous mapping in the master"
+        size, start = max(maps)
+        mem = os.open(f"/proc/{own.pid}/mem", os.O_RDWR)
+        try:
+            off = _slot_offset(mem, start, size, victim)
+            assert off > 0, f"the slot of worker {victim} was not found"
+            uri = os.pread(mem, 4096, start + off).find(f"GET {mark}".encode())
+            assert uri > 0, "the last_uri of the victim's slot was not found"
+            # A state that does not exist, and a last_uri with no NUL that is not UTF-8.
+            os.pwrite(mem, struct.pack("=i", 99), start + off + 4)
+            os.pwrite(mem, b"\xff" * 128, start + off + uri)
+            for _ in range(3):
+                status, h, body = master_http("/status?full")
+                assert status == 200, (status, body[:300])
+                body.decode("utf-8")
+                rows = json_body(body)["processes"]
+                assert {r["pid"] for r in rows} == set(kids), (rows, kids)
+                bad = next(r for r in rows if r["pid"] == victim)
+                assert bad["state"] == "unknown" and bad["last_uri"].startswith("%FF%FF"), bad
+            assert own.p.poll() is None, own.log_text()[-500:]
+            assert master_http("/metrics")[0] == 200
+        finally:
+            os.close(mem)
