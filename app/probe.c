@@ -139,9 +139,6 @@ void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_
 {
     log_set_role("probe");
     prctl(PR_SET_NAME, "perfcgi-probe"); /* tells it from the workers in ps and /proc */
-    /* Dies with the master, even while stuck in a backend call. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != master_pid) _exit(0);
     struct sigaction sa = {0};
     sigemptyset(&sa.sa_mask);
     sa.sa_handler = SIG_IGN;
@@ -152,6 +149,10 @@ void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_
     sigemptyset(&none);
     pthread_sigmask(SIG_SETMASK, &none, NULL);
     if (worker_drop_privileges(cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    /* Dies with the master, even while stuck in a backend call (set after the
+     * privilege drop, which clears it). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master_pid) _exit(0);
     static struct probe_thread threads[PROBE_BACKENDS];
     for (int i = 0; i < PROBE_BACKENDS; i++) threads[i] = (struct probe_thread){b, cfg, (enum probe_backend)i};
     pthread_t redis;

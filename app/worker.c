@@ -105,10 +105,11 @@ void worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
     worker_signals();
-    /* Do not outlive the master. */
+    if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    /* Do not outlive the master. After the privilege drop: a change of
+     * credentials clears the parent-death signal. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != env->master_pid) _exit(0);
-    if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
     if (!wc->run) {
         log_error("worker class %s is not available in this build", wc->name);

@@ -161,6 +161,7 @@ def test_hung_postgresql_does_not_freeze_the_master():
                 killed_at = time.monotonic()
             if len(problems) > 5:
                 break
+            time.sleep(0.01)
         assert pg.logins >= 1 and pg.queries >= 1, \
             f"the fake PostgreSQL saw {pg.logins} logins, {pg.queries} queries: the probe never reached it"
         assert not problems, f"worst answer {worst:.2f}s over {answers}: " + "; ".join(problems[:6])
@@ -177,6 +178,32 @@ def test_hung_postgresql_does_not_freeze_the_master():
         took = time.monotonic() - t0
         assert rc == 0, f"exit {rc} after TERM: {own.log_text()[-800:]}"
         print(f"    TERM: the master exited in {took * 1000:.0f} ms")
+
+
+def test_the_prober_is_no_worker():
+    # The backend prober: a child of the master with no slot and no socket, run as
+    # `user` when started as root, gone with the master.
+    root = os.geteuid() == 0
+    with OwnPerfcgi(name="prober", workers=2, **({"user": "nobody"} if root else {})) as own:
+        kids = wait_workers(2)
+        probers = wait_until(lambda: children_of(own.pid, probe=True), 10, message="a backend prober")
+        assert len(probers) == 1, probers
+        prober = probers[0]
+        assert prober not in kids and pm_status()["total_processes"] == 2
+        sockets = [os.readlink(f"/proc/{prober}/fd/{fd}") for fd in os.listdir(f"/proc/{prober}/fd")]
+        assert not [t for t in sockets if t.startswith("socket:")], f"the prober holds sockets: {sockets}"
+        if root:
+            import pwd
+            with open(f"/proc/{prober}/status") as f:
+                uid = next(int(ln.split()[1]) for ln in f if ln.startswith("Uid:"))
+            assert uid == pwd.getpwnam("nobody").pw_uid, f"the prober runs as uid {uid}"
+        wait_until(lambda: master_http("/readyz")[0] == 200, 10, message="/readyz 200 from the prober's results")
+        # Gone with the master, workers too (as `user`: the parent-death signal is set
+        # after the privilege drop, which would clear it).
+        os.kill(own.pid, signal.SIGKILL)
+        for pid in [prober] + kids:
+            wait_until(lambda: not proc_stat_fields(pid) or proc_stat_fields(pid)[0] == "Z", 10,
+                       message=f"child {pid} gone with its master")
 
 
 # --- a reload whose sockets cannot all be opened --------------------------------------------------
