@@ -167,6 +167,9 @@ def test_hung_postgresql_does_not_freeze_the_master():
         assert not problems, f"worst answer {worst:.2f}s over {answers}: " + "; ".join(problems[:6])
         print(f"    {answers} answers from the status socket, the slowest in {worst * 1000:.0f} ms "
               f"({pg.logins} logins, {pg.queries} queries, {pg.cancels} cancel requests held by the fake)")
+        # The prober stuck in the fake's cancel request is killed and replaced.
+        wait_until(lambda: "stuck on a probe; replacing it" in own.log_text(), 10,
+                   message="the stuck prober replaced")
         new = wait_until(lambda: (k := settled(2)) and victim not in k and k, 10, interval=0.1,
                          message=f"worker {victim} (SIGKILL) replaced")
         assert len(set(new) - workers) == 1, (workers, new)
@@ -414,7 +417,7 @@ def test_workers_killed_while_starting_do_not_stop_the_master():
 def test_quick_hups_do_not_start_a_generation_each():
     # 8 workers, HUPs 20 ms apart: each HUP lands while the previous one's workers start.
     n = 8
-    with OwnPerfcgi(name="quickhup", workers=n) as own:
+    with OwnPerfcgi(name="quickhup", workers=n, graceful_timeout=30) as own:
         wait_workers(n)
         peak, stop = [0], threading.Event()
 
@@ -427,7 +430,9 @@ def test_quick_hups_do_not_start_a_generation_each():
             for _ in range(5):
                 os.kill(own.pid, signal.SIGHUP)
                 time.sleep(0.02)
-            final = wait_workers(n, SETTLE)
+            # Workers retired while starting serve nothing: they go at once, not after
+            # graceful_timeout (30 s).
+            final = wait_workers(n, 15)
             time.sleep(0.5)
         finally:
             stop.set()
