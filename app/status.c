@@ -270,6 +270,8 @@ static void metrics_text(const struct status_view *v, const struct status_peaks 
     fprintf(out, "perfcgi_pool_connect_failures_total %" PRIu64 "\n", c->pool_connect_failures);
 }
 
+/* ---- the server's state ---- */
+
 struct status_daemon {
     int fd; /* the master's listening socket it serves (it holds a duplicate) */
     struct MHD_Daemon *d;
@@ -370,7 +372,7 @@ static void respond(struct status_server *s, const char *method, const char *pat
     }
 }
 
-/* ---- the HTTP server: libmicrohttpd, on a thread of its own per status socket ---- */
+/* ---- the HTTP server: libmicrohttpd, driven by a thread of its own ---- */
 
 static enum MHD_Result has_full(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
