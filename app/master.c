@@ -2,22 +2,26 @@
 #define _GNU_SOURCE
 #include "master.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "log.h"
+#include "probe.h"
 #include "scoreboard.h"
 #include "status.h"
 #include "worker.h"
 
-#define MAX_POLLFDS 64
 /* Slots for the largest pool plus as many replacements starting beside it. */
 #define MAX_SLOTS (2 * 1024 + 16)
 /* The loop wakes at least this often to check hung and bloated workers. */
@@ -30,6 +34,8 @@
 #define BOOT_FAILURES_MAX 3
 /* A quick stop, or a worker sent SIGABRT, gets this long before SIGKILL. */
 #define KILL_AFTER_MS 2000.0
+/* A backend prober that died by itself is started again after this long. */
+#define PROBE_RESPAWN_MS 1000.0
 
 enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
 enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
@@ -66,6 +72,9 @@ struct master {
     double respawn_after_ms, deaths_since_ms;
     int deaths, boot_failures;
     struct master_stats stats;
+    struct probe_board *probe; /* what the prober found, for /readyz */
+    pid_t probe_pid;           /* 0: none running */
+    double probe_after_ms;
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -85,7 +94,7 @@ static void on_signal(int sig)
 static int install_signals(void)
 {
     if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sa.sa_flags = SA_RESTART;
@@ -96,12 +105,73 @@ static int install_signals(void)
     return 0;
 }
 
+/* In a fresh child: the master's handlers would write into the master's pipe. */
+static void child_default_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+    struct sigaction sa = {0};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* In a fresh child: closes the sockets it inherited but those in keep (the
+ * status sockets, status clients) and the status server's epoll instances. */
+static void close_inherited(const struct listener *keep, int nkeep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name), kept = fd <= STDERR_FILENO || fd == dirfd(d);
+        for (int i = 0; i < nkeep; i++) kept |= keep[i].fd == fd;
+        struct stat st;
+        char path[64], target[64] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = kept ? -1 : readlink(path, target, sizeof target - 1);
+        if (len > 0) target[len] = '\0';
+        if (!kept && ((fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) || strcmp(target, "anon_inode:[eventpoll]") == 0))
+            close(fd);
+    }
+    closedir(d);
+}
+
+/* Forks a child of the master. In it, signals stay blocked until it has set
+ * its own handlers (the worker and prober entry points unblock them), and it
+ * keeps neither the master's pipes (but the write end of wake_pipe if `wake`)
+ * nor any socket but `keep`. Returns as fork(). */
+static pid_t fork_child(struct master *m, const struct listener *keep, int nkeep, int wake)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    status_server_lock(m->status); /* the status thread holds no lock the child could need */
+    pid_t pid = fork();
+    if (pid != 0) {
+        int saved = errno;
+        status_server_unlock(m->status);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = saved;
+        return pid;
+    }
+    child_default_signals();
+    close(signal_pipe[0]);
+    close(signal_pipe[1]);
+    close(wake_pipe[0]);
+    if (!wake) close(wake_pipe[1]);
+    status_server_close_in_child(m->status);
+    close_inherited(keep, nkeep);
+    return 0;
+}
+
 static int free_slot(struct master *m)
 {
     for (int i = 0; i < MAX_SLOTS; i++) {
         if (m->workers[i].pid == 0) {
             if (i >= m->slots_used) {
+                status_server_lock(m->status);
                 m->slots_used = i + 1;
+                status_server_unlock(m->status);
                 scoreboard_set_used(m->slots_used);
             }
             return i;
@@ -116,18 +186,13 @@ static void spawn(struct master *m)
     if (slot < 0) return;
     memset(&m->slots[slot], 0, sizeof m->slots[slot]);
     atomic_store(&m->slots[slot].state, SLOT_STARTING);
-    pid_t pid = fork();
+    pid_t pid = fork_child(m, m->listeners, m->nlisteners, 1);
     if (pid < 0) {
         log_error("fork failed: %s", strerror(errno));
         m->respawn_after_ms = clock_ms() + CRASH_BACKOFF_MS;
         return;
     }
     if (pid == 0) {
-        close(signal_pipe[0]);
-        close(signal_pipe[1]);
-        close(wake_pipe[0]);
-        status_server_free(m->status); /* the status sockets belong to the master */
-        for (int i = 0; i < m->nstatus; i++) close(m->status_listeners[i].fd);
         scoreboard_self = &m->slots[slot];
         atomic_store(&scoreboard_self->pid, getpid());
         struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid(), wake_pipe[1]};
@@ -136,6 +201,41 @@ static void spawn(struct master *m)
     atomic_store(&m->slots[slot].pid, pid);
     m->workers[slot] = (struct worker_rec){.pid = pid, .slot = slot, .phase = PHASE_STARTING, .replace = -1};
     log_debug("worker %ld started in slot %d", (long)pid, slot);
+}
+
+/* The backend prober: a child that is no worker (no slot, no socket). */
+static void probe_start(struct master *m)
+{
+    probe_board_restart(m->probe);
+    pid_t pid = fork_child(m, NULL, 0, 0);
+    if (pid < 0) {
+        log_error("cannot start the backend prober: fork failed: %s", strerror(errno));
+        m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+        return;
+    }
+    if (pid == 0) probe_main(m->probe, m->cfg, getppid());
+    m->probe_pid = pid;
+    log_debug("backend prober %ld started", (long)pid);
+}
+
+/* SIGKILL, never waited for: reap() collects it whenever it is gone. */
+static void probe_kill(struct master *m)
+{
+    if (m->probe_pid > 0) kill(m->probe_pid, SIGKILL);
+    m->probe_pid = 0;
+}
+
+/* Keeps one prober running, and replaces one stuck on a backend call. */
+static void probe_check(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    if (m->probe_pid == 0) {
+        if (clock_ms() >= m->probe_after_ms) probe_start(m);
+    } else if (probe_board_stuck(m->probe)) {
+        log_warning("the backend prober %ld is stuck on a probe; replacing it", (long)m->probe_pid);
+        probe_kill(m);
+        probe_start(m);
+    }
 }
 
 static void retire(struct worker_rec *w, enum restart_reason why, int sig)
@@ -159,6 +259,7 @@ static void begin_stop(struct master *m, enum stop_mode mode)
     if (m->stop == STOP_QUICK || m->stop == mode) return;
     m->stop = mode;
     m->stop_deadline_ms = clock_ms() + (mode == STOP_GRACEFUL ? m->cfg->graceful_timeout * 1e3 : KILL_AFTER_MS);
+    probe_kill(m);
     log_info(mode == STOP_GRACEFUL ? "stopping gracefully" : "stopping now");
     signal_all(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
 }
@@ -177,9 +278,29 @@ static void note_crash(struct master *m)
 }
 
 /* A worker is gone: fold its counters into the totals and decide what it means. */
+/* Whether a worker that died before serving failed by itself (an exit status,
+ * a crash) rather than was killed from outside (the OOM killer's SIGKILL, an
+ * operator's TERM): only the former says workers cannot boot. */
+static int died_by_itself(int status)
+{
+    if (WIFEXITED(status)) return WEXITSTATUS(status) != 0;
+    switch (WTERMSIG(status)) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+    case SIGABRT:
+    case SIGSYS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
+    status_server_lock(m->status);
     scoreboard_add(&m->stats.totals, &s->counters);
     scoreboard_release_held(s); /* what it held died with it */
     /* Requests it had accepted count as accepted even if it died holding them. */
@@ -188,19 +309,18 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
     atomic_store(&s->pid, 0);
     struct worker_rec gone = *w;
     memset(w, 0, sizeof *w);
-    if (m->stop != RUNNING) return;
+    int counted = m->stop == RUNNING;
+    if (counted) m->stats.restarts[gone.phase == PHASE_RETIRING ? gone.why : RESTART_CRASH]++;
+    status_server_unlock(m->status);
+    if (!counted || gone.phase == PHASE_RETIRING) return;
 
-    if (gone.phase == PHASE_RETIRING) {
-        m->stats.restarts[gone.why]++;
-        return;
-    }
     int boot_failed = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED;
     if (WIFSIGNALED(status))
         log_warning("worker %ld was killed by signal %d; replacing it", (long)gone.pid, WTERMSIG(status));
     else
         log_warning("worker %ld exited with status %d; replacing it", (long)gone.pid, WEXITSTATUS(status));
-    m->stats.restarts[RESTART_CRASH]++;
-    if (gone.phase == PHASE_STARTING && (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
+    if (gone.phase == PHASE_STARTING && died_by_itself(status) &&
+        (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
         log_error("workers cannot boot (see the lines above for why); stopping");
         m->exit_code = 1;
         begin_stop(m, STOP_QUICK);
@@ -214,6 +334,12 @@ static void reap(struct master *m)
     int status;
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m->probe_pid) { /* it died by itself: we kill it with probe_kill() */
+            log_warning("the backend prober %ld exited (status %d); restarting it", (long)pid, status);
+            m->probe_pid = 0;
+            m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+            continue;
+        }
         for (int i = 0; i < m->slots_used; i++) {
             if (m->workers[i].pid == pid) {
                 reaped(m, &m->workers[i], status);
@@ -263,9 +389,12 @@ static void check_workers(struct master *m)
         }
         int64_t started = atomic_load(&s->request_started_us);
         if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
-            char uri[4 * sizeof s->oldest_uri];
-            log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid,
-                      cfg->timeout, log_escape(s->oldest_uri, uri, sizeof uri));
+            /* The worker wrote it: bounded and escaped before it reaches the log. */
+            char raw[sizeof s->oldest_uri + 1], uri[4 * sizeof s->oldest_uri];
+            memcpy(raw, s->oldest_uri, sizeof s->oldest_uri);
+            raw[sizeof s->oldest_uri] = '\0';
+            log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid, cfg->timeout,
+                      log_escape(raw, uri, sizeof uri));
             retire(w, RESTART_TIMEOUT, SIGABRT);
             continue;
         }
@@ -311,36 +440,60 @@ static void balance(struct master *m)
     }
 }
 
-/* Opens the binds of the new settings, reusing sockets whose address did not change. */
-static int reopen_listeners(const struct settings_binds *binds, struct listener *ls, int *n, const struct settings *cfg,
-                            char *err, size_t errlen)
+/* The sockets of a reload: a bind reuses the running socket of the same
+ * address, or is a socket opened for it. */
+struct socket_set {
+    struct listener ls[SETTINGS_MAX_BINDS];
+    int opened[SETTINGS_MAX_BINDS];
+    int n;
+};
+
+/* Closes the sockets the set opened (a reload that does not happen). */
+static void sockets_abandon(struct socket_set *set)
 {
-    struct listener fresh[SETTINGS_MAX_BINDS];
+    for (int i = 0; i < set->n; i++)
+        if (set->opened[i]) listener_close(&set->ls[i]);
+    set->n = 0;
+}
+
+/* Opens what binds needs beyond the running sockets; touches none of those. */
+static int sockets_prepare(const struct settings_binds *binds, const struct listener *running, int nrunning,
+                           const struct settings *cfg, struct socket_set *set, char *err, size_t errlen)
+{
     int used[SETTINGS_MAX_BINDS] = {0};
+    set->n = 0;
     for (int i = 0; i < binds->count; i++) {
         int found = -1;
-        for (int j = 0; j < *n && found < 0; j++)
-            if (!used[j] && strcmp(ls[j].addr, binds->addr[i]) == 0) found = j;
+        for (int j = 0; j < nrunning && found < 0; j++)
+            if (!used[j] && strcmp(running[j].addr, binds->addr[i]) == 0) found = j;
         if (found >= 0) {
-            fresh[i] = ls[found];
+            set->ls[i] = running[found];
             used[found] = 1;
-        } else if (listener_open(&fresh[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
-            for (int k = 0; k < i; k++) {
-                int reused = 0;
-                for (int j = 0; j < *n; j++) reused |= used[j] && ls[j].fd == fresh[k].fd;
-                if (!reused) listener_close(&fresh[k]);
-            }
+        } else if (listener_open(&set->ls[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
+            sockets_abandon(set);
             return -1;
         }
+        set->opened[i] = found < 0;
+        set->n = i + 1;
     }
-    for (int j = 0; j < *n; j++)
-        if (!used[j]) listener_close(&ls[j]);
-    memcpy(ls, fresh, sizeof fresh[0] * (size_t)binds->count);
-    *n = binds->count;
     return 0;
 }
 
-/* HUP: read the configuration again; on success new workers replace every old one. */
+/* The set replaces the running sockets; those it does not reuse are closed. */
+static void sockets_commit(const struct socket_set *set, struct listener *running, int *nrunning)
+{
+    for (int j = 0; j < *nrunning; j++) {
+        int reused = 0;
+        for (int i = 0; i < set->n; i++) reused |= !set->opened[i] && set->ls[i].fd == running[j].fd;
+        if (!reused) listener_close(&running[j]);
+    }
+    memcpy(running, set->ls, sizeof set->ls[0] * (size_t)set->n);
+    *nrunning = set->n;
+}
+
+/* HUP: read the configuration again; on success new workers replace every old
+ * one. Every new socket is opened before anything changes: if one cannot be,
+ * the running sockets, settings and workers stay as they are. */
 static void reload(struct master *m)
 {
     struct settings *next = calloc(1, sizeof *next);
@@ -355,13 +508,28 @@ static void reload(struct master *m)
         free(next);
         return;
     }
-    if (reopen_listeners(&next->bind, m->listeners, &m->nlisteners, next, err, sizeof err) != 0 ||
-        reopen_listeners(&next->status_bind, m->status_listeners, &m->nstatus, next, err, sizeof err) != 0) {
+    struct socket_set binds, status;
+    if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0) {
+        status.n = 0;
+    } else if (sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) !=
+               0) {
+        sockets_abandon(&binds);
+        binds.n = 0;
+    }
+    if (binds.n != next->bind.count || status.n != next->status_bind.count) {
         log_error("reload: cannot listen on %s; the running configuration stays", err);
         settings_free(next);
         free(next);
         return;
     }
+    struct settings *old = m->cfg;
+    status_server_lock(m->status);
+    sockets_commit(&binds, m->listeners, &m->nlisteners);
+    sockets_commit(&status, m->status_listeners, &m->nstatus);
+    m->cfg = next;
+    status_server_unlock(m->status);
+    settings_free(old);
+    free(old);
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
     /* A file that cannot be opened (a symlink is not followed) keeps the old one. */
     if (log_open(next->error_log, next->log_level) != 0)
@@ -373,12 +541,17 @@ static void reload(struct master *m)
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
-    settings_free(m->cfg);
-    free(m->cfg);
-    m->cfg = next;
     m->target = settings_worker_count(next);
-    for (int i = 0; i < m->slots_used; i++)
-        if (m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING) m->workers[i].replace = RESTART_RELOAD;
+    /* Workers still starting were meant to replace others under the previous
+     * settings: they serve nothing yet, so they go now instead of once their own
+     * replacements serve (k quick HUPs would otherwise start k generations). */
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (!w->pid || w->phase == PHASE_RETIRING) continue;
+        if (w->phase == PHASE_STARTING) retire(w, RESTART_RELOAD, SIGTERM);
+        else w->replace = RESTART_RELOAD;
+    }
+    probe_kill(m); /* the next one probes the backends of the new settings */
     log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
 }
 
@@ -403,6 +576,11 @@ static void handle_signals(struct master *m)
             case SIGTTOU:
                 if (m->target > 1) m->target--;
                 log_info("TTOU: %d workers wanted", m->target);
+                break;
+            case SIGUSR2:
+                /* Operators send it out of habit (Gunicorn, Unicorn, Nginx); its
+                 * default action would kill the master. */
+                log_warning("USR2: binary upgrade is not supported yet; ignored");
                 break;
             case SIGUSR1:
                 if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
@@ -430,6 +608,7 @@ static void snapshot(const void *ctx, struct status_view *v)
     v->stats = &m->stats;
     v->listeners = m->listeners;
     v->nlisteners = m->nlisteners;
+    v->probe = m->probe;
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
@@ -442,9 +621,11 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
     m->slots = scoreboard_create(MAX_SLOTS);
-    m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m);
+    m->probe = probe_board_create();
     m->stats.start_wall_s = clock_wall_s();
-    if (!m->slots || !m->status || install_signals() != 0) {
+    /* The signal handlers first: the status threads start with every signal blocked. */
+    if (!m->slots || !m->probe || install_signals() != 0 ||
+        !(m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m))) {
         log_error("cannot start the master: %s", strerror(errno));
         return 1;
     }
@@ -455,6 +636,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     for (;;) {
         if (clock_ms() >= next_check_ms) {
             check_workers(m);
+            probe_check(m);
             status_sample(m->status);
             next_check_ms = clock_ms() + TICK_MS;
         }
@@ -467,11 +649,10 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
                 m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
-        struct pollfd fds[MAX_POLLFDS];
+        struct pollfd fds[2];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
-        int n = 2 + status_server_pollfds(m->status, fds + 2, MAX_POLLFDS - 2);
-        int rc = poll(fds, (nfds_t)n, TICK_MS);
+        int rc = poll(fds, 2, TICK_MS);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             break;
@@ -485,13 +666,14 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             }
             next_check_ms = 0;
         }
-        status_server_handle(m->status, fds + 2, n - 2);
     }
     log_info("stopped");
+    probe_kill(m);
+    status_server_free(m->status);
     for (int i = 0; i < m->nlisteners; i++) listener_close(&m->listeners[i]);
     for (int i = 0; i < m->nstatus; i++) listener_close(&m->status_listeners[i]);
-    status_server_free(m->status);
     scoreboard_destroy(m->slots, MAX_SLOTS);
+    probe_board_destroy(m->probe);
     int rc = m->exit_code;
     settings_free(m->cfg);
     free(m->cfg);

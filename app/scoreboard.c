@@ -106,10 +106,26 @@ int64_t scoreboard_now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+void scoreboard_cut_utf8(char *s)
+{
+    size_t n = strlen(s), i = n;
+    while (i > 0 && n - i < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--;
+    if (i == 0) return;
+    unsigned char lead = (unsigned char)s[i - 1];
+    size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+    if (n - (i - 1) < need) s[i - 1] = '\0';
+}
+
+/* A URI cut to fit its field ends on a whole character. */
+static void copy_uri(char *dst, size_t size, const char *uri)
+{
+    if ((size_t)snprintf(dst, size, "%s", uri) >= size) scoreboard_cut_utf8(dst);
+}
+
 void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri)
 {
     if (!s) return;
-    snprintf(s->oldest_uri, sizeof s->oldest_uri, "%s", oldest_uri);
+    copy_uri(s->oldest_uri, sizeof s->oldest_uri, oldest_uri);
     atomic_store(&s->request_started_us, oldest_us);
     atomic_store(&s->active, active);
     atomic_store(&s->state, active ? SLOT_BUSY : SLOT_IDLE);
@@ -117,7 +133,7 @@ void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_u
 
 void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri)
 {
-    if (s) snprintf(s->last_uri, sizeof s->last_uri, "%s", uri);
+    if (s) copy_uri(s->last_uri, sizeof s->last_uri, uri);
 }
 
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,

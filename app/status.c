@@ -2,28 +2,30 @@
 #define _GNU_SOURCE
 #include "status.h"
 
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <jansson.h>
+#include <microhttpd.h>
 
 #include "clock.h"
-#include "pg_pool.h"
-#include "redis_client.h"
+#include "log.h"
+#include "probe.h"
 #include "router.h"
 
-#define STATUS_MAX_CLIENTS 32
-#define STATUS_HEAD_MAX 4096
-/* A client that has not finished its exchange by then is dropped. */
-#define STATUS_CLIENT_TIMEOUT_MS 5000.0
-/* /readyz runs in the master's loop: each probe gets at most this long. */
-#define READY_TIMEOUT_MS 500
+/* Clients served at once per status socket: more are refused, never evicted. */
+#define STATUS_MAX_CLIENTS 256
+/* A client silent this long is dropped. */
+#define STATUS_CLIENT_TIMEOUT_S 5
 
 /* ---- the figures ---- */
 
@@ -73,50 +75,123 @@ void status_peaks_sample(struct status_peaks *p, const struct status_view *v)
 
 static const char *const state_names[] = {"free", "starting", "idle", "busy"};
 
+/* A worker writes its slot: a state it never should have reads as "unknown". */
+static const char *state_name(int state)
+{
+    return state >= 0 && state < (int)(sizeof state_names / sizeof state_names[0]) ? state_names[state] : "unknown";
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len;
+    unsigned min;
+    unsigned cp;
+    if (p[0] < 0x80) return 1;
+    if ((p[0] & 0xE0) == 0xC0) len = 2, min = 0x80, cp = p[0] & 0x1F;
+    else if ((p[0] & 0xF0) == 0xE0) len = 3, min = 0x800, cp = p[0] & 0x0F;
+    else if ((p[0] & 0xF8) == 0xF0) len = 4, min = 0x10000, cp = p[0] & 0x07;
+    else return 0;
+    if (len > n) return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+/* Copies a worker-written string (not trusted to be terminated or UTF-8) as
+ * valid UTF-8: bytes that are not become %XX, as in a URI. */
+static void utf8_clean(const char *in, size_t inlen, char *out, size_t outlen)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)in;
+    size_t n = strnlen(in, inlen), o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_seq(p + i, n - i);
+        if (len == 0) {
+            if (o + 3 >= outlen) break;
+            out[o++] = '%';
+            out[o++] = hex[p[i] >> 4];
+            out[o++] = hex[p[i] & 15];
+            i++;
+            continue;
+        }
+        if (o + len >= outlen) break;
+        memcpy(out + o, p + i, len);
+        o += len;
+        i += len;
+    }
+    out[o] = '\0';
+}
+
+/* json_object_set_new that remembers a failure (a NULL value, no memory). */
+static void put(json_t *o, const char *key, json_t *value, int *ok)
+{
+    if (json_object_set_new(o, key, value) != 0) *ok = 0;
+}
+
+/* NULL if any part could not be built: the caller answers 500 rather than
+ * leave a row or a figure out silently. */
 static json_t *status_json(const struct status_view *v, const struct status_peaks *p, int full)
 {
     struct totals t;
     add_up(v, &t);
     double now = clock_wall_s();
+    int ok = 1;
     json_t *restarts = json_object();
     for (int r = 0; r < RESTART_REASONS; r++)
-        json_object_set_new(restarts, master_restart_reason_names[r], json_integer((json_int_t)v->stats->restarts[r]));
+        put(restarts, master_restart_reason_names[r], json_integer((json_int_t)v->stats->restarts[r]), &ok);
     json_t *o = json_object();
-    json_object_set_new(o, "pool", json_string("perfcgi"));
-    json_object_set_new(o, "worker_class", json_string(settings_class_name(v->cfg->worker_class)));
-    json_object_set_new(o, "start_time", json_integer((json_int_t)v->stats->start_wall_s));
-    json_object_set_new(o, "start_since", json_integer((json_int_t)(now - v->stats->start_wall_s)));
-    json_object_set_new(o, "accepted_conn", json_integer((json_int_t)t.accepted));
-    json_object_set_new(o, "listen_queue", json_integer(t.listen_queue));
-    json_object_set_new(o, "max_listen_queue", json_integer(p->max_listen_queue > t.listen_queue ? p->max_listen_queue : t.listen_queue));
-    json_object_set_new(o, "listen_queue_len", json_integer(t.listen_queue_len));
-    json_object_set_new(o, "idle_processes", json_integer(t.idle));
-    json_object_set_new(o, "active_processes", json_integer(t.active));
-    json_object_set_new(o, "total_processes", json_integer(t.total));
-    json_object_set_new(o, "max_active_processes", json_integer(p->max_active > t.active ? p->max_active : t.active));
-    json_object_set_new(o, "max_children_reached", json_integer((json_int_t)p->max_children_reached));
-    json_object_set_new(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests));
-    json_object_set_new(o, "worker_restarts", restarts);
-    if (!full) return o;
-    json_t *rows = json_array();
-    int64_t now_us = scoreboard_now_us();
-    for (int i = 0; i < v->nslots; i++) {
-        const struct scoreboard_slot *s = &v->slots[i];
-        int state = atomic_load(&s->state);
-        pid_t pid = atomic_load(&s->pid);
-        if (state == SLOT_FREE || pid == 0) continue;
-        int64_t started = atomic_load(&s->request_started_us);
-        double duration = state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
-        char uri[sizeof s->last_uri];
-        memcpy(uri, s->last_uri, sizeof uri);
-        uri[sizeof uri - 1] = '\0';
-        json_array_append_new(rows, json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state",
-                                              state_names[state], "active_requests", atomic_load(&s->active),
-                                              "requests", (json_int_t)atomic_load(&s->requests),
-                                              "request_duration_ms", round(duration * 1e3) / 1e3, "rss_kb",
-                                              (json_int_t)atomic_load(&s->rss_kb), "last_uri", uri));
+    if (!o || !restarts) {
+        json_decref(o);
+        json_decref(restarts);
+        return NULL;
     }
-    json_object_set_new(o, "processes", rows);
+    put(o, "pool", json_string("perfcgi"), &ok);
+    put(o, "worker_class", json_string(settings_class_name(v->cfg->worker_class)), &ok);
+    put(o, "start_time", json_integer((json_int_t)v->stats->start_wall_s), &ok);
+    put(o, "start_since", json_integer((json_int_t)(now - v->stats->start_wall_s)), &ok);
+    put(o, "accepted_conn", json_integer((json_int_t)t.accepted), &ok);
+    put(o, "listen_queue", json_integer(t.listen_queue), &ok);
+    put(o, "max_listen_queue", json_integer(p->max_listen_queue > t.listen_queue ? p->max_listen_queue : t.listen_queue), &ok);
+    put(o, "listen_queue_len", json_integer(t.listen_queue_len), &ok);
+    put(o, "idle_processes", json_integer(t.idle), &ok);
+    put(o, "active_processes", json_integer(t.active), &ok);
+    put(o, "total_processes", json_integer(t.total), &ok);
+    put(o, "max_active_processes", json_integer(p->max_active > t.active ? p->max_active : t.active), &ok);
+    put(o, "max_children_reached", json_integer((json_int_t)p->max_children_reached), &ok);
+    put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
+    put(o, "worker_restarts", restarts, &ok);
+    if (full) {
+        json_t *rows = json_array();
+        int64_t now_us = scoreboard_now_us();
+        for (int i = 0; rows && i < v->nslots; i++) {
+            const struct scoreboard_slot *s = &v->slots[i];
+            int state = atomic_load(&s->state);
+            pid_t pid = atomic_load(&s->pid);
+            if (state == SLOT_FREE || pid == 0) continue;
+            int64_t started = atomic_load(&s->request_started_us);
+            double duration =
+                state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
+            if (!isfinite(duration)) duration = 0; /* JSON has no NaN: the row would be lost */
+            char uri[3 * sizeof s->last_uri];
+            utf8_clean(s->last_uri, sizeof s->last_uri, uri, sizeof uri);
+            json_t *row = json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state", state_name(state),
+                                    "active_requests", atomic_load(&s->active), "requests",
+                                    (json_int_t)atomic_load(&s->requests), "request_duration_ms",
+                                    round(duration * 1e3) / 1e3, "rss_kb", (json_int_t)atomic_load(&s->rss_kb),
+                                    "last_uri", uri);
+            if (json_array_append_new(rows, row) != 0) ok = 0;
+        }
+        put(o, "processes", rows, &ok);
+    }
+    if (!ok) {
+        log_error("status: cannot build the /status answer (out of memory?)");
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -195,106 +270,240 @@ static void metrics_text(const struct status_view *v, const struct status_peaks 
     fprintf(out, "perfcgi_pool_connect_failures_total %" PRIu64 "\n", c->pool_connect_failures);
 }
 
-/* ---- HTTP ---- */
+/* ---- the server's state ---- */
 
-static void http_head(FILE *out, int code, const char *text, const char *type, size_t len)
-{
-    fprintf(out,
-            "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-            "Cache-Control: no-store\r\nConnection: close\r\n%s%s\r\n",
-            code, text, type, len, code == 405 ? "Allow: GET, HEAD\r\n" : "",
-            code == 503 ? "Retry-After: 1\r\n" : "");
-}
-
-static void http_json(FILE *out, int code, const char *text, json_t *body, int head_only)
-{
-    char *json = json_dumps(body, JSON_COMPACT);
-    json_decref(body);
-    size_t len = json ? strlen(json) : 0;
-    http_head(out, code, text, "application/json", len);
-    if (!head_only && json) fputs(json, out);
-    free(json);
-}
-
-static void readyz(const struct status_view *v, FILE *out, int head_only)
-{
-    char redis_err[160] = "ok", pg_err[160] = "ok";
-    int redis_ok = redis_client_ping(v->cfg->redis_url, READY_TIMEOUT_MS, redis_err, sizeof redis_err) == 0;
-    int pg_ok = pg_ping(v->cfg->database_url, READY_TIMEOUT_MS, pg_err, sizeof pg_err) == 0;
-    json_t *body = json_pack("{s:s,s:s,s:s}", "status", redis_ok && pg_ok ? "ok" : "unavailable", "redis",
-                             redis_ok ? "ok" : redis_err, "postgresql", pg_ok ? "ok" : pg_err);
-    if (redis_ok && pg_ok) {
-        http_json(out, 200, "OK", body, head_only);
-        return;
-    }
-    json_object_set_new(body, "error", json_string("backend_unavailable"));
-    json_object_set_new(body, "backend", json_string(!pg_ok ? "postgresql" : "redis"));
-    http_json(out, 503, "Service Unavailable", body, head_only);
-}
-
-void status_respond(const struct status_view *v, const struct status_peaks *peaks, const char *head, FILE *out)
-{
-    char method[16], target[1024];
-    if (sscanf(head, "%15s %1023s", method, target) != 2) {
-        http_json(out, 400, "Bad Request", json_pack("{s:s}", "error", "bad_request"), 0);
-        return;
-    }
-    int head_only = strcmp(method, "HEAD") == 0;
-    if (!head_only && strcmp(method, "GET") != 0) {
-        http_json(out, 405, "Method Not Allowed", json_pack("{s:s}", "error", "method_not_allowed"), 0);
-        return;
-    }
-    char *query = strchr(target, '?');
-    if (query) *query++ = '\0';
-    if (strcmp(target, "/healthz") == 0) {
-        http_json(out, 200, "OK", json_pack("{s:s}", "status", "ok"), head_only);
-    } else if (strcmp(target, "/readyz") == 0) {
-        readyz(v, out, head_only);
-    } else if (strcmp(target, "/status") == 0) {
-        int full = query && (strcmp(query, "full") == 0 || strncmp(query, "full&", 5) == 0 || strstr(query, "&full"));
-        http_json(out, 200, "OK", status_json(v, peaks, full), head_only);
-    } else if (strcmp(target, "/metrics") == 0) {
-        char *text = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&text, &len);
-        if (m) {
-            metrics_text(v, peaks, m);
-            fclose(m);
-        }
-        http_head(out, 200, "OK", "text/plain; version=0.0.4; charset=utf-8", len);
-        if (!head_only && text) fwrite(text, 1, len, out);
-        free(text);
-    } else {
-        http_json(out, 404, "Not Found", json_pack("{s:s}", "error", "not_found"), head_only);
-    }
-}
-
-/* ---- the server in the master's loop ---- */
-
-struct status_client {
-    int fd;
-    double since_ms;
-    size_t len;
-    char head[STATUS_HEAD_MAX];
-    char *out; /* the answer, once the head is read */
-    size_t out_len, out_off;
+struct status_daemon {
+    int fd; /* the master's listening socket it serves (it holds a duplicate) */
+    struct MHD_Daemon *d;
 };
 
 struct status_server {
-    const struct listener *listeners;
-    int nlisteners;
+    /* Held by the status thread while libmicrohttpd works (reads, answers), and
+     * by the master while it changes what the snapshot points to or forks: a
+     * child never starts with a lock (malloc's, the allocator's of a sanitizer)
+     * taken by that thread. */
+    pthread_mutex_t lock;
     status_snapshot_fn snapshot;
     const void *ctx;
     struct status_peaks peaks;
-    struct status_client clients[STATUS_MAX_CLIENTS];
+    struct status_daemon daemons[SETTINGS_MAX_BINDS];
+    int ndaemons;
+    int wake[2]; /* the daemons changed, or the thread must stop */
+    int stopping;
+    pthread_t thread;
 };
+
+/* ---- answers ---- */
+
+struct reply {
+    int code;
+    const char *type;
+    char *body; /* malloc'd */
+    size_t len;
+};
+
+static void reply_json(struct reply *r, int code, json_t *body)
+{
+    r->code = code;
+    r->type = "application/json";
+    r->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (!r->body) { /* the answer itself could not be built */
+        r->code = 500;
+        r->body = strdup("{\"error\":\"internal\"}");
+    }
+    r->len = r->body ? strlen(r->body) : 0;
+}
+
+static void readyz(const struct status_view *v, struct reply *r)
+{
+    char err[PROBE_BACKENDS][3 * 160];
+    int up[PROBE_BACKENDS], all = 1, down = -1;
+    for (int i = 0; i < PROBE_BACKENDS; i++) {
+        char why[160];
+        up[i] = probe_board_ready(v->probe, (enum probe_backend)i, why, sizeof why);
+        utf8_clean(why, sizeof why, err[i], sizeof err[i]); /* a server's message, in any encoding */
+        all &= up[i];
+    }
+    /* PostgreSQL first: nothing works without it, while Redis is only a cache. */
+    if (!up[PROBE_PG]) down = PROBE_PG;
+    else if (!up[PROBE_REDIS]) down = PROBE_REDIS;
+    json_t *body = json_pack("{s:s,s:s,s:s}", "status", all ? "ok" : "unavailable", "redis",
+                             up[PROBE_REDIS] ? "ok" : err[PROBE_REDIS], "postgresql", up[PROBE_PG] ? "ok" : err[PROBE_PG]);
+    if (!all && body &&
+        (json_object_set_new(body, "error", json_string("backend_unavailable")) != 0 ||
+         json_object_set_new(body, "backend", json_string(probe_backend_names[down])) != 0)) {
+        json_decref(body);
+        body = NULL;
+    }
+    reply_json(r, all ? 200 : 503, body);
+}
+
+/* path and method from the request line; full: the query has a `full` key. */
+static void respond(struct status_server *s, const char *method, const char *path, int full, struct reply *r)
+{
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        reply_json(r, 405, json_pack("{s:s}", "error", "method_not_allowed"));
+        return;
+    }
+    if (strcmp(path, "/healthz") == 0) {
+        reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
+        return;
+    }
+    if (strcmp(path, "/readyz") != 0 && strcmp(path, "/status") != 0 && strcmp(path, "/metrics") != 0) {
+        reply_json(r, 404, json_pack("{s:s}", "error", "not_found"));
+        return;
+    }
+    /* Under the lock (see struct status_server): what the master changes stays put. */
+    struct status_view v;
+    s->snapshot(s->ctx, &v);
+    if (strcmp(path, "/readyz") == 0) {
+        readyz(&v, r);
+    } else if (strcmp(path, "/status") == 0) {
+        reply_json(r, 200, status_json(&v, &s->peaks, full));
+    } else {
+        FILE *m = open_memstream(&r->body, &r->len);
+        if (m) {
+            metrics_text(&v, &s->peaks, m);
+            fclose(m);
+        }
+        r->code = 200;
+        r->type = "text/plain; version=0.0.4; charset=utf-8";
+    }
+}
+
+/* ---- the HTTP server: libmicrohttpd, driven by a thread of its own ---- */
+
+static enum MHD_Result has_full(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    if (strcmp(key, "full") != 0) return MHD_YES;
+    *(int *)cls = 1;
+    return MHD_NO;
+}
+
+static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
+{
+    (void)version;
+    (void)upload_data;
+    (void)req_cls;
+    if (*upload_data_size) { /* a body (405 anyway): read and dropped */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    int full = 0;
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, has_full, &full);
+    struct reply r = {0};
+    respond(cls, method, url, full, &r);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(r.len, r.body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(r.body);
+        return MHD_NO;
+    }
+    int ok = MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r.type) == MHD_YES &&
+             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store") == MHD_YES &&
+             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close") == MHD_YES &&
+             (r.code != 405 || MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD") == MHD_YES) &&
+             (r.code != 503 || MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, "1") == MHD_YES);
+    enum MHD_Result rc = ok ? MHD_queue_response(conn, (unsigned)r.code, resp) : MHD_NO;
+    MHD_destroy_response(resp);
+    return rc;
+}
+
+/* At most this many lines a second: a flood of clients over the connection
+ * limit must not flood the log as well. */
+#define STATUS_LOG_PER_S 5
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    static _Atomic long second;
+    static _Atomic int lines;
+    long now = (long)(clock_ms() / 1e3);
+    if (atomic_exchange(&second, now) != now) atomic_store(&lines, 0);
+    if (atomic_fetch_add(&lines, 1) >= STATUS_LOG_PER_S) return;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\n")] = '\0';
+    log_warning("status server: %s", line);
+}
+
+/* Runs libmicrohttpd in "external" mode: waits for its descriptors without the
+ * lock, then lets it do its work (never blocking) with the lock held. */
+static void *serve(void *arg)
+{
+    struct status_server *s = arg;
+    for (;;) {
+        struct pollfd fds[SETTINGS_MAX_BINDS + 1];
+        int n = 0;
+        MHD_UNSIGNED_LONG_LONG timeout = 1000, t;
+        pthread_mutex_lock(&s->lock);
+        int stop = s->stopping;
+        fds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
+        for (int i = 0; i < s->ndaemons; i++) {
+            const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemons[i].d, MHD_DAEMON_INFO_EPOLL_FD);
+            if (info) fds[n++] = (struct pollfd){.fd = info->epoll_fd, .events = POLLIN};
+            if (MHD_get_timeout(s->daemons[i].d, &t) == MHD_YES && t < timeout) timeout = t;
+        }
+        pthread_mutex_unlock(&s->lock);
+        if (stop) return NULL;
+        poll(fds, (nfds_t)n, (int)timeout);
+        char drain[64];
+        while (read(s->wake[0], drain, sizeof drain) > 0) {
+        }
+        pthread_mutex_lock(&s->lock);
+        for (int i = 0; i < s->ndaemons; i++) MHD_run(s->daemons[i].d);
+        pthread_mutex_unlock(&s->lock);
+    }
+}
+
+static void wake_thread(struct status_server *s)
+{
+    char b = 1;
+    ssize_t w = write(s->wake[1], &b, 1); /* a full pipe already wakes it */
+    (void)w;
+}
+
+static int daemon_start(struct status_server *s, struct status_daemon *d, int listen_fd)
+{
+    d->fd = listen_fd;
+    int fd = fcntl(listen_fd, F_DUPFD_CLOEXEC, 3); /* libmicrohttpd closes the one it gets */
+    if (fd < 0) return -1;
+    d->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL, answer, s, MHD_OPTION_EXTERNAL_LOGGER,
+                            mhd_log, NULL, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_LIMIT,
+                            (unsigned)STATUS_MAX_CLIENTS, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)STATUS_CLIENT_TIMEOUT_S, MHD_OPTION_END);
+    if (!d->d) {
+        close(fd);
+        return -1;
+    }
+    return 0;
+}
 
 void status_server_set_listeners(struct status_server *s, const struct listener *listeners, int n)
 {
-    s->listeners = listeners;
-    s->nlisteners = n;
-    /* The master accepts until EAGAIN and must never block there. */
-    for (int i = 0; i < n; i++) fcntl(listeners[i].fd, F_SETFL, fcntl(listeners[i].fd, F_GETFL) | O_NONBLOCK);
+    struct status_daemon keep[SETTINGS_MAX_BINDS];
+    int nkeep = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < s->ndaemons; i++) {
+        int still = 0;
+        for (int j = 0; j < n; j++) still |= listeners[j].fd == s->daemons[i].fd;
+        if (still) keep[nkeep++] = s->daemons[i];
+        else MHD_stop_daemon(s->daemons[i].d);
+    }
+    for (int j = 0; j < n; j++) {
+        int running = 0;
+        for (int i = 0; i < nkeep; i++) running |= keep[i].fd == listeners[j].fd;
+        if (running) continue;
+        if (daemon_start(s, &keep[nkeep], listeners[j].fd) == 0) nkeep++;
+        else log_error("status: cannot serve %s", listeners[j].addr);
+    }
+    memcpy(s->daemons, keep, sizeof keep[0] * (size_t)nkeep);
+    s->ndaemons = nkeep;
+    pthread_mutex_unlock(&s->lock);
+    wake_thread(s);
 }
 
 struct status_server *status_server_new(const struct listener *listeners, int n, status_snapshot_fn snapshot,
@@ -302,112 +511,67 @@ struct status_server *status_server_new(const struct listener *listeners, int n,
 {
     struct status_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+        free(s);
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
     s->snapshot = snapshot;
     s->ctx = ctx;
-    for (int i = 0; i < STATUS_MAX_CLIENTS; i++) s->clients[i].fd = -1;
     status_server_set_listeners(s, listeners, n);
+    /* Its thread blocks every signal: they are the master thread's business. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = s->ndaemons == n && pthread_create(&s->thread, NULL, serve, s) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!started) {
+        status_server_set_listeners(s, NULL, 0);
+        close(s->wake[0]);
+        close(s->wake[1]);
+        pthread_mutex_destroy(&s->lock);
+        free(s);
+        return NULL;
+    }
     return s;
-}
-
-static void drop(struct status_client *c)
-{
-    close(c->fd);
-    free(c->out);
-    memset(c, 0, sizeof *c);
-    c->fd = -1;
 }
 
 void status_server_free(struct status_server *s)
 {
     if (!s) return;
-    for (int i = 0; i < STATUS_MAX_CLIENTS; i++)
-        if (s->clients[i].fd >= 0) drop(&s->clients[i]);
+    pthread_mutex_lock(&s->lock);
+    s->stopping = 1;
+    pthread_mutex_unlock(&s->lock);
+    wake_thread(s);
+    pthread_join(s->thread, NULL);
+    status_server_set_listeners(s, NULL, 0);
+    close(s->wake[0]);
+    close(s->wake[1]);
+    pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+void status_server_close_in_child(struct status_server *s)
+{
+    close(s->wake[0]);
+    close(s->wake[1]);
+}
+
+void status_server_lock(struct status_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+}
+
+void status_server_unlock(struct status_server *s)
+{
+    pthread_mutex_unlock(&s->lock);
 }
 
 void status_sample(struct status_server *s)
 {
     struct status_view v;
+    pthread_mutex_lock(&s->lock);
     s->snapshot(s->ctx, &v);
     status_peaks_sample(&s->peaks, &v);
-}
-
-int status_server_pollfds(const struct status_server *s, struct pollfd *fds, int max)
-{
-    int n = 0;
-    for (int i = 0; i < s->nlisteners && n < max; i++) fds[n++] = (struct pollfd){.fd = s->listeners[i].fd, .events = POLLIN};
-    for (int i = 0; i < STATUS_MAX_CLIENTS && n < max; i++) {
-        const struct status_client *c = &s->clients[i];
-        fds[n++] = (struct pollfd){.fd = c->fd, .events = c->out ? POLLOUT : POLLIN}; /* fd -1 is skipped */
-    }
-    return n;
-}
-
-static void accept_clients(struct status_server *s, int listen_fd)
-{
-    for (;;) {
-        int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;
-        struct status_client *slot = NULL;
-        for (int i = 0; i < STATUS_MAX_CLIENTS && !slot; i++)
-            if (s->clients[i].fd < 0) slot = &s->clients[i];
-        if (!slot) { /* full: the oldest connection makes room */
-            slot = &s->clients[0];
-            for (int i = 1; i < STATUS_MAX_CLIENTS; i++)
-                if (s->clients[i].since_ms < slot->since_ms) slot = &s->clients[i];
-            drop(slot);
-        }
-        slot->fd = fd;
-        slot->since_ms = clock_ms();
-    }
-}
-
-static void read_client(struct status_server *s, struct status_client *c)
-{
-    ssize_t r = recv(c->fd, c->head + c->len, sizeof c->head - 1 - c->len, 0);
-    if (r <= 0) {
-        if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-        drop(c);
-        return;
-    }
-    c->len += (size_t)r;
-    c->head[c->len] = '\0';
-    if (!strstr(c->head, "\r\n\r\n") && !strstr(c->head, "\n\n")) {
-        if (c->len < sizeof c->head - 1) return;
-        c->head[0] = '\0'; /* too long: answered as a bad request */
-    }
-    struct status_view v;
-    s->snapshot(s->ctx, &v);
-    FILE *out = open_memstream(&c->out, &c->out_len);
-    if (!out) {
-        drop(c);
-        return;
-    }
-    status_respond(&v, &s->peaks, c->head, out);
-    fclose(out);
-}
-
-static void write_client(struct status_client *c)
-{
-    ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-    if (w < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    if (w > 0) c->out_off += (size_t)w;
-    if (w < 0 || c->out_off == c->out_len) drop(c);
-}
-
-void status_server_handle(struct status_server *s, const struct pollfd *fds, int n)
-{
-    double now = clock_ms();
-    for (int i = 0; i < n; i++) {
-        if (i < s->nlisteners) {
-            if (fds[i].revents & POLLIN) accept_clients(s, fds[i].fd);
-            continue;
-        }
-        struct status_client *c = &s->clients[i - s->nlisteners];
-        if (c->fd < 0 || c->fd != fds[i].fd || !fds[i].revents) continue;
-        if (!c->out) read_client(s, c);
-        if (c->fd >= 0 && c->out) write_client(c);
-    }
-    for (int i = 0; i < STATUS_MAX_CLIENTS; i++)
-        if (s->clients[i].fd >= 0 && now - s->clients[i].since_ms > STATUS_CLIENT_TIMEOUT_MS) drop(&s->clients[i]);
+    pthread_mutex_unlock(&s->lock);
 }

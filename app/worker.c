@@ -82,8 +82,7 @@ static void worker_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-/* Started as root with `user` (and `group`) set: become them for good. */
-static int drop_privileges(const struct settings *cfg)
+int worker_drop_privileges(const struct settings *cfg)
 {
     uid_t uid;
     gid_t gid;
@@ -106,10 +105,11 @@ void worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
     worker_signals();
-    /* Do not outlive the master. */
+    if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    /* Do not outlive the master. After the privilege drop: a change of
+     * credentials clears the parent-death signal. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != env->master_pid) _exit(0);
-    if (drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
     if (!wc->run) {
         log_error("worker class %s is not available in this build", wc->name);
@@ -288,7 +288,9 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
     wr->begun_us = scoreboard_now_us();
     const struct request *q = &ex->req;
     pthread_mutex_lock(&inflight_lock);
-    snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query);
+    if ((size_t)snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query) >=
+        sizeof wr->uri)
+        scoreboard_cut_utf8(wr->uri);
     if (wr->reading) { /* already in flight, in its place by age */
         wr->reading = 0;
     } else {

@@ -610,6 +610,9 @@ int worker_event_run(const struct worker_env *env)
     uv_signal_start(&w->sig_term, on_term, SIGTERM);
     uv_signal_init(&w->loop, &w->sig_usr1);
     uv_signal_start(&w->sig_usr1, on_usr1, SIGUSR1);
+    /* A TERM that came while booting (the master retires workers still starting
+     * on a HUP) only set the flag: act on it now. */
+    if (worker_stopping) on_term(&w->sig_term, SIGTERM);
     worker_ready(env);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);

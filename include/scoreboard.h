@@ -64,7 +64,10 @@ int64_t scoreboard_now_us(void);
 /* What is in flight: how many requests, since when the oldest (0 = none) and
  * which it is. */
 void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri);
-/* The request last begun, as "METHOD /path?query". */
+/* Drops the end of a string cut in the middle of a UTF-8 character (call it
+ * only on a string that was cut: an invalid end of a whole one is kept). */
+void scoreboard_cut_utf8(char *s);
+/* The request last begun, as "METHOD /path?query" (cut on a whole character). */
 void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri);
 /* Counts one answered request. route: index in router_table, or
  * SCOREBOARD_ROUTES - 1 for none; x_cache may be NULL. */

@@ -30,7 +30,12 @@ struct worker_driver {
 
 const struct worker_driver *worker_driver_for(enum worker_class c);
 
-/* Entry point of a freshly forked worker process; never returns. */
+/* Started as root with `user` (and `group`) set: become them for good (the
+ * workers and the backend prober). 0, or -1 after logging why. */
+int worker_drop_privileges(const struct settings *cfg);
+
+/* Entry point of a freshly forked worker process (signals blocked on entry
+ * until its handlers are set); never returns. */
 void worker_main(const struct worker_env *env) __attribute__((noreturn));
 
 /* Set by the worker's signal handlers. */

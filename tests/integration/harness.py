@@ -244,14 +244,27 @@ def proc_alive(pid):
     return fields is not None and fields[0] != "Z"
 
 
-def children_of(ppid):
-    """Pids of the live (non-zombie) children of ppid."""
+# The comm of perfcgi's backend prober, the one child of the master that is no worker.
+PROBE_COMM = "perfcgi-probe"
+
+
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def children_of(ppid, probe=False):
+    """Pids of the live (non-zombie) children of ppid: perfcgi's workers. The
+    backend prober is left out, unless probe=True (then only it is listed)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         fields = proc_stat_fields(entry)
-        if fields and fields[0] != "Z" and int(fields[1]) == ppid:
+        if fields and fields[0] != "Z" and int(fields[1]) == ppid and (proc_comm(entry) == PROBE_COMM) == probe:
             out.append(int(entry))
     return sorted(out)
 
