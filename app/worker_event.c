@@ -323,10 +323,6 @@ static void conn_watch(struct ev_conn *c)
 static void conn_idle(struct ev_conn *c)
 {
     if (c->req || c->reading || c->closing) return;
-    if (c->w->stopping && !conn_pending(c)) {
-        conn_close(c);
-        return;
-    }
     uv_timer_start(&c->timer, on_idle, timer_ms(c->w->cfg->keepalive_timeout), 0);
 }
 
@@ -564,11 +560,12 @@ static void on_term(uv_signal_t *s, int signum)
     worker_stopping = 1;
     listeners_stop(w);
     uv_timer_stop(&w->yield);
-    /* Connections are not closed here: closing an idle kept connection races
-     * with the request its client may be sending on it. Each goes right after
-     * its next answer (the FIN follows the answer, so Nginx does not cache it),
-     * or when its client closes it (Nginx drops idle ones a second before
-     * keepalive_timeout), or on its keepalive timer. */
+    /* Kept connections are not closed here, nor after their next answer: a
+     * server-side close races with the request its client may be sending on
+     * the connection (Nginx may even have it cached before it sees the FIN).
+     * The client closes them (Nginx drops idle ones a second before
+     * keepalive_timeout, and every one after its keepalive_time), else their
+     * keepalive timer does, else the master at graceful_timeout. */
     maybe_exit(w);
 }
 

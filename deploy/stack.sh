@@ -625,12 +625,13 @@ nginx_render() {
     export NGINX_APP_SERVER NGINX_STATUS_SERVER
     export NGINX_CACHE_DIR=$RUN_DIR/nginx/cache
     # Upstream keepalive only for the class that multiplexes connections, closed by
-    # Nginx a second before perfcgi would close them itself.
+    # Nginx a second before perfcgi would close them itself, and each renewed after
+    # keepalive_time, so a retiring worker's connections drain within it.
     if [[ ${PERFCGI_WORKER_CLASS:-sync} == event ]]; then
         local idle=${PERFCGI_KEEPALIVE_TIMEOUT:-5}
         idle=${idle%%.*}
         ((idle > 1)) && idle=$((idle - 1))
-        export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout ${idle}s;"
+        export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout ${idle}s; keepalive_time 10s;"
         export NGINX_FASTCGI_KEEP_CONN=on
     else
         export NGINX_UPSTREAM_KEEPALIVE="# no keepalive: it would pin a ${PERFCGI_WORKER_CLASS:-sync} worker"
