@@ -111,13 +111,21 @@ static void *serve(void *arg)
     for (int i = 0; i < env->nlisteners; i++) FCGX_InitRequest(&reqs[i], env->listeners[i].fd, FCGI_FAIL_ACCEPT_ON_INTR);
     while (!worker_stopping) {
         if (env->cfg->worker_class == WORKER_SYNC) worker_housekeeping();
+        if (!worker_take_request()) {
+            /* max_requests reached: the master retires this worker (a thread
+             * just ends; the process waits for its signal). */
+            if (env->cfg->worker_class == WORKER_SYNC) worker_idle_until_stopped();
+            break;
+        }
         int which = wait_for_listener(epfd);
+        if (which < 0) worker_give_back_request();
         if (which == -2) continue;
         if (which < 0) break;
         FCGX_Request *fr = &reqs[which];
         int rc;
         accept_request(fr, &rc);
         if (rc < 0) {
+            worker_give_back_request();
             if (rc == -EINTR || rc == -EAGAIN || rc == -EWOULDBLOCK) continue; /* lost the race */
             log_error("accept on %s failed: %s", env->listeners[which].addr, strerror(-rc));
             worker_stopping = 1;
