@@ -26,8 +26,9 @@ from harness import (PERFCGI_BIN, REQUESTS_PER_WORKER, STACK, WORKER_CLASS, WORK
                      StatusWatch,
                      app_socket, assert_app_answer, assert_error, children_of, config_text, fcgi_connect,
                      fcgi_request, free_port, get, head, http, json_body, master_pid, metric_sum,
-                     parse_metrics, perfcgi_with, pm_status, proc_alive, psql, restarts, restore_perfcgi,
-                     settled, signal_master, stack, stack_perfcgi_settings, status_socket, wait_until, wait_workers)
+                     parse_metrics, perfcgi_with, pm_status, proc_alive, process_group_members, psql, restarts,
+                     restore_perfcgi, settled, signal_master, stack, stack_perfcgi_settings, status_socket,
+                     wait_until, wait_workers)
 
 SETTLE = 60          # seconds for workers to be replaced / started / stopped
 REASONS = {"crash", "timeout", "max_requests", "max_rss", "reload", "scale_down"}
@@ -833,8 +834,10 @@ def _quick_stop(sig):
             os.kill(own.pid, sig)
             rc = own.wait(20)
             took = time.monotonic() - t0
+            left = process_group_members(own.pid)
         finally:
             answer = slow.result(60)
+        assert not left, f"{sig.name}: processes {left} outlived the master"
         return rc, took, answer, own.log_text()
 
 
@@ -861,8 +864,10 @@ def test_term_kills_requests_still_running_at_graceful_timeout():
             os.kill(own.pid, signal.SIGTERM)
             rc = own.wait(30)
             took = time.monotonic() - t0
+            left = process_group_members(own.pid)
         finally:
             s, h, b = slow.result(60)
+        assert not left, f"processes {left} outlived the master"
         log = own.log_text()
     print(f"TERM: the master exited {rc} after {took:.3f} s (graceful_timeout = {graceful} s, 9 s of work in flight)")
     assert "stopping gracefully" in log and "still running at the stop deadline; killing them" in log, log[-800:]
