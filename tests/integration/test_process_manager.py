@@ -926,6 +926,8 @@ def test_pool_recycle_reopens_connections_older_than_it():
         def request():
             s, h, b = get("/io-intensive?ms=1")
             assert_app_answer(s, h, b)
+        # The connections of the perfcgi before this one may take a moment to go.
+        wait_until(lambda: not _perfcgi_backends(), 20, message="no PostgreSQL connection before the first request")
         request()
         first, opened = _perfcgi_backends(), connects()
         assert len(first) == 1, f"one PostgreSQL connection expected, pg_stat_activity shows {first}"
