@@ -1,6 +1,7 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +85,17 @@ static int preload(const struct settings *cfg)
         fprintf(stderr, "perfcgi: redis_url: %s\n", err);
         return -1;
     }
+    /* libpq only parses the URL here: whether the server answers is the
+     * workers' business (they retry), but a URL it cannot parse never works. */
+    char *pq_err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(cfg->database_url, &pq_err);
+    if (!opts) {
+        size_t n = pq_err ? strcspn(pq_err, "\n") : 0;
+        fprintf(stderr, "perfcgi: database_url: %.*s\n", (int)n, pq_err ? pq_err : "out of memory");
+        PQfreemem(pq_err);
+        return -1;
+    }
+    PQconninfoFree(opts);
     compute_fib_memo(93); /* the memo table of /expensive-computation */
     return 0;
 }

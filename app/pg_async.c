@@ -223,6 +223,12 @@ static void conn_start_query(struct pg_conn_a *c)
     conn_watch(c, flush == 1);
 }
 
+/* Older than pool_recycle: closed rather than used again. */
+static int conn_stale(const struct pg_conn_a *c)
+{
+    return c->pool->recycle_ms > 0 && clock_ms() - c->opened_ms > c->pool->recycle_ms;
+}
+
 /* The connection is free: give it to the next waiter, or keep it (or close an
  * overflow one, or a recycled one). */
 static void conn_release(struct pg_conn_a *c)
@@ -231,8 +237,7 @@ static void conn_release(struct pg_conn_a *c)
     c->job = NULL;
     c->state = CONN_IDLE;
     p->stats.checkouts++;
-    int stale = p->recycle_ms > 0 && clock_ms() - c->opened_ms > p->recycle_ms;
-    if (stale || (p->open > p->size && !p->queue_head)) {
+    if (conn_stale(c) || (p->open > p->size && !p->queue_head)) {
         conn_close(c);
     } else {
         conn_watch(c, 0); /* idle: a readable socket means the server left */
@@ -371,7 +376,8 @@ static void dispatch(struct pg_async *p)
         struct pg_conn_a *idle = NULL;
         for (struct pg_conn_a *c = p->conns; c && !idle; c = c->next)
             if (c->state == CONN_IDLE && !c->job) idle = c;
-        if (idle && !pg_conn_healthy(idle->pg)) {
+        /* An idle connection also ages: check it at checkout, as the blocking pool does. */
+        if (idle && (conn_stale(idle) || !pg_conn_healthy(idle->pg))) {
             conn_close(idle);
             continue;
         }

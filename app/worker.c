@@ -18,6 +18,18 @@
 volatile sig_atomic_t worker_stopping;
 volatile sig_atomic_t worker_reopen_logs;
 
+/* max_requests plus this worker's share of the jitter (0 = never), drawn once
+ * at start-up, before any thread serves; and the requests taken so far. */
+static long request_limit;
+static atomic_long requests_taken;
+
+static void draw_request_limit(const struct settings *cfg)
+{
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    long jitter = cfg->max_requests_jitter ? (long)(rand_r(&seed) % (cfg->max_requests_jitter + 1)) : 0;
+    request_limit = cfg->max_requests ? cfg->max_requests + jitter : 0;
+}
+
 static const struct worker_driver drivers[] = {
     [WORKER_SYNC] = {"sync", worker_sync_run},
     [WORKER_THREAD] = {"thread", worker_thread_run},
@@ -110,6 +122,7 @@ void worker_main(const struct worker_env *env)
      * credentials clears the parent-death signal. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() != env->master_pid) _exit(0);
+    draw_request_limit(env->cfg);
     const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
     if (!wc->run) {
         log_error("worker class %s is not available in this build", wc->name);
@@ -302,16 +315,22 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
     pthread_mutex_unlock(&inflight_lock);
 }
 
-/* max_requests plus this worker's share of the jitter; 0 = never. */
-static long request_limit(const struct settings *cfg)
+int worker_take_request(void)
 {
-    static long limit = -1;
-    if (limit < 0) {
-        unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
-        long jitter = cfg->max_requests_jitter ? (long)(rand_r(&seed) % (cfg->max_requests_jitter + 1)) : 0;
-        limit = cfg->max_requests ? cfg->max_requests + jitter : 0;
-    }
-    return limit;
+    if (!request_limit) return 1;
+    if (atomic_fetch_add(&requests_taken, 1) < request_limit) return 1;
+    atomic_fetch_sub(&requests_taken, 1);
+    return 0;
+}
+
+void worker_give_back_request(void)
+{
+    if (request_limit) atomic_fetch_sub(&requests_taken, 1);
+}
+
+int worker_at_limit(void)
+{
+    return request_limit && atomic_load(&requests_taken) >= request_limit;
 }
 
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
@@ -337,10 +356,19 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
         s->counters.pool_connects = pool->connects;
         s->counters.pool_connect_failures = pool->connect_failures;
     }
-    long limit = request_limit(cfg);
+    long limit = request_limit;
     if (limit && (long)atomic_load(&s->requests) >= limit && !atomic_exchange(&s->wants_retire, 1)) {
         log_debug("served %ld requests; asking to be replaced", limit);
         wake_master(env);
+    }
+}
+
+void worker_idle_until_stopped(void)
+{
+    while (!worker_stopping) {
+        worker_housekeeping();
+        struct timespec ts = {0, 100 * 1000000L}; /* a signal cuts it short */
+        nanosleep(&ts, NULL);
     }
 }
 

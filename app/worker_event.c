@@ -74,6 +74,7 @@ struct worker {
     struct ev_conn *conns;
     int nconns, nreqs;
     int stopping;
+    int draining; /* max_requests taken: no new connection, kept ones close */
 };
 
 static void conn_close(struct ev_conn *c);
@@ -82,6 +83,7 @@ static void on_accept(uv_poll_t *h, int status, int events);
 static void publish_connections(struct worker *w);
 static void listeners_start(struct worker *w);
 static void maybe_exit(struct worker *w);
+static void drain(struct worker *w);
 
 /* ---- requests ---- */
 
@@ -277,7 +279,7 @@ static void conn_close(struct ev_conn *c)
     uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     close(c->fd);
     publish_connections(w);
-    if (!w->accepting && !w->stopping) { /* room again under worker_connections */
+    if (!w->accepting && !w->stopping && !w->draining) { /* room again under worker_connections */
         w->accepting = 1;
         listeners_start(w);
     }
@@ -323,6 +325,12 @@ static void conn_watch(struct ev_conn *c)
 static void conn_idle(struct ev_conn *c)
 {
     if (c->req || c->reading || c->closing) return;
+    /* Past max_requests the served ones go (Nginx retries a request that meets
+     * the closed connection); a stop closes none (see on_term). */
+    if (c->w->draining && c->served) {
+        conn_close(c);
+        return;
+    }
     uv_timer_start(&c->timer, on_idle, timer_ms(c->w->cfg->keepalive_timeout), 0);
 }
 
@@ -364,14 +372,26 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         c->reading = 1;
         uv_timer_start(&c->timer, on_read_timeout, timer_ms(w->cfg->request_read_timeout), 0);
         return 0;
-    case FCGI_EV_PARAMS_DONE:
+    case FCGI_EV_PARAMS_DONE: {
+        /* Past max_requests, a kept connection is closed unanswered: Nginx
+         * retries the request on a fresh connection, to another worker. One
+         * accepted before the limit still gets its answer (Nginx would not
+         * retry a request that fails on a fresh connection). */
+        int taken = worker_take_request();
+        if (!taken && c->served) {
+            conn_close(c);
+            return -1;
+        }
         c->req = req_new(c, e);
         if (!c->req) {
+            if (taken) worker_give_back_request();
             conn_close(c);
             return -1;
         }
         worker_request_begin(&c->req->wr, &c->req->ex);
+        if (worker_at_limit()) drain(w);
         return 0;
+    }
     case FCGI_EV_STDIN_END: {
         struct ev_req *r = c->req;
         c->reading = 0;
@@ -476,14 +496,14 @@ static void listeners_stop(struct worker *w)
 static void on_yield_over(uv_timer_t *t)
 {
     struct worker *w = t->data;
-    if (!w->stopping && w->accepting) listeners_start(w);
+    if (!w->stopping && !w->draining && w->accepting) listeners_start(w);
 }
 
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     (void)events;
     struct worker *w = h->data;
-    if (status < 0 || w->stopping) return;
+    if (status < 0 || w->stopping || w->draining) return;
     /* Every event worker wakes for a new connection. One that holds clearly more
      * connections than a sibling steps back for a moment, so that kept-alive
      * connections (and the load they carry) spread across the workers. */
@@ -549,6 +569,22 @@ static void maybe_exit(struct worker *w)
         w->pool = NULL;
     }
     uv_walk(&w->loop, close_handle, NULL);
+}
+
+/* Every request of max_requests taken: take no new connection, and close the
+ * kept ones once idle (now, or after their answer: conn_idle), so that Nginx
+ * sends the next requests to the other workers while the master replaces
+ * this one. */
+static void drain(struct worker *w)
+{
+    if (w->draining || w->stopping) return;
+    w->draining = 1;
+    listeners_stop(w);
+    uv_timer_stop(&w->yield);
+    for (struct ev_conn *c = w->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->req && !c->reading && !conn_pending(c) && c->served) conn_close(c);
+    }
 }
 
 static void on_term(uv_signal_t *s, int signum)

@@ -179,10 +179,10 @@ static void serve_one(struct waiter *w, struct blocking_backends *b, struct work
     worker_run_blocking(&ex, b);
     respond(fr, &ex);
     drain_stdin(fr);
-    /* A connection waits: close this one with the answer instead of keeping
-     * it, so the web server sees it end before it could send another request
+    /* A connection waits, or this was the last request before max_requests:
+     * close this one with the answer instead of keeping it, so the web server sees it end before it could send another request
      * on it (giving it up later can cross a request in flight). */
-    if (fr->keepConnection && connection_waiting(w)) fr->keepConnection = 0;
+    if (fr->keepConnection && (worker_at_limit() || connection_waiting(w))) fr->keepConnection = 0;
     struct pg_pool_stats ps;
     pg_pool_stats(b->pool, &ps);
     worker_request_end(w->env, wr, &ex, &ps); /* while the request's strings live */
@@ -232,12 +232,20 @@ static void *serve(void *arg)
     pthread_sigmask(SIG_BLOCK, &wake, &w.wait_mask);
     while (!worker_stopping) {
         if (env->cfg->worker_class == WORKER_SYNC) worker_housekeeping();
+        if (!worker_take_request()) {
+            /* max_requests reached: the master retires this worker (a thread
+             * just ends; the process waits for its signal). */
+            if (env->cfg->worker_class == WORKER_SYNC) worker_idle_until_stopped();
+            break;
+        }
         int which = wait_for_work(&w);
+        if (which == WAIT_AGAIN || which == WAIT_ERROR) worker_give_back_request();
         if (which == WAIT_AGAIN) continue;
         if (which == WAIT_ERROR) break;
         if (which >= 0) {
             w.fr.ipcFd = accept_connection(&w, which);
             if (w.fr.ipcFd < 0) {
+                worker_give_back_request();
                 if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) continue;
                 log_error("accept on %s failed: %s", env->listeners[which].addr, strerror(errno));
                 worker_stopping = 1;
@@ -247,7 +255,10 @@ static void *serve(void *arg)
             epoll_ctl(w.epfd, EPOLL_CTL_DEL, w.fr.ipcFd, NULL);
         }
         struct worker_request wr;
-        if (read_request(&w, &wr) != 0) continue;
+        if (read_request(&w, &wr) != 0) {
+            worker_give_back_request();
+            continue;
+        }
         serve_one(&w, &b, &wr);
         if (w.fr.ipcFd >= 0) keep(&w);
     }

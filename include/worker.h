@@ -72,6 +72,15 @@ void worker_request_drop(struct worker_request *wr);
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool);
+/* max_requests (plus jitter) is a bound: a worker takes one of its requests
+ * before it accepts a connection (1), or learns it has none left (0); it then
+ * takes no more and waits to be retired. A take that accepted nothing is
+ * given back. worker_at_limit(): every request taken. */
+int worker_take_request(void);
+void worker_give_back_request(void);
+int worker_at_limit(void);
+/* Sleeps until the master stops the worker, reopening the logs on USR1. */
+void worker_idle_until_stopped(void);
 /* Between requests: reopen logs after USR1. */
 void worker_housekeeping(void);
 

@@ -6,11 +6,12 @@ stack is ready again before it returns. /cached-data categories used here: 60, 7
 
 import os
 import signal
+import socket
 import time
 
-from harness import (CACHE_TTL, assert_app_answer, assert_error, category_stats, get, http,
-                     json_body, proc_alive, redis_cli, stack, until_cache_hit, wait_until,
-                     worker_pids)
+from harness import (CACHE_TTL, WORKERS, assert_app_answer, assert_error, category_stats, get, http,
+                     json_body, perfcgi_with, proc_alive, redis_cli, stack, until_cache_hit, wait_until,
+                     wait_workers, worker_pids)
 
 RECOVERY_TIMEOUT = 30
 
@@ -154,3 +155,30 @@ def test_perfcgi_down_nginx_answers_502_json():
     s, h, b = get("/")
     assert_app_answer(s, h, b)
     assert len(worker_pids()) == 4
+
+
+def test_unanswering_postgresql_gets_503_within_pool_timeout():
+    # A "PostgreSQL" whose kernel completes the TCP handshake but that never answers
+    # the startup message: the pool's connect must give up at pool_timeout.
+    pool_timeout = 2
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(64)
+        url = f"postgresql://perfcgi@127.0.0.1:{hole.getsockname()[1]}/perfcgi"
+        with perfcgi_with(database_url=url, pool_timeout=pool_timeout):
+            kids = set(wait_workers(WORKERS))
+            for path in ("/io-intensive?ms=1", "/mixed?n=10&ms=1"):
+                t0 = time.monotonic()
+                s, h, b = get(path)
+                took = time.monotonic() - t0
+                obj = assert_error(s, h, b, 503, "backend_unavailable")
+                assert obj.get("backend") == "postgresql", f"{path}: {obj}"
+                assert h.get("Retry-After", "").strip().isdigit(), f"{path}: Retry-After {h.get('Retry-After')!r}"
+                assert int(h["X-Worker"]) in kids, (h["X-Worker"], kids)
+                print(f"{path}: 503 backend_unavailable after {took:.3f} s (pool_timeout = {pool_timeout} s)")
+                assert pool_timeout - 0.25 <= took <= pool_timeout + 1.5, \
+                    f"{path}: 503 after {took:.3f} s, pool_timeout is {pool_timeout} s"
+            # Endpoints without PostgreSQL do not wait for it.
+            s, h, b = get("/")
+            assert_app_answer(s, h, b)
+            assert set(worker_pids()) == kids, "workers were replaced while PostgreSQL did not answer"

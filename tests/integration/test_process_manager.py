@@ -12,6 +12,7 @@ Every wait is bounded with generous limits: the machine is shared and noisy, so 
 tests assert behaviour, never speed.
 """
 
+import contextlib
 import datetime
 import os
 import re
@@ -25,8 +26,9 @@ from harness import (PERFCGI_BIN, REQUESTS_PER_WORKER, STACK, WORKER_CLASS, WORK
                      NginxErrorWatch, StatusWatch,
                      app_socket, assert_app_answer, assert_error, children_of, config_text, fcgi_connect,
                      fcgi_request, free_port, get, head, http, json_body, master_pid, metric_sum,
-                     parse_metrics, perfcgi_with, pm_status, proc_alive, restarts, restore_perfcgi,
-                     settled, signal_master, stack_perfcgi_settings, status_socket, wait_until, wait_workers)
+                     parse_metrics, perfcgi_with, pm_status, proc_alive, process_group_members, psql, restarts,
+                     restore_perfcgi, settled, signal_master, stack, stack_perfcgi_settings, status_socket,
+                     wait_until, wait_workers)
 
 SETTLE = 60          # seconds for workers to be replaced / started / stopped
 REASONS = {"crash", "timeout", "max_requests", "max_rss", "reload", "scale_down"}
@@ -168,9 +170,10 @@ def test_max_requests_recycles_without_failures():
     # failure here (a 502 after "writev() failed (32: Broken pipe)") is the dropped
     # accepted connection that test_usr1_and_hup_do_not_drop_an_accepted_connection
     # provokes on purpose.
-    with perfcgi_with(max_requests=50, max_requests_jitter=10):
+    max_requests, jitter = 50, 10
+    with perfcgi_with(max_requests=max_requests, max_requests_jitter=jitter):
         old = set(wait_workers(WORKERS))
-        with StatusWatch() as watch, Load(["/io-intensive?ms=5", "/"], threads=8) as load:
+        with StatusWatch(full=True) as watch, Load(["/io-intensive?ms=5", "/"], threads=8) as load:
             started = time.monotonic()
             # A few seconds, and at least one recycling round of every first worker.
             wait_until(lambda: time.monotonic() - started >= 4 and restarts()["max_requests"] >= WORKERS,
@@ -190,9 +193,16 @@ def test_max_requests_recycles_without_failures():
         f"perfcgi_requests_total sums to {total:g}, fewer than the {load.sent} requests sent (counters lost with recycled workers?)"
     assert st["accepted_conn"] >= load.sent and values[-1] <= st["accepted_conn"], \
         f"accepted_conn {st['accepted_conn']} < {load.sent} requests sent"
-    # No worker serves far beyond its limit (50 + jitter 10): it asks, and is replaced.
-    over = [r for r in st["processes"] if r["requests"] > 60 + 100]
-    assert not over, f"workers far past max_requests: {over}"
+    # No worker serves beyond its limit (max_requests plus at most the jitter), in any
+    # /status read of the run: it stops taking requests, asks, and is replaced.
+    most = {}
+    for _, sample in watch.samples + [(0, st)]:
+        for r in sample["processes"]:
+            most[r["pid"]] = max(most.get(r["pid"], 0), r["requests"])
+    over = {pid: n for pid, n in most.items() if n > max_requests + jitter}
+    assert not over, f"workers served more than max_requests + max_requests_jitter = " \
+                     f"{max_requests + jitter} requests (pid: requests): {over}"
+    assert sum(n >= max_requests for n in most.values()) >= WORKERS, f"too few workers reached max_requests: {most}"
 
 
 def test_kill_9_busy_worker_is_replaced():
@@ -243,12 +253,19 @@ def test_accepted_conn_keeps_the_request_of_a_killed_worker():
         f"accepted_conn went down from {accepted} to {after} when worker {victim}, busy on an accepted request, was killed"
 
 
+def _hang_a_worker(mark):
+    """A long CPU request in the background (seconds, past a timeout of 1 s), and the
+    pid of the worker busy on it."""
+    hang = Background(get, f"/cpu-intensive?n=10000000&{mark}")
+    victim = wait_until(lambda: busy_row(lambda r: mark in r["last_uri"]), 20, interval=0.02,
+                        message="a worker busy on the long CPU request")
+    return hang, victim
+
+
 def test_hung_worker_is_killed_others_unaffected():
     with perfcgi_with(timeout=1):
         before = restarts()
-        hang = Background(get, "/cpu-intensive?n=10000000&hang=1")
-        victim = wait_until(lambda: busy_row(lambda r: "hang=1" in r["last_uri"]), 20, interval=0.02,
-                            message="a worker busy on the long CPU request")
+        hang, victim = _hang_a_worker("hang=1")
         quick = []
         while hang.running() and len(quick) < 2000:
             quick.append(get("/"))
@@ -713,3 +730,297 @@ def test_listen_queue_is_read_from_the_kernel():
         assert any(a == 1 for _, _, _, a in seen), "/status never showed the worker busy"
         final = pm_status()
         assert final["max_listen_queue"] >= peak and final["listen_queue"] == 0, (final, peak)
+
+
+# --- README promises: the pool, request deadlines, stopping, crashes, logs -------------------
+
+def _log_since(offset):
+    """The stack's perfcgi log from byte `offset` on (the lines a test provoked)."""
+    with open(os.path.join(STACK.run_dir, "perfcgi.log"), "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
+
+
+def _log_size():
+    return os.path.getsize(os.path.join(STACK.run_dir, "perfcgi.log"))
+
+
+def _pg_sleeps_running():
+    """Queries of perfcgi's pool that PostgreSQL is running pg_sleep for right now."""
+    return int(psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query LIKE 'SELECT pg_sleep%' AND pid <> pg_backend_pid()"))
+
+
+def _perfcgi_backends():
+    """The PostgreSQL backend pids serving perfcgi's connections (psql's own excluded)."""
+    out = psql("SELECT pid FROM pg_stat_activity WHERE datname = 'perfcgi' AND backend_type = 'client backend' "
+               "AND pid <> pg_backend_pid()")
+    return {int(x) for x in out.split()}
+
+
+def test_busy_pool_answers_503_pool_timeout_after_pool_timeout():
+    if WORKER_CLASS == "sync":
+        raise Skip("a sync worker runs one request at a time: its own pool is never busy when a request asks")
+    pool_timeout = 2
+    with perfcgi_with(workers=1, threads=2, pool_size=1, pool_max_overflow=0, pool_timeout=pool_timeout):
+        (pid,) = wait_workers(1)
+        holder = Background(get, "/io-intensive?ms=6000&hold=1")
+        try:
+            wait_until(lambda: _pg_sleeps_running() >= 1, 20, message="the pool's only connection in use")
+            t0 = time.monotonic()
+            s, h, b = get("/io-intensive?ms=1&waiter=1")
+            took = time.monotonic() - t0
+        finally:
+            hs, hh, hb = holder.result(60)
+        # Through Nginx, from the application: JSON, its code, the worker that answered.
+        obj = assert_error(s, h, b, 503, "pool_timeout")
+        assert int(h["X-Worker"]) == pid, (h["X-Worker"], pid)
+        assert h.get("Retry-After", "").strip().isdigit(), f"Retry-After {h.get('Retry-After')!r}"
+        assert isinstance(obj.get("message"), str) and obj["message"], obj
+        print(f"503 pool_timeout after {took:.3f} s (pool_timeout = {pool_timeout} s)")
+        # The documented bound: it waited for a connection about pool_timeout, no less,
+        # and gave up then (not when the holder finished, 6 s after it began).
+        assert pool_timeout - 0.25 <= took <= pool_timeout + 1.5, \
+            f"503 pool_timeout after {took:.3f} s, pool_timeout is {pool_timeout} s"
+        assert_app_answer(hs, hh, hb)
+        m = parse_metrics(http("GET", "/metrics")[2].decode())
+        assert metric_sum(m, "perfcgi_pool_timeouts_total") >= 1, "perfcgi_pool_timeouts_total did not count it"
+
+
+def test_backend_wait_past_the_deadline_answers_504_timeout():
+    timeout = 3  # backend waits end one second before: at 2 s
+    with perfcgi_with(timeout=timeout):
+        kids = set(wait_workers(WORKERS))
+        before = restarts()
+        t0 = time.monotonic()
+        s, h, b = get("/io-intensive?ms=6000&late=1")
+        took = time.monotonic() - t0
+        obj = assert_error(s, h, b, 504, "timeout")
+        assert int(h["X-Worker"]) in kids, (h["X-Worker"], kids)
+        assert isinstance(obj.get("message"), str) and obj["message"], obj
+        print(f"504 timeout after {took:.3f} s (timeout = {timeout} s, deadline {timeout - 1} s)")
+        # At the deadline, one second before timeout: not after it (the master would
+        # then have killed the worker, and Nginx answered its own 502).
+        assert timeout - 1 - 0.25 <= took < timeout, f"504 after {took:.3f} s, the deadline is {timeout - 1} s"
+        # The application answered in time: its master did not have to kill the worker.
+        s, h, b = get("/io-intensive?ms=1")
+        assert_app_answer(s, h, b)
+        assert restarts() == before, (before, restarts())
+        assert set(wait_workers(WORKERS)) == kids
+
+
+def test_slow_requests_counts_requests_over_half_the_timeout():
+    timeout = 4  # slow: over 2 s; backend waits end at 3 s
+    with perfcgi_with(timeout=timeout):
+        wait_workers(WORKERS)
+        first = pm_status()["slow_requests"]
+        s, h, b = get("/io-intensive?ms=300&fast=1")
+        assert_app_answer(s, h, b)
+        assert pm_status()["slow_requests"] == first, "a 0.3 s request counted as slow (timeout 4 s)"
+        s, h, b = get("/io-intensive?ms=2400&slow=1")
+        assert_app_answer(s, h, b)
+        wait_until(lambda: pm_status()["slow_requests"] == first + 1, 10,
+                   message="slow_requests counted the 2.4 s request (over timeout/2 = 2 s)")
+        m = parse_metrics(http("GET", "/metrics")[2].decode())
+        assert m[("perfcgi_slow_requests_total", ())] == first + 1, m[("perfcgi_slow_requests_total", ())]
+
+
+def _quick_stop(sig):
+    """A request with seconds of work left, then `sig` to the master: (master's exit
+    status, seconds the master took to exit, the request's answer, the log)."""
+    with OwnPerfcgi(name=f"stop-{sig.name.lower()}", graceful_timeout=30) as own:
+        slow = Background(get, "/io-intensive?ms=8000&quick=1")
+        try:
+            wait_until(lambda: busy_row(lambda r: "quick=1" in r["last_uri"]), 20, interval=0.02,
+                       message="a worker busy on the slow request")
+            t0 = time.monotonic()
+            os.kill(own.pid, sig)
+            rc = own.wait(20)
+            took = time.monotonic() - t0
+            left = process_group_members(own.pid)
+        finally:
+            answer = slow.result(60)
+        assert not left, f"{sig.name}: processes {left} outlived the master"
+        return rc, took, answer, own.log_text()
+
+
+def test_quit_and_int_stop_at_once_cutting_requests_in_flight():
+    for sig in (signal.SIGQUIT, signal.SIGINT):
+        rc, took, (s, h, b), log = _quick_stop(sig)
+        print(f"{sig.name}: the master exited {rc} after {took:.3f} s with 8 s of work in flight")
+        assert rc == 0, f"{sig.name}: exit {rc}: {log[-600:]}"
+        assert "stopping now" in log, f"{sig.name}: {log[-600:]}"
+        # Quick: not the 8 s the request needed, nor graceful_timeout (30 s).
+        assert took < 5, f"{sig.name}: the master took {took:.1f} s to stop with a request in flight"
+        # The request was cut: Nginx answers its own JSON 502, not the application's 200.
+        assert_error(s, h, b, 502, "backend_unavailable", from_app=False)
+
+
+def test_term_kills_requests_still_running_at_graceful_timeout():
+    graceful = 2
+    with OwnPerfcgi(name="graceful", graceful_timeout=graceful) as own:
+        slow = Background(get, "/io-intensive?ms=9000&graceful=1")
+        try:
+            wait_until(lambda: busy_row(lambda r: "graceful=1" in r["last_uri"]), 20, interval=0.02,
+                       message="a worker busy on the slow request")
+            t0 = time.monotonic()
+            os.kill(own.pid, signal.SIGTERM)
+            rc = own.wait(30)
+            took = time.monotonic() - t0
+            left = process_group_members(own.pid)
+        finally:
+            s, h, b = slow.result(60)
+        assert not left, f"processes {left} outlived the master"
+        log = own.log_text()
+    print(f"TERM: the master exited {rc} after {took:.3f} s (graceful_timeout = {graceful} s, 9 s of work in flight)")
+    assert "stopping gracefully" in log and "still running at the stop deadline; killing them" in log, log[-800:]
+    # Not before the deadline (the request was given its time), and not the 9 s it wanted.
+    assert graceful - 0.25 <= took <= graceful + 1.5, f"the master exited {took:.2f} s after TERM"
+    assert rc == 0, f"exit {rc}: {log[-600:]}"
+    assert_error(s, h, b, 502, "backend_unavailable", from_app=False)
+
+
+def test_crash_storm_slows_respawning_down():
+    wait_workers(WORKERS)
+    offset = _log_size()
+    before = restarts()
+    first_seen = {}  # pid -> when /status first listed it
+    ready, killed = set(), []
+    started = time.monotonic()
+    try:
+        # Every worker dies as soon as it serves (seen ready in two reads, so its start
+        # is over: a worker that dies starting counts as unbootable), for 5 s.
+        while time.monotonic() - started < 5:
+            now = time.monotonic()
+            for r in pm_status(full=True)["processes"]:
+                first_seen.setdefault(r["pid"], now)
+                if r["state"] in ("idle", "busy"):
+                    if r["pid"] in ready and r["pid"] not in killed:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(r["pid"], signal.SIGKILL)
+                        killed.append(r["pid"])
+                    ready.add(r["pid"])
+            time.sleep(0.01)
+    finally:
+        after = wait_workers(WORKERS, SETTLE)
+    log = _log_since(offset)
+    spawned = sorted(t for pid, t in first_seen.items() if t > started)
+    gaps = [b - a for a, b in zip(spawned, spawned[1:])]
+    print(f"crash storm: {len(killed)} workers killed, {len(spawned)} spawned in 5 s, "
+          f"longest pause between spawns {max(gaps, default=0):.2f} s")
+    assert "workers are dying fast; respawning in" in log, f"no back-off logged: {log[-800:]}"
+    assert restarts()["crash"] - before["crash"] == len(killed), (before, restarts(), len(killed))
+    # Slowed down: the master waits before it forks again, so spawning pauses for most of
+    # a second at least once, and 5 s of instant deaths cost a bounded number of forks.
+    assert max(gaps, default=0) >= 0.7, f"no pause in spawning: {[round(g, 2) for g in gaps]}"
+    assert len(spawned) <= 60, f"{len(spawned)} workers forked in 5 s"
+    s, h, b = get("/")
+    assert assert_app_answer(s, h, b)["worker"] in after
+
+
+def test_pool_recycle_reopens_connections_older_than_it():
+    with perfcgi_with(workers=1, threads=1, pool_size=1, pool_max_overflow=0, pool_recycle=1):
+        wait_workers(1)
+
+        def connects():
+            m = parse_metrics(http("GET", "/metrics")[2].decode())
+            return metric_sum(m, "perfcgi_pool_connects_total")
+
+        def request():
+            s, h, b = get("/io-intensive?ms=1")
+            assert_app_answer(s, h, b)
+        # The connections of the perfcgi before this one may take a moment to go.
+        wait_until(lambda: not _perfcgi_backends(), 20, message="no PostgreSQL connection before the first request")
+        request()
+        first, opened = _perfcgi_backends(), connects()
+        assert len(first) == 1, f"one PostgreSQL connection expected, pg_stat_activity shows {first}"
+        # Younger than pool_recycle: the same connection serves.
+        request()
+        assert connects() == opened and _perfcgi_backends() == first, (opened, connects(), first)
+        # Older than pool_recycle: closed and opened again, on checkout.
+        time.sleep(1.5)
+        request()
+        assert connects() == opened + 1, f"perfcgi_pool_connects_total {opened} -> {connects()} after pool_recycle"
+        second = wait_until(lambda: (b := _perfcgi_backends()) and not b & first and b, 10,
+                            message=f"PostgreSQL backend {first} closed after pool_recycle")
+        assert len(second) == 1, second
+
+
+def test_preload_serves_and_checks_the_database_url_before_forking():
+    with OwnPerfcgi(name="preload", preload="true"):
+        s, h, b = get("/expensive-computation?n=93&method=memo")
+        assert assert_app_answer(s, h, b)["result"] == "12200160415121876738"
+        s, h, b = get("/io-intensive?ms=1")
+        assert_app_answer(s, h, b)
+    bad = "definitely not a connection string"
+    base = [str(PERFCGI_BIN), "--workers", "1", "--database-url", bad,
+            "--bind", f"127.0.0.1:{free_port()}", "--status-bind", f"127.0.0.1:{free_port()}"]
+    with Proc(base + ["--preload"]) as p:
+        rc, out, err = p.wait(20)
+    assert rc != 0, f"--preload with database_url {bad!r} started (exit {rc}): {err[-400:]}"
+    assert "database_url" in err, f"the message does not name database_url: {err.strip()!r}"
+    assert err.count("\n") < 5, err
+    # Without preload the URL is only tried by the workers, on the first request.
+    with Proc(base) as p:
+        time.sleep(1.0)
+        assert p.p.poll() is None, f"without --preload perfcgi stopped: {p.p.stderr.read()[-400:]}"
+
+
+def test_usr1_makes_workers_reopen_the_error_log():
+    log = os.path.join(STACK.run_dir, "error-rotate.log")
+    limit = 12
+    try:
+        with perfcgi_with(workers=1, error_log=log, log_level="debug", max_requests=limit) as master:
+            (pid,) = wait_workers(1)
+            before = 3
+            for i in range(before):
+                assert_app_answer(*get(f"/?before={i}"))
+            os.rename(log, log + ".1")
+            os.kill(master, signal.SIGUSR1)
+            wait_until(lambda: os.path.exists(log), 10, message="a new error log after USR1")
+            time.sleep(0.5)  # the worker gets the signal too
+            # The same worker, which opened the old file, reaches max_requests and says so.
+            for i in range(limit - before):
+                s, h, b = get(f"/?after={i}")
+                assert_app_answer(s, h, b)
+                assert int(h["X-Worker"]) == pid, "another worker served before the limit"
+            mark = f"[{pid}] [worker]"
+            new = wait_until(lambda: [ln for ln in _read_lines(log) if mark in ln], 10,
+                             message=f"worker {pid}'s lines in the new error log")
+            old = [ln for ln in _read_lines(log + ".1") if mark in ln and "asking to be replaced" in ln]
+            assert any("asking to be replaced" in ln for ln in new), new
+            assert not old, f"worker {pid} still wrote to the rotated file: {old}"
+    finally:
+        for path in (log, log + ".1"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def test_workers_auto_is_two_per_core_plus_one_for_sync_four_per_core_else():
+    cores = os.sysconf("SC_NPROCESSORS_ONLN")
+    want = 2 * cores + 1 if WORKER_CLASS == "sync" else 4 * cores
+    stack("stop", "perfcgi")
+    try:
+        stack("start", "perfcgi", env={"PERFCGI_WORKERS": "auto"})
+        kids = wait_workers(want)
+        assert pm_status()["total_processes"] == want == len(kids)
+        s, h, b = get("/")
+        assert assert_app_answer(s, h, b)["worker"] in kids
+    finally:
+        restore_perfcgi()
+
+
+def test_hung_worker_gets_sigabrt_and_exits_before_sigkill():
+    with perfcgi_with(timeout=1):
+        offset = _log_size()
+        hang, victim = _hang_a_worker("abrt=1")
+        s, h, b = hang.result(60)
+        if s == 200:
+            raise Skip(f"/cpu-intensive?n=10000000 took {json_body(b)['elapsed_ms']} ms here, under timeout=1 s")
+        wait_until(lambda: not proc_alive(victim), 20, message=f"hung worker {victim} gone")
+        wait_workers(WORKERS)
+        log = _log_since(offset)
+    assert re.search(rf"worker {victim} has been busy for over .*; aborting it", log), log[-800:]
+    # Its SIGABRT handler ended it: the master never needed SIGKILL.
+    assert f"worker {victim} did not stop in time; killing it" not in log, log[-800:]
+    assert_error(s, h, b, 502, "backend_unavailable", from_app=False)
