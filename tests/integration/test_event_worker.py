@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 
-from harness import PERFCGI_BIN, Proc, Skip, children_of, free_port, wait_until
+from harness import PERFCGI_BIN, HungPostgres, Proc, Skip, children_of, free_port, wait_until
 
 NEEDS_STACK = False
 
@@ -502,93 +502,11 @@ def test_event_second_begin_without_keep_conn_leaves_the_first_request_alone():
         c.close()
 
 
-class FakePostgres:
-    """A PostgreSQL server that completes the login (AuthenticationOk, BackendKeyData,
-    ReadyForQuery), then never answers a query, and holds cancel requests open unanswered:
-    a hung server, as seen by a client. Counts logins, cancels and sessions that ended."""
-
-    SSL, GSS, CANCEL = 80877103, 80877104, 80877102
-
-    def __init__(self):
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.socks, self.logins, self.cancels, self.ended = [], 0, 0, 0
-        self.lock = threading.Lock()
-        self.stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while not self.stop:
-            try:
-                s, _ = self.listener.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.socks.append(s)
-            threading.Thread(target=self._session, args=(s,), daemon=True).start()
-
-    @staticmethod
-    def _read(s, n):
-        data = b""
-        while len(data) < n:
-            chunk = s.recv(n - len(data))
-            if not chunk:
-                raise EOFError
-            data += chunk
-        return data
-
-    def _session(self, s):
-        try:
-            while True:
-                length, code = struct.unpack(">II", self._read(s, 8))
-                rest = self._read(s, length - 8)
-                if code in (self.SSL, self.GSS):
-                    s.sendall(b"N")
-                    continue
-                if code == self.CANCEL:
-                    with self.lock:
-                        self.cancels += 1
-                    return  # held open, never answered, until the test ends
-                break
-            with self.lock:
-                self.logins += 1
-            del rest
-
-            def msg(kind, body):
-                return kind + struct.pack(">I", len(body) + 4) + body
-            s.sendall(msg(b"R", struct.pack(">I", 0))
-                      + msg(b"S", b"server_version\x0015.0\x00") + msg(b"S", b"client_encoding\x00UTF8\x00")
-                      + msg(b"S", b"standard_conforming_strings\x00on\x00")
-                      + msg(b"S", b"integer_datetimes\x00on\x00")
-                      + msg(b"K", struct.pack(">II", 4242, 1234)) + msg(b"Z", b"I"))
-            while s.recv(65536):
-                pass  # queries: read, never answered
-            with self.lock:
-                self.ended += 1
-        except (EOFError, OSError):
-            with self.lock:
-                self.ended += 1
-
-    def close(self):
-        self.stop = True
-        self.listener.close()
-        with self.lock:
-            for s in self.socks:
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-
 def test_event_query_past_its_deadline_does_not_block_the_loop():
     # A query on a PostgreSQL that never answers outlives the request's deadline (timeout=3:
     # backend waits end at 2 s). The worker drops that connection without a blocking cancel,
     # answers 504, and its loop answers / promptly all along.
-    pg = FakePostgres()
-    try:
+    with HungPostgres() as pg:
         url = f"postgresql://perfcgi@127.0.0.1:{pg.port}/perfcgi?sslmode=disable&connect_timeout=5"
         with EventServer("--timeout", "3", "--database-url", url, "--pool-size", "1",
                          "--redis-url", f"redis://127.0.0.1:{free_port()}/0") as s:
@@ -628,5 +546,3 @@ def test_event_query_past_its_deadline_does_not_block_the_loop():
             assert json.loads(body)["error"] in ("timeout", "backend_unavailable"), body
             assert pg.logins >= 1, "the fake PostgreSQL saw no login"
             assert wait_until(lambda: pg.ended >= 1, 5, message="the timed-out connection is dropped")
-    finally:
-        pg.close()

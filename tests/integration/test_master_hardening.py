@@ -14,116 +14,14 @@ import struct
 import threading
 import time
 
-from harness import (STACK, WORKERS, OwnPerfcgi, Skip, app_socket, assert_app_answer, children_of,
+from harness import (STACK, WORKERS, HungPostgres, OwnPerfcgi, Skip, app_socket, assert_app_answer, children_of,
                      fcgi_connect, fcgi_request, free_port, get, http, json_body, master_http, pm_status,
                      proc_stat_fields, settled, status_socket, wait_until, wait_workers)
 
 SETTLE = 60
 
 
-# --- a PostgreSQL that logs in and then never answers -----------------------------------------
-
-class HungPostgres:
-    """Listens on a free loopback port, answers the startup packet (AuthenticationOk,
-    ParameterStatus, BackendKeyData, ReadyForQuery), then reads queries and never answers
-    them. Cancel requests are read and their connections held open, as a server that
-    never gets to them."""
-
-    SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
-
-    def __init__(self):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
-        self.conns = []
-        self.logins = self.queries = self.cancels = 0
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-
-    def __enter__(self):
-        self._threads[0].start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.listener.close()
-        with self._lock:
-            for c in self.conns:
-                c.close()
-        for t in self._threads:
-            t.join(5)
-        return False
-
-    def _accept(self):
-        self.listener.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                c, _ = self.listener.accept()
-            except (socket.timeout, OSError):
-                continue
-            with self._lock:
-                self.conns.append(c)
-                t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-                self._threads.append(t)
-            t.start()
-
-    def _read(self, c, n):
-        buf = b""
-        while len(buf) < n and not self._stop.is_set():
-            try:
-                chunk = c.recv(n - len(buf))
-            except socket.timeout:
-                continue
-            except OSError:
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-        return buf if len(buf) == n else None
-
-    def _serve(self, c):
-        c.settimeout(0.2)
-        while True:  # the startup phase: SSL/GSS requests, then a startup or cancel packet
-            head = self._read(c, 4)
-            if head is None:
-                return
-            body = self._read(c, struct.unpack("!I", head)[0] - 4)
-            if body is None:
-                return
-            code = struct.unpack("!I", body[:4])[0]
-            if code in (self.SSL_REQUEST, self.GSS_REQUEST):
-                c.sendall(b"N")
-                continue
-            if code == self.CANCEL_REQUEST:
-                with self._lock:
-                    self.cancels += 1
-                while self._read(c, 1) is not None:  # held open, never acted upon
-                    pass
-                return
-            break
-        msgs = [b"R" + struct.pack("!II", 8, 0)]
-        for k, v in (("server_version", "15.0"), ("client_encoding", "UTF8"), ("server_encoding", "UTF8"),
-                     ("DateStyle", "ISO, MDY"), ("integer_datetimes", "on"),
-                     ("standard_conforming_strings", "on")):
-            payload = k.encode() + b"\0" + v.encode() + b"\0"
-            msgs.append(b"S" + struct.pack("!I", 4 + len(payload)) + payload)
-        msgs.append(b"K" + struct.pack("!III", 12, 4242, 1234))
-        msgs.append(b"Z" + struct.pack("!I", 5) + b"I")
-        c.sendall(b"".join(msgs))
-        with self._lock:
-            self.logins += 1
-        while True:  # queries: read, never answered
-            head = self._read(c, 5)
-            if head is None:
-                return
-            if self._read(c, struct.unpack("!I", head[1:])[0] - 4) is None:
-                return
-            with self._lock:
-                self.queries += 1
-
+# --- a PostgreSQL that logs in and then never answers (harness.HungPostgres) ------------------
 
 def _timed_master_http(path, timeout=5):
     t0 = time.monotonic()
