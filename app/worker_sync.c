@@ -235,7 +235,10 @@ static void *serve(void *arg)
         if (!worker_take_request()) {
             /* max_requests reached: the master retires this worker (a thread
              * just ends; the process waits for its signal). */
-            if (env->cfg->worker_class == WORKER_SYNC) worker_idle_until_stopped();
+            if (env->cfg->worker_class == WORKER_SYNC) {
+                pthread_sigmask(SIG_SETMASK, &w.wait_mask, NULL); /* TERM must reach it now */
+                worker_idle_until_stopped();
+            }
             break;
         }
         int which = wait_for_work(&w);

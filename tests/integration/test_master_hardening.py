@@ -422,7 +422,9 @@ def test_a_signal_to_a_starting_worker_does_not_reach_the_master():
         known = set(wait_workers(2)) | set(children_of(own.pid, probe=True))
         hit = 0
         for _ in range(30):
-            victim = sorted(set(children_of(own.pid)) & known)[0]
+            # Every child there is now is known, so the next one is the replacement.
+            known |= set(children_of(own.pid, probe=True))
+            victim = wait_until(lambda: sorted(children_of(own.pid)), 10, interval=0.05, message="a worker")[0]
             os.kill(victim, signal.SIGKILL)
             pid = _signal_next_child(own.pid, known, signal.SIGTTIN)
             known.add(pid)

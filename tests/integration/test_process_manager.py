@@ -165,6 +165,22 @@ def test_usr1_and_hup_do_not_drop_an_accepted_connection():
     assert not problems, "a connection a worker had accepted was dropped: " + "; ".join(problems)
 
 
+def test_recycled_workers_exit_once_replaced():
+    # A worker at max_requests stops taking requests and waits for the master's TERM: it
+    # must take it then, not linger until graceful_timeout (30 s here) holding its backend
+    # connections (with many recycles a second, PostgreSQL ran out of connections).
+    with perfcgi_with(max_requests=5):
+        with Load(["/", "/io-intensive?ms=1"], threads=4) as load:
+            wait_until(lambda: restarts()["max_requests"] >= 2 * WORKERS, SETTLE, interval=0.1,
+                       message="workers recycled")
+        assert not load.failures, load.summary()
+        recycled = restarts()["max_requests"]
+        kids = wait_until(lambda: settled(WORKERS), 10, interval=0.1,
+                          message=f"{WORKERS} workers and no recycled one left within 10 s")
+        assert len(kids) == WORKERS, kids
+        assert recycled >= 2 * WORKERS
+
+
 def test_max_requests_recycles_without_failures():
     # Every recycled worker is retired with TERM, mostly while idle in accept: a rare
     # failure here (a 502 after "writev() failed (32: Broken pipe)") is the dropped
