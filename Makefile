@@ -148,14 +148,14 @@ INSTALL_LINK  := $(DESTDIR)/etc/nginx/sites-enabled/perfcgi
 INSTALL_CACHE := $(DESTDIR)/var/cache/nginx
 # The variables of nginx/perfcgi.conf.template. envsubst replaces these and nothing else
 # (Nginx's own $host, $request_uri, ... stay). The upstreams are perfcgi.ini's bind and
-# status_bind; sync workers get no upstream keepalive (it would pin a worker).
+# status_bind; sync workers get no upstream keepalive (one connection at a time per worker).
 SITE_VARS := NGINX_LISTEN_ADDR NGINX_PORT NGINX_APP_SERVER NGINX_STATUS_SERVER NGINX_CACHE_DIR \
              NGINX_UPSTREAM_KEEPALIVE NGINX_FASTCGI_KEEP_CONN
 SITE_ENV  := NGINX_LISTEN_ADDR='$(NGINX_LISTEN_ADDR)' NGINX_PORT='$(NGINX_PORT)' \
              NGINX_APP_SERVER=unix:/run/perfcgi/perfcgi.sock \
              NGINX_STATUS_SERVER=unix:/run/perfcgi/status.sock \
              NGINX_CACHE_DIR=/var/cache/nginx/perfcgi \
-             NGINX_UPSTREAM_KEEPALIVE='\# no keepalive: it would pin a sync worker (event workers: see above)' \
+             NGINX_UPSTREAM_KEEPALIVE='\# no keepalive: a sync worker serves one connection at a time (event workers: see above)' \
              NGINX_FASTCGI_KEEP_CONN=off
 
 .PHONY: install uninstall

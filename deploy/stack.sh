@@ -634,7 +634,7 @@ nginx_render() {
         export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout ${idle}s; keepalive_time 10s;"
         export NGINX_FASTCGI_KEEP_CONN=on
     else
-        export NGINX_UPSTREAM_KEEPALIVE="# no keepalive: it would pin a ${PERFCGI_WORKER_CLASS:-sync} worker"
+        export NGINX_UPSTREAM_KEEPALIVE="# no keepalive: a ${PERFCGI_WORKER_CLASS:-sync} worker serves one connection at a time"
         export NGINX_FASTCGI_KEEP_CONN=off
     fi
     export NGINX_WORKER_PROCESSES=${NGINX_WORKER_PROCESSES:-auto}
