@@ -140,16 +140,14 @@ static void close_inherited(const struct listener *keep, int nkeep)
  * its own handlers (the worker and prober entry points unblock them), and it
  * keeps neither the master's pipes (but the write end of wake_pipe if `wake`)
  * nor any socket but `keep`. Returns as fork(). */
-static pid_t fork_child(struct master *m, const struct listener *keep, int nkeep, int wake)
+static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
 {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    status_server_lock(m->status); /* the status thread holds no lock the child could need */
     pid_t pid = fork();
     if (pid != 0) {
         int saved = errno;
-        status_server_unlock(m->status);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         errno = saved;
         return pid;
@@ -159,7 +157,6 @@ static pid_t fork_child(struct master *m, const struct listener *keep, int nkeep
     close(signal_pipe[1]);
     close(wake_pipe[0]);
     if (!wake) close(wake_pipe[1]);
-    status_server_close_in_child(m->status);
     close_inherited(keep, nkeep);
     return 0;
 }
@@ -169,9 +166,7 @@ static int free_slot(struct master *m)
     for (int i = 0; i < MAX_SLOTS; i++) {
         if (m->workers[i].pid == 0) {
             if (i >= m->slots_used) {
-                status_server_lock(m->status);
                 m->slots_used = i + 1;
-                status_server_unlock(m->status);
                 scoreboard_set_used(m->slots_used);
             }
             return i;
@@ -186,7 +181,7 @@ static void spawn(struct master *m)
     if (slot < 0) return;
     memset(&m->slots[slot], 0, sizeof m->slots[slot]);
     atomic_store(&m->slots[slot].state, SLOT_STARTING);
-    pid_t pid = fork_child(m, m->listeners, m->nlisteners, 1);
+    pid_t pid = fork_child(m->listeners, m->nlisteners, 1);
     if (pid < 0) {
         log_error("fork failed: %s", strerror(errno));
         m->respawn_after_ms = clock_ms() + CRASH_BACKOFF_MS;
@@ -207,7 +202,7 @@ static void spawn(struct master *m)
 static void probe_start(struct master *m)
 {
     probe_board_restart(m->probe);
-    pid_t pid = fork_child(m, NULL, 0, 0);
+    pid_t pid = fork_child(NULL, 0, 0);
     if (pid < 0) {
         log_error("cannot start the backend prober: fork failed: %s", strerror(errno));
         m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
@@ -300,7 +295,6 @@ static int died_by_itself(int status)
 static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
-    status_server_lock(m->status);
     scoreboard_add(&m->stats.totals, &s->counters);
     scoreboard_release_held(s); /* what it held died with it */
     /* Requests it had accepted count as accepted even if it died holding them. */
@@ -311,7 +305,6 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
     memset(w, 0, sizeof *w);
     int counted = m->stop == RUNNING;
     if (counted) m->stats.restarts[gone.phase == PHASE_RETIRING ? gone.why : RESTART_CRASH]++;
-    status_server_unlock(m->status);
     if (!counted || gone.phase == PHASE_RETIRING) return;
 
     int boot_failed = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED;
@@ -523,11 +516,9 @@ static void reload(struct master *m)
         return;
     }
     struct settings *old = m->cfg;
-    status_server_lock(m->status);
     sockets_commit(&binds, m->listeners, &m->nlisteners);
     sockets_commit(&status, m->status_listeners, &m->nstatus);
     m->cfg = next;
-    status_server_unlock(m->status);
     settings_free(old);
     free(old);
     status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
@@ -623,7 +614,6 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     m->slots = scoreboard_create(MAX_SLOTS);
     m->probe = probe_board_create();
     m->stats.start_wall_s = clock_wall_s();
-    /* The signal handlers first: the status threads start with every signal blocked. */
     if (!m->slots || !m->probe || install_signals() != 0 ||
         !(m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m))) {
         log_error("cannot start the master: %s", strerror(errno));
@@ -649,15 +639,18 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
                 m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
-        struct pollfd fds[2];
+        struct pollfd fds[2 + SETTINGS_MAX_BINDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
-        int rc = poll(fds, 2, TICK_MS);
+        int timeout_ms = TICK_MS;
+        int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
+        int rc = poll(fds, (nfds_t)nfds, timeout_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
             break;
         }
         reap(m); /* a lost SIGCHLD byte must not leave a worker unreaped */
+        status_server_run(m->status); /* what is ready, and its timeouts */
         if (rc <= 0) continue;
         if (fds[0].revents) handle_signals(m);
         if (fds[1].revents) {

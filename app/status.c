@@ -6,10 +6,7 @@
 #include <inttypes.h>
 #include <math.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -278,19 +275,11 @@ struct status_daemon {
 };
 
 struct status_server {
-    /* Held by the status thread while libmicrohttpd works (reads, answers), and
-     * by the master while it changes what the snapshot points to or forks: a
-     * child never starts with a lock (malloc's, the allocator's of a sanitizer)
-     * taken by that thread. */
-    pthread_mutex_t lock;
     status_snapshot_fn snapshot;
     const void *ctx;
     struct status_peaks peaks;
     struct status_daemon daemons[SETTINGS_MAX_BINDS];
     int ndaemons;
-    int wake[2]; /* the daemons changed, or the thread must stop */
-    int stopping;
-    pthread_t thread;
 };
 
 /* ---- answers ---- */
@@ -354,7 +343,6 @@ static void respond(struct status_server *s, const char *method, const char *pat
         reply_json(r, 404, json_pack("{s:s}", "error", "not_found"));
         return;
     }
-    /* Under the lock (see struct status_server): what the master changes stays put. */
     struct status_view v;
     s->snapshot(s->ctx, &v);
     if (strcmp(path, "/readyz") == 0) {
@@ -372,7 +360,7 @@ static void respond(struct status_server *s, const char *method, const char *pat
     }
 }
 
-/* ---- the HTTP server: libmicrohttpd, driven by a thread of its own ---- */
+/* ---- the HTTP server: libmicrohttpd, driven by the master's loop ---- */
 
 static enum MHD_Result has_full(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
@@ -419,51 +407,18 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *conn, const char
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    static _Atomic long second;
-    static _Atomic int lines;
+    static long second;
+    static int lines;
     long now = (long)(clock_ms() / 1e3);
-    if (atomic_exchange(&second, now) != now) atomic_store(&lines, 0);
-    if (atomic_fetch_add(&lines, 1) >= STATUS_LOG_PER_S) return;
+    if (second != now) {
+        second = now;
+        lines = 0;
+    }
+    if (lines++ >= STATUS_LOG_PER_S) return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
     line[strcspn(line, "\n")] = '\0';
     log_warning("status server: %s", line);
-}
-
-/* Runs libmicrohttpd in "external" mode: waits for its descriptors without the
- * lock, then lets it do its work (never blocking) with the lock held. */
-static void *serve(void *arg)
-{
-    struct status_server *s = arg;
-    for (;;) {
-        struct pollfd fds[SETTINGS_MAX_BINDS + 1];
-        int n = 0;
-        MHD_UNSIGNED_LONG_LONG timeout = 1000, t;
-        pthread_mutex_lock(&s->lock);
-        int stop = s->stopping;
-        fds[n++] = (struct pollfd){.fd = s->wake[0], .events = POLLIN};
-        for (int i = 0; i < s->ndaemons; i++) {
-            const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemons[i].d, MHD_DAEMON_INFO_EPOLL_FD);
-            if (info) fds[n++] = (struct pollfd){.fd = info->epoll_fd, .events = POLLIN};
-            if (MHD_get_timeout(s->daemons[i].d, &t) == MHD_YES && t < timeout) timeout = t;
-        }
-        pthread_mutex_unlock(&s->lock);
-        if (stop) return NULL;
-        poll(fds, (nfds_t)n, (int)timeout);
-        char drain[64];
-        while (read(s->wake[0], drain, sizeof drain) > 0) {
-        }
-        pthread_mutex_lock(&s->lock);
-        for (int i = 0; i < s->ndaemons; i++) MHD_run(s->daemons[i].d);
-        pthread_mutex_unlock(&s->lock);
-    }
-}
-
-static void wake_thread(struct status_server *s)
-{
-    char b = 1;
-    ssize_t w = write(s->wake[1], &b, 1); /* a full pipe already wakes it */
-    (void)w;
 }
 
 static int daemon_start(struct status_server *s, struct status_daemon *d, int listen_fd)
@@ -486,7 +441,6 @@ void status_server_set_listeners(struct status_server *s, const struct listener 
 {
     struct status_daemon keep[SETTINGS_MAX_BINDS];
     int nkeep = 0;
-    pthread_mutex_lock(&s->lock);
     for (int i = 0; i < s->ndaemons; i++) {
         int still = 0;
         for (int j = 0; j < n; j++) still |= listeners[j].fd == s->daemons[i].fd;
@@ -502,8 +456,6 @@ void status_server_set_listeners(struct status_server *s, const struct listener 
     }
     memcpy(s->daemons, keep, sizeof keep[0] * (size_t)nkeep);
     s->ndaemons = nkeep;
-    pthread_mutex_unlock(&s->lock);
-    wake_thread(s);
 }
 
 struct status_server *status_server_new(const struct listener *listeners, int n, status_snapshot_fn snapshot,
@@ -511,26 +463,11 @@ struct status_server *status_server_new(const struct listener *listeners, int n,
 {
     struct status_server *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    if (pipe2(s->wake, O_NONBLOCK | O_CLOEXEC) != 0) {
-        free(s);
-        return NULL;
-    }
-    pthread_mutex_init(&s->lock, NULL);
     s->snapshot = snapshot;
     s->ctx = ctx;
     status_server_set_listeners(s, listeners, n);
-    /* Its thread blocks every signal: they are the master thread's business. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int started = s->ndaemons == n && pthread_create(&s->thread, NULL, serve, s) == 0;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (!started) {
-        status_server_set_listeners(s, NULL, 0);
-        close(s->wake[0]);
-        close(s->wake[1]);
-        pthread_mutex_destroy(&s->lock);
-        free(s);
+    if (s->ndaemons != n) {
+        status_server_free(s);
         return NULL;
     }
     return s;
@@ -539,39 +476,31 @@ struct status_server *status_server_new(const struct listener *listeners, int n,
 void status_server_free(struct status_server *s)
 {
     if (!s) return;
-    pthread_mutex_lock(&s->lock);
-    s->stopping = 1;
-    pthread_mutex_unlock(&s->lock);
-    wake_thread(s);
-    pthread_join(s->thread, NULL);
     status_server_set_listeners(s, NULL, 0);
-    close(s->wake[0]);
-    close(s->wake[1]);
-    pthread_mutex_destroy(&s->lock);
     free(s);
 }
 
-void status_server_close_in_child(struct status_server *s)
+int status_server_pollfds(const struct status_server *s, struct pollfd *fds, int max, int *timeout_ms)
 {
-    close(s->wake[0]);
-    close(s->wake[1]);
+    int n = 0;
+    for (int i = 0; i < s->ndaemons && n < max; i++) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemons[i].d, MHD_DAEMON_INFO_EPOLL_FD);
+        if (info) fds[n++] = (struct pollfd){.fd = info->epoll_fd, .events = POLLIN};
+        MHD_UNSIGNED_LONG_LONG t;
+        if (MHD_get_timeout(s->daemons[i].d, &t) == MHD_YES && t < (MHD_UNSIGNED_LONG_LONG)*timeout_ms)
+            *timeout_ms = (int)t;
+    }
+    return n;
 }
 
-void status_server_lock(struct status_server *s)
+void status_server_run(struct status_server *s)
 {
-    pthread_mutex_lock(&s->lock);
-}
-
-void status_server_unlock(struct status_server *s)
-{
-    pthread_mutex_unlock(&s->lock);
+    for (int i = 0; i < s->ndaemons; i++) MHD_run(s->daemons[i].d);
 }
 
 void status_sample(struct status_server *s)
 {
     struct status_view v;
-    pthread_mutex_lock(&s->lock);
     s->snapshot(s->ctx, &v);
     status_peaks_sample(&s->peaks, &v);
-    pthread_mutex_unlock(&s->lock);
 }

@@ -2,6 +2,7 @@
 #ifndef PERFCGI_STATUS_H
 #define PERFCGI_STATUS_H
 
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -22,7 +23,6 @@ struct status_view {
     int nlisteners;
     const struct probe_board *probe;
 };
-/* Called with the server's lock held (see status_server_lock). */
 typedef void (*status_snapshot_fn)(const void *ctx, struct status_view *out);
 
 /* Figures sampled over time rather than read at one instant. */
@@ -37,28 +37,26 @@ struct status_peaks {
 void status_peaks_sample(struct status_peaks *peaks, const struct status_view *v);
 
 /*
- * The operations endpoints, served by libmicrohttpd on a thread of its own
- * (with a connection limit and an idle timeout), so the master's loop never
- * waits for a status client. That thread does libmicrohttpd's work, answers
- * included, under the server's lock; the master holds the lock while it changes
- * what the snapshot points to (settings, totals, sockets, the slots in use) and
- * while it forks.
+ * The operations endpoints, served by libmicrohttpd (with a connection limit
+ * and an idle timeout) from the master's own loop: its sockets are
+ * non-blocking, so status_server_run only does what is ready and the loop
+ * never waits for a status client. No thread: the master forks workers, and a
+ * child must not start with a lock another thread held.
  */
 struct status_server;
 
 /* NULL if a socket cannot be served. */
 struct status_server *status_server_new(const struct listener *listeners, int n, status_snapshot_fn snapshot,
                                         const void *ctx);
-/* Stops serving (waits for the thread); the sockets stay open. */
+/* Stops serving; the sockets stay open. */
 void status_server_free(struct status_server *s);
-/* Serves these sockets from now on: stops serving the others, starts on new
- * ones. Takes the lock itself. */
+/* Serves these sockets from now on: stops serving the others, starts on new ones. */
 void status_server_set_listeners(struct status_server *s, const struct listener *listeners, int n);
-/* In a freshly forked child: closes the server's own pipe (its sockets and
- * epoll instances are the child's to close), and touches nothing else. */
-void status_server_close_in_child(struct status_server *s);
-void status_server_lock(struct status_server *s);
-void status_server_unlock(struct status_server *s);
+/* Appends the descriptors to poll for (at most max; returns how many) and
+ * lowers *timeout_ms to when libmicrohttpd next has work (its timeouts). */
+int status_server_pollfds(const struct status_server *s, struct pollfd *fds, int max, int *timeout_ms);
+/* Accepts, reads, answers and times out what is ready; never blocks. */
+void status_server_run(struct status_server *s);
 /* Updates the peaks (the master calls it every tick). */
 void status_sample(struct status_server *s);
 
