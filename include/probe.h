@@ -11,7 +11,7 @@ enum probe_backend { PROBE_REDIS, PROBE_PG, PROBE_BACKENDS };
 /* "redis", "postgresql": the names /readyz uses. */
 extern const char *const probe_backend_names[PROBE_BACKENDS];
 
-/* Shared memory the prober writes and the master's status thread reads. */
+/* Shared memory the prober writes and the master's status server reads. */
 struct probe_board;
 
 /* Maps a board shared with every process forked afterwards; NULL on failure. */
