@@ -354,13 +354,7 @@ say "imported as $BASE_IMAGE"
 # before builds of up to BUILD_TIMEOUT, while another program may take them).
 choose_ports() {
     read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
-        python3 - <<'EOF'
-import socket
-socks = [socket.socket() for _ in range(5)]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in socks))
-EOF
+        python3 -B -c 'import sys; sys.path.insert(0, "tests/integration"); import harness; print(*harness.free_ports(5))'
     )
     export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
     say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \

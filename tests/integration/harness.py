@@ -22,6 +22,7 @@ import contextlib
 import http.client as httpclient
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -167,23 +168,49 @@ def sanitizer_dir_cleanup(keep=False):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bind_free(s):
+    """Binds s to a free loopback port below the kernel's ephemeral range; the port.
+    Outgoing connections (thousands in a load test) take their local ports from that
+    range, never from below it, so a port chosen here is still free when its server
+    binds it a moment later."""
+    high = _ephemeral_low()
+    low = max(10000, high - 12000)
+    for _ in range(200):
+        port = random.randrange(low, high)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
 def free_port():
-    """A loopback port nobody listens on right now: chosen, not reserved. Another program
-    may bind it before whoever it is for does (Stack.start then chooses again)."""
+    """A loopback port nobody listens on right now, outside the ephemeral range: chosen,
+    not reserved (Stack.start chooses again should another server take it meanwhile)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return _bind_free(s)
 
 
 def free_ports(n):
     """n distinct free loopback ports (all held open while choosing, so no duplicates)."""
     socks = []
     try:
+        ports = []
         for _ in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            ports.append(_bind_free(s))
+        return ports
     finally:
         for s in socks:
             s.close()
