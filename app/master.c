@@ -115,8 +115,8 @@ static void child_default_signals(void)
     for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
 }
 
-/* In a fresh child: closes the sockets it inherited but those in keep (the
- * status sockets, status clients) and the status server's epoll instances. */
+/* In a fresh child: closes every socket and epoll instance it inherited (the
+ * status sockets and clients, the status server's epoll) but those in keep. */
 static void close_inherited(const struct listener *keep, int nkeep)
 {
     DIR *d = opendir("/proc/self/fd");
@@ -272,7 +272,6 @@ static void note_crash(struct master *m)
     }
 }
 
-/* A worker is gone: fold its counters into the totals and decide what it means. */
 /* Whether a worker that died before serving failed by itself (an exit status,
  * a crash) rather than was killed from outside (the OOM killer's SIGKILL, an
  * operator's TERM): only the former says workers cannot boot. */
@@ -292,6 +291,7 @@ static int died_by_itself(int status)
     }
 }
 
+/* A worker is gone: fold its counters into the totals and decide what it means. */
 static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
@@ -501,15 +501,10 @@ static void reload(struct master *m)
         free(next);
         return;
     }
-    struct socket_set binds, status;
-    if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0) {
-        status.n = 0;
-    } else if (sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) !=
-               0) {
-        sockets_abandon(&binds);
-        binds.n = 0;
-    }
-    if (binds.n != next->bind.count || status.n != next->status_bind.count) {
+    struct socket_set binds = {.n = 0}, status = {.n = 0};
+    if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0 ||
+        sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) != 0) {
+        sockets_abandon(&binds); /* a set that failed has closed its own */
         log_error("reload: cannot listen on %s; the running configuration stays", err);
         settings_free(next);
         free(next);

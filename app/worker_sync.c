@@ -180,8 +180,9 @@ static void serve_one(struct waiter *w, struct blocking_backends *b, struct work
     respond(fr, &ex);
     drain_stdin(fr);
     /* A connection waits, or this was the last request before max_requests:
-     * close this one with the answer instead of keeping it, so the web server sees it end before it could send another request
-     * on it (giving it up later can cross a request in flight). */
+     * close this one with the answer instead of keeping it, so the web server
+     * sees it end before it could send another request on it (giving it up
+     * later can cross a request in flight). */
     if (fr->keepConnection && (worker_at_limit() || connection_waiting(w))) fr->keepConnection = 0;
     struct pg_pool_stats ps;
     pg_pool_stats(b->pool, &ps);

@@ -3,14 +3,15 @@
 # are installed. As root it installs what is missing; otherwise it prints the exact
 # apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test
 # tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
-# FastCGI front ends that tests/integration/test_frontends.py puts before each class);
+# FastCGI front ends that tests/integration/test_frontends.py puts before each class;
+# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`);
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
 build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev libmicrohttpd-dev)
 stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
-      lighttpd apache2 haproxy h2o caddy)
+      lighttpd apache2 haproxy h2o caddy iproute2 systemd)
 
 packages=("${build[@]}" "${stack[@]}")
 case ${1:-stack} in
@@ -32,5 +33,14 @@ if ((EUID != 0)); then
 fi
 echo "installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# perfcgi and its tests run private servers on ports of their own: the packages'
+# own services (Nginx, Apache, lighttpd, Redis, PostgreSQL ... all on their default
+# ports) are not started by the install, where a policy does not already say so.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
