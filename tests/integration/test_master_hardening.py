@@ -288,21 +288,29 @@ def _signal_next_child(master, known, sig, timeout=10):
     """Sends sig to the first child of master not in known as soon as it appears (it is
     still starting then); its pid. Pids grow: the next child is just above the highest
     known one unless other processes were started meanwhile. Only ever a child of this
-    master is signalled."""
-    hint = max(known | {master})
-    fast = time.monotonic() + 1
-    while time.monotonic() < fast:
-        for pid in range(hint + 1, hint + 200):
-            fields = proc_stat_fields(pid)
-            if fields and int(fields[1]) == master and pid not in known and fields[0] != "Z":
-                os.kill(pid, sig)
-                return pid
-    # A busy machine took the pids after hint: find it the slow way (it may be serving).
-    new = wait_until(lambda: set(children_of(master)) - known, timeout, interval=0.01,
-                     message=f"a new child of {master}")
-    pid = min(new)
-    os.kill(pid, sig)
-    return pid
+    master is signalled; one that is gone before the signal reaches it is passed over."""
+    deadline = time.monotonic() + timeout
+    while True:
+        hint = max(known | {master})
+        fast = time.monotonic() + 1
+        pid = None
+        while pid is None and time.monotonic() < fast:
+            for candidate in range(hint + 1, hint + 200):
+                fields = proc_stat_fields(candidate)
+                if fields and int(fields[1]) == master and candidate not in known and fields[0] != "Z":
+                    pid = candidate
+                    break
+        if pid is None:  # a busy machine took the pids after hint: find it the slow way
+            left = max(0.1, deadline - time.monotonic())
+            pid = min(wait_until(lambda: set(children_of(master)) - known, left, interval=0.01,
+                                 message=f"a new child of {master}"))
+        try:
+            os.kill(pid, sig)
+            return pid
+        except ProcessLookupError:
+            known.add(pid)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no child of {master} lived long enough to be signalled") from None
 
 
 def test_workers_killed_while_starting_do_not_stop_the_master():
