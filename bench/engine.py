@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""bench/engine.py: perfcgi's benchmark engine, behind `make bench`, `make bench-quick`,
+`make tune` and bench/benchmark_test.sh.
+
+  bench/engine.py run [--profile quick|full|chapter] [--url BASE] [options]
+  bench/engine.py tune --mix '/=0.5,/cached-data=0.3,/io-intensive=0.2' --p99 100
+  bench/engine.py report RUN_DIR      (recommendations and report again, from results.json)
+
+Run with Debian's /usr/bin/python3 (the report's charts need its python3-matplotlib)."""
+import argparse
+import json
+import datetime
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from perfbench import machine, plan, runner, target  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def csv_list(conv=str):
+    return lambda text: tuple(conv(x.strip()) for x in text.split(",") if x.strip())
+
+
+def run_args(sub):
+    r = sub.add_parser("run", help="measure: the matrix, the sweeps, the baselines; then the report")
+    r.add_argument("--profile", choices=("quick", "full", "chapter"), default="full")
+    r.add_argument("--url", help="measure the server at this base URL only (start and change nothing)")
+    r.add_argument("--classes", type=csv_list(), help="worker classes, e.g. sync,event")
+    r.add_argument("--endpoints", type=csv_list(), help="endpoints, e.g. /,/cpu-intensive")
+    r.add_argument("--concurrency", type=csv_list(int), help="connection counts, e.g. 16,64,256")
+    r.add_argument("--duration", type=float, help="seconds per measurement")
+    r.add_argument("--warmup", type=float, help="seconds of warm-up before each measurement")
+    r.add_argument("--reps", type=int, help="repetitions (rounds over the whole plan)")
+    r.add_argument("--max-minutes", type=float, help="time bound of the whole run")
+    r.add_argument("--p99-bound", type=float, default=250.0, help="p99 (ms) a recommendation must meet")
+    r.add_argument("--out", type=Path, help="run folder (default bench/results/<run id>)")
+    r.add_argument("--no-baselines", action="store_true", help="leave out the calibration baselines")
+    r.add_argument("--no-sweeps", action="store_true", help="leave out the one-parameter sweeps")
+    r.add_argument("--no-report", action="store_true", help="results only (CSV and JSON)")
+    r.add_argument("--ab", action="store_true", help="print each step as ab prints a run")
+
+
+def apply_overrides(p, a):
+    if a.classes:
+        bad = set(a.classes) - set(plan.CLASSES)
+        if bad:
+            sys.exit(f"bench: unknown worker class {', '.join(sorted(bad))} (sync, thread, event)")
+        p.classes = a.classes
+        p.openloop_classes = tuple(c for c in p.openloop_classes if c in a.classes) or a.classes[:1]
+    if a.endpoints:
+        bad = set(a.endpoints) - set(plan.PATHS)
+        if bad:
+            sys.exit(f"bench: unknown endpoint {', '.join(sorted(bad))} ({', '.join(plan.PATHS)})")
+        p.endpoints = a.endpoints
+    if a.concurrency:
+        if min(a.concurrency) < 1:
+            sys.exit("bench: --concurrency takes positive connection counts")
+        p.concurrency, p.reference = a.concurrency, a.concurrency[len(a.concurrency) // 2]
+        p.wide_endpoints = ()
+    for name in ("duration", "warmup", "reps", "max_minutes"):
+        v = getattr(a, name)
+        if v is not None:
+            if v < 0 or (name != "warmup" and v == 0):
+                sys.exit(f"bench: --{name.replace('_', '-')} must be positive")
+            setattr(p, {"duration": "duration_s", "warmup": "warmup_s"}.get(name, name), v)
+    if a.no_baselines:
+        p.baselines = False
+    if a.no_sweeps:
+        p.sweeps = {}
+    if a.url:
+        p.baselines = False
+        p.sweeps = {}
+        p.openloop = {}
+
+
+def served(base_url, endpoints):
+    """The endpoints the target serves (a 404 means it does not)."""
+    out = []
+    for ep in endpoints:
+        status, _ = target.http_get(base_url + plan.PATHS[ep], timeout=30, headers={"X-No-Cache": "1"})
+        if status not in (0, 404):
+            out.append(ep)
+    return out
+
+
+def print_ab(steps):
+    """Each step in ab's words, as the tuning chapter's benchmark_test.sh prints them."""
+    for s in steps:
+        rps, conc = s["rps"] or 0, s["concurrency"]
+        who = f"{s['class']} workers" if s["class"] not in (None, "url") else (s["baseline"] or "server")
+        how = f"concurrency {conc}" + (", cache on" if s["cache"] == "on" else "")
+        how += f", open loop at {s['rate']} req/s" if s["rate"] else ""
+        print(f"\n== {who}: {s['path']}  ({how})")
+        print(f"Requests per second:    {rps:.2f} [#/sec] (mean)")
+        if rps:
+            print(f"Time per request:       {conc * 1000 / rps:.3f} [ms] (mean)")
+            print(f"Time per request:       {1000 / rps:.3f} [ms] (mean, across all concurrent requests)")
+        print(f"Failed requests:        {s['failed']}"
+              + (f"   ({', '.join(f'{k} {v}' for k, v in s['failed_by_kind'].items() if v)})" if s["failed"] else ""))
+        print(f"Latency p50, p99:       {s['p50_ms']} ms, {s['p99_ms']} ms")
+
+
+def finish(out_dir, doc):
+    """Recommendations from the run's own figures, then the report."""
+    from perfbench import recommend, report, results
+    doc["recommendations"] = recommend.recommend(doc["steps"], doc["run"]["plan"]["p99_bound_ms"],
+                                                 doc["machine"]["cores"])
+    results.write(doc, out_dir)
+    report.write_report(doc, out_dir)
+
+
+def cmd_run(a):
+    p = plan.profiles()[a.profile]
+    apply_overrides(p, a)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+    run_id = f"{stamp}-{'url' if a.url else p.name}"
+    out_dir = a.out or RESULTS / run_id
+    runner.raise_fd_limit()
+    targets = {}
+    # TERM stops the run like Ctrl-C; a second signal during the teardown is ignored.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        main = target.UrlTarget(a.url) if a.url else target.StackTarget()
+        targets[main.kind] = main
+        print(f"bench: {'measuring ' + a.url if a.url else 'starting a private stack'} ...", flush=True)
+        main.up()
+        if p.baselines:
+            targets["baseline"] = target.BaselineTarget()
+            targets["baseline"].up()
+        eps = served(main.base_url, p.endpoints)
+        missing = [e for e in p.endpoints if e not in eps]
+        phases = plan.build(p, eps, main.kind)
+        doc = {"schema": 1,
+               "run": {"id": run_id, "profile": p.name, "started": runner.now_iso(), "finished": None,
+                       "duration_s": 0, "interrupted": False, "target": main.kind, "base_url": main.base_url,
+                       "plan": {"warmup_s": p.warmup_s, "duration_s": p.duration_s, "reps": p.reps,
+                                "p99_bound_ms": a.p99_bound, "reference_concurrency": p.reference,
+                                "max_minutes": p.max_minutes, "steps_planned": sum(len(ph.steps) for ph in phases),
+                                "steps_done": 0},
+                       "notes": [f"{e} is not served by this target (404): left out" for e in missing]},
+               "machine": machine.describe(main.versions()), "steps": [], "rows": [], "recommendations": {}}
+        run = runner.Run(p, phases, targets, out_dir, doc)
+        print(f"bench: {run.total} measurements in {len(phases)} configurations, {p.reps} round(s); "
+              f"results in {out_dir}", flush=True)
+        run.run()
+        run.save()
+    except (target.TargetError, runner.load.LoadError) as e:
+        sys.exit(f"bench: {e}")
+    except KeyboardInterrupt:
+        print("\nbench: interrupted before the first measurement", file=sys.stderr)
+        sys.exit(130)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        runner.stop_targets(targets)
+    if a.ab:
+        print_ab(doc["steps"])
+    if not a.no_report:
+        finish(out_dir, doc)
+    print(f"\nbench: {doc['run']['plan']['steps_done']} steps measured in {doc['run']['duration_s']:.0f} s"
+          f"{' (interrupted)' if doc['run']['interrupted'] else ''}: {out_dir}/")
+    return 1 if doc["run"]["interrupted"] else 0
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="bench/engine.py", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run_args(sub)
+    rep = sub.add_parser("report", help="recommendations and report again from RUN_DIR/results.json")
+    rep.add_argument("run_dir", type=Path)
+    a = ap.parse_args()
+    if a.cmd == "run":
+        return cmd_run(a)
+    if a.cmd == "report":
+        doc = json.loads((a.run_dir / "results.json").read_text())
+        finish(a.run_dir, doc)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""bench/perfbench/runner.py: runs a plan: configures the target phase by phase, warms
+up, measures each step with the right tool while sampling the processes, and keeps
+results.json/results.csv current after every measurement, so Ctrl-C or the time bound
+stops the run with everything measured so far kept."""
+import datetime
+import itertools
+import resource
+import sys
+import time
+
+from . import load, procs, results
+from .plan import COLD_WAVE_CATEGORY
+from .target import StackTarget, TargetError
+
+# Counters of /metrics whose change a step records (the histograms stay out).
+METRIC_PREFIXES = ("perfcgi_pool_", "perfcgi_cache_requests_total", "perfcgi_worker_restarts_total",
+                   "perfcgi_max_children_reached_total", "perfcgi_slow_requests_total",
+                   "perfcgi_accepted_connections_total")
+# Open-loop rates stay where the open-loop tool itself keeps up on one core.
+OPENLOOP_MAX_RATE = 3000
+
+
+def now_iso():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def raise_fd_limit():
+    """Thousands of connections need as many descriptors (wrk, and the servers it starts)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def metrics_delta(before, after):
+    out = {}
+    for k, v in after.items():
+        if k.endswith("_total") or "_total{" in k:
+            if k.startswith(METRIC_PREFIXES) and v - before.get(k, 0):
+                out[k] = round(v - before.get(k, 0), 3)
+    return out
+
+
+class Run:
+    def __init__(self, profile, phases, targets, out_dir, results_doc, log=print):
+        self.p, self.phases, self.targets, self.out_dir = profile, phases, targets, out_dir
+        self.doc = results_doc
+        self.log = log
+        self.rows = {}       # step id -> rows
+        self.steps = {}      # step id -> Step
+        self.settings = {}   # step id -> settings in force
+        self.total = sum(len(ph.steps) for ph in phases) * profile.reps
+        self.done = 0
+        self.started = time.monotonic()
+        self.deadline = self.started + profile.max_minutes * 60
+        self.wave = itertools.count(1)
+
+    # --- progress ---
+    def _eta(self):
+        spent = time.monotonic() - self.started
+        left = spent / self.done * (self.total - self.done) if self.done else None
+        fmt = lambda s: f"{int(s) // 60}:{int(s) % 60:02d}"
+        return f"{fmt(spent)} elapsed" + (f", ~{fmt(left)} left" if left is not None else "")
+
+    def _say(self, step, row):
+        failed = sum(row[c] or 0 for c in results.FAILURES.values())
+        p99 = f"{row['p99_ms']:.1f} ms" if row["p99_ms"] is not None else "-"
+        extra = f" at {row['rate']} req/s" if row["rate"] else ""
+        self.log(f"[{self.done}/{self.total}] {step.id}{extra}: {row['rps'] or 0:.0f} req/s, p99 {p99}, "
+                 f"{failed} failed ({self._eta()})")
+
+    # --- the run ---
+    def run(self):
+        """Runs every round; returns normally, also when interrupted or out of time."""
+        try:
+            for rep in range(1, self.p.reps + 1):
+                for phase in self.phases:
+                    if not self.run_phase(phase, rep):
+                        return
+        except KeyboardInterrupt:
+            self.doc["run"]["interrupted"] = True
+            self.doc["run"]["notes"].append(f"interrupted (Ctrl-C) after {self.done} of {self.total} measurements")
+            self.log("\ninterrupted: keeping what was measured so far")
+
+    def run_phase(self, phase, rep):
+        """Measures the phase's steps once; False when the time bound stopped it."""
+        if not phase.steps:
+            return True
+        target = self.targets[phase.target]
+        in_force = target.configure(phase.settings) if phase.target == "stack" else {}
+        for step in phase.steps:
+            if time.monotonic() > self.deadline:
+                self.doc["run"]["notes"].append(f"stopped by the time bound ({self.p.max_minutes} min) after "
+                                                f"{self.done} of {self.total} measurements")
+                self.doc["run"]["interrupted"] = True
+                return False
+            self._measure(target, step, rep, in_force)
+        return True
+
+    def _url(self, target, step):
+        return target.base_url + (target.PATHS[step.baseline] if step.baseline else step.path)
+
+    def _measure(self, target, step, rep, in_force):
+        headers = () if step.cache == "on" else (load.NO_CACHE,)
+        if isinstance(target, StackTarget):
+            target.wait_idle()
+        url = self._url(target, step)
+        rate = None
+        if step.kind == "cold_wave":
+            # A fresh Nginx key (unknown parameters are ignored by the application) and
+            # a forgotten Redis entry: the first second of a cache entry's life.
+            target.make_cold(COLD_WAVE_CATEGORY)
+            url += f"&wave={next(self.wave)}-{int(time.time())}"
+            seconds = 1
+        else:
+            seconds = self.p.duration_s
+            if self.p.warmup_s:
+                load.wrk(url, step.concurrency, self.p.warmup_s, headers, mix=step.mix)
+                if isinstance(target, StackTarget):
+                    target.wait_idle()
+        if step.kind == "openloop":
+            rate = self._rate(step)
+            if rate is None:
+                return
+        before = target.metrics()
+        with procs.Sampler(target.groups()) as sampler:
+            if step.kind == "openloop":
+                figures = load.openloop(url, rate, seconds, headers)
+            else:
+                figures = load.wrk(url, step.concurrency, seconds, headers, mix=step.mix,
+                                   count_cache=step.cache == "on")
+        row = results.make_row(step, rep, rate, figures, sampler.result(),
+                               metrics_delta(before, target.metrics()), in_force)
+        self.rows.setdefault(step.id, []).append(row)
+        self.steps[step.id] = step
+        self.done += 1
+        self._say(step, row)
+        self.save()
+
+    def _rate(self, step):
+        """The open-loop rate: a fraction of what the closed loop reached for the same
+        class and endpoint in this run (measured earlier in the same phase)."""
+        ref = [r["rps"] for sid, rows in self.rows.items() for r in rows
+               if self.steps[sid].kind == "matrix" and self.steps[sid].cls == step.cls
+               and self.steps[sid].endpoint == step.endpoint and self.steps[sid].concurrency == step.concurrency]
+        if not ref:
+            self.log(f"skipping {step.id}: no closed-loop figure to derive its rate from")
+            return None
+        return max(1, min(OPENLOOP_MAX_RATE, round(sorted(ref)[len(ref) // 2] * step.rate_fraction)))
+
+    def save(self):
+        self.doc["steps"] = [results.aggregate(self.steps[sid], rows) for sid, rows in self.rows.items()]
+        self.doc["rows"] = [r for rows in self.rows.values() for r in rows]
+        self.doc["run"]["plan"]["steps_done"] = len(self.rows)
+        self.doc["run"]["finished"] = now_iso()
+        self.doc["run"]["duration_s"] = round(time.monotonic() - self.started, 1)
+        results.write(self.doc, self.out_dir)
+
+
+def stop_targets(targets):
+    for t in targets.values():
+        try:
+            t.down()
+        except (TargetError, OSError) as e:
+            print(f"bench: stopping {t.kind}: {e}", file=sys.stderr)
