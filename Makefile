@@ -63,6 +63,26 @@ asan-unit-bins:
 build/asan/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+# The benchmark's calibration baselines (bench/baselines/): a bare libfcgi accept loop
+# and a bare non-blocking FastCGI responder, the bounds of the sync and event classes.
+BENCH_BIN     := $(BUILD)/bench
+BENCH_SRC     := bench/baselines
+BENCH_CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
+# Each is built from its sources in one command: every header is a prerequisite of both.
+BENCH_COMMON  := $(BENCH_SRC)/prefork.c $(wildcard $(BENCH_SRC)/*.h)
+
+.PHONY: bench-bins
+bench-bins: $(BENCH_BIN)/fcgi-loop $(BENCH_BIN)/fcgi-nonblocking
+
+$(BENCH_BIN)/fcgi-loop: $(BENCH_SRC)/fcgi_loop.c $(BENCH_COMMON)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --libs fcgi)
+
+$(BENCH_BIN)/fcgi-nonblocking: $(BENCH_SRC)/fcgi_nonblocking.c $(BENCH_SRC)/fcgi_records.c \
+                               $(BENCH_SRC)/listen_socket.c $(BENCH_COMMON)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^)
+
 up:
 	deploy/install-deps.sh stack
 	$(MAKE) all
