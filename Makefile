@@ -83,6 +83,27 @@ $(BENCH_BIN)/fcgi-nonblocking: $(BENCH_SRC)/fcgi_nonblocking.c $(BENCH_SRC)/fcgi
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^)
 
+# The benchmark (bench/README.md): `make bench` runs the full matrix, sweeps and baselines
+# (about 40 minutes), `make bench-quick` the same in brief (under 3 minutes), `make tune`
+# the tuner for TUNE_MIX and TUNE_P99 (ms). BENCH_ARGS and TUNE_ARGS pass more options
+# to bench/engine.py, e.g. BENCH_ARGS="--classes sync,event --out /tmp/run".
+BENCH_ENGINE := /usr/bin/python3 bench/engine.py
+TUNE_MIX     ?= /=0.4,/cached-data=0.3,/io-intensive=0.2,/cpu-intensive=0.1
+TUNE_P99     ?= 100
+.PHONY: bench bench-quick tune bench-deps
+bench-deps:
+	deploy/install-deps.sh bench
+	$(MAKE) all bench-bins
+
+bench: bench-deps
+	$(BENCH_ENGINE) run --profile full $(BENCH_ARGS)
+
+bench-quick: bench-deps
+	$(BENCH_ENGINE) run --profile quick $(BENCH_ARGS)
+
+tune: bench-deps
+	$(BENCH_ENGINE) tune --mix '$(TUNE_MIX)' --p99 $(TUNE_P99) $(TUNE_ARGS)
+
 up:
 	deploy/install-deps.sh stack
 	$(MAKE) all

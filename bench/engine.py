@@ -44,6 +44,20 @@ def run_args(sub):
     r.add_argument("--ab", action="store_true", help="print each step as ab prints a run")
 
 
+def tune_args(sub):
+    t = sub.add_parser("tune", help="search the settings for a mix of endpoints; write perfcgi.tuned.ini")
+    t.add_argument("--mix", required=True, help="PATH=WEIGHT,... e.g. '/=0.5,/cached-data=0.3,/io-intensive=0.2'")
+    t.add_argument("--p99", type=float, default=100.0, help="the p99 target in ms (default 100)")
+    t.add_argument("--concurrency", type=int, default=64, help="connections of the load (default 64)")
+    t.add_argument("--classes", type=csv_list(), default=plan.CLASSES, help="worker classes to try")
+    t.add_argument("--reps", type=int, help="runs per candidate (default 3; --quick 1)")
+    t.add_argument("--duration", type=float, help="seconds per run (default 4; --quick 1)")
+    t.add_argument("--quick", action="store_true", help="fewer candidates, one short run each (a smoke test)")
+    t.add_argument("--max-minutes", type=float, default=30)
+    t.add_argument("--out", type=Path, default=Path("perfcgi.tuned.ini"))
+    t.add_argument("--nginx-out", type=Path, help="default: next to --out, perfcgi.tuned.nginx.conf")
+
+
 def apply_overrides(p, a):
     if a.classes:
         bad = set(a.classes) - set(plan.CLASSES)
@@ -85,6 +99,18 @@ def served(base_url, endpoints):
         if status not in (0, 404):
             out.append(ep)
     return out
+
+
+def new_doc(run_id, p, main, p99_bound, planned):
+    """results.json before the first measurement (the format: bench/README.md)."""
+    return {"schema": 1,
+            "run": {"id": run_id, "profile": p.name, "started": runner.now_iso(), "finished": None,
+                    "duration_s": 0, "interrupted": False, "target": main.kind, "base_url": main.base_url,
+                    "plan": {"warmup_s": p.warmup_s, "duration_s": p.duration_s, "reps": p.reps,
+                             "p99_bound_ms": p99_bound, "reference_concurrency": p.reference,
+                             "max_minutes": p.max_minutes, "steps_planned": planned, "steps_done": 0},
+                    "notes": []},
+            "machine": machine.describe(main.versions()), "steps": [], "rows": [], "recommendations": {}}
 
 
 def print_ab(steps):
@@ -134,15 +160,8 @@ def cmd_run(a):
         eps = served(main.base_url, p.endpoints)
         missing = [e for e in p.endpoints if e not in eps]
         phases = plan.build(p, eps, main.kind)
-        doc = {"schema": 1,
-               "run": {"id": run_id, "profile": p.name, "started": runner.now_iso(), "finished": None,
-                       "duration_s": 0, "interrupted": False, "target": main.kind, "base_url": main.base_url,
-                       "plan": {"warmup_s": p.warmup_s, "duration_s": p.duration_s, "reps": p.reps,
-                                "p99_bound_ms": a.p99_bound, "reference_concurrency": p.reference,
-                                "max_minutes": p.max_minutes, "steps_planned": sum(len(ph.steps) for ph in phases),
-                                "steps_done": 0},
-                       "notes": [f"{e} is not served by this target (404): left out" for e in missing]},
-               "machine": machine.describe(main.versions()), "steps": [], "rows": [], "recommendations": {}}
+        doc = new_doc(run_id, p, main, a.p99_bound, sum(len(ph.steps) for ph in phases))
+        doc["run"]["notes"] += [f"{e} is not served by this target (404): left out" for e in missing]
         run = runner.Run(p, phases, targets, out_dir, doc)
         print(f"bench: {run.total} measurements in {len(phases)} configurations, {p.reps} round(s); "
               f"results in {out_dir}", flush=True)
@@ -166,15 +185,64 @@ def cmd_run(a):
     return 1 if doc["run"]["interrupted"] else 0
 
 
+def cmd_tune(a):
+    from perfbench import tune
+    try:
+        mix = tune.parse_mix(a.mix)
+    except ValueError as e:
+        sys.exit(f"bench: {e}")
+    if set(a.classes) - set(plan.CLASSES) or a.p99 <= 0 or a.concurrency < 1:
+        sys.exit("bench: tune takes classes among sync, thread, event, a positive --p99 and --concurrency")
+    p = plan.Profile("tune", warmup_s=1, duration_s=a.duration or (1 if a.quick else 4),
+                     reps=a.reps or (1 if a.quick else 3), max_minutes=a.max_minutes, reference=a.concurrency)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+    out_dir = RESULTS / f"{stamp}-tune"
+    nginx_out = a.nginx_out or a.out.with_name(a.out.name.removesuffix(".ini") + ".nginx.conf")
+    runner.raise_fd_limit()
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stack = target.StackTarget()
+    targets = {"stack": stack}
+    try:
+        print("bench: starting a private stack to tune on ...", flush=True)
+        stack.up()
+        for path in mix:
+            if target.http_get(stack.base_url + path, timeout=30, headers={"X-No-Cache": "1"})[0] != 200:
+                sys.exit(f"bench: {path} does not answer 200 on perfcgi: check the mix")
+        doc = new_doc(f"{stamp}-tune", p, stack, a.p99, 0)
+        doc["run"]["mix"] = mix
+        run = runner.Run(p, [], targets, out_dir, doc)
+        tuner = tune.Tuner(run, stack, mix, a.p99, a.concurrency, p.reps, a.classes, tune.pg_max_connections(stack))
+        tuner.search(quick=a.quick)
+    except (target.TargetError, runner.load.LoadError) as e:
+        sys.exit(f"bench: {e}")
+    except KeyboardInterrupt:
+        sys.exit("\nbench: tuning interrupted: nothing written")
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        runner.stop_targets(targets)
+    run.save()
+    for f in (a.out, nginx_out):
+        f.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(tuner.ini_text(doc["machine"], doc["run"]["plan"]))
+    nginx_out.write_text(tuner.nginx_text())
+    print(f"\nbench: wrote {a.out} and {nginx_out} (the measurements: {out_dir}/)\n")
+    print(a.out.read_text())
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(prog="bench/engine.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     run_args(sub)
+    tune_args(sub)
     rep = sub.add_parser("report", help="recommendations and report again from RUN_DIR/results.json")
     rep.add_argument("run_dir", type=Path)
     a = ap.parse_args()
     if a.cmd == "run":
         return cmd_run(a)
+    if a.cmd == "tune":
+        return cmd_tune(a)
     if a.cmd == "report":
         doc = json.loads((a.run_dir / "results.json").read_text())
         finish(a.run_dir, doc)

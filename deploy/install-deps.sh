@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# deploy/install-deps.sh [stack|test|fuzz]: makes sure the Debian packages perfcgi needs
-# are installed. As root it installs what is missing; otherwise it prints the exact
-# apt-get line to run and fails. `stack` is what `make up` needs; `test` adds the test
+# deploy/install-deps.sh [stack|bench|test|fuzz]: makes sure the Debian packages perfcgi
+# needs are installed. As root it installs what is missing; otherwise it prints the exact
+# apt-get line to run and fails. `stack` is what `make up` needs; `bench` adds the
+# benchmark's tools (wrk, Node.js with npm's loadtest for the open loop, matplotlib for
+# the charts, Chromium to check the HTML report) and installs bench/package-lock.json's
+# packages into bench/node_modules; `test` adds those and the test
 # tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
 # FastCGI front ends that tests/integration/test_frontends.py puts before each class;
 # iproute2 for the network-namespace client, systemd for `systemd-analyze verify`);
@@ -13,17 +16,39 @@ stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base 
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
       lighttpd apache2 haproxy h2o caddy iproute2 systemd)
 
+bench=(wrk python3-matplotlib chromium fonts-dejavu-core)
+# Node.js and npm: Debian's, unless a node with its own npm is installed already.
+command -v node >/dev/null && command -v npm >/dev/null || bench+=(nodejs npm)
+
 packages=("${build[@]}" "${stack[@]}")
 case ${1:-stack} in
-test) packages+=("${test[@]}") ;;
+bench) packages+=("${bench[@]}") ;;
+test) packages+=("${bench[@]}" "${test[@]}") ;;
 fuzz) packages+=(clang) ;;
 esac
+
+# The open-loop tool, from the npm registry at the versions the lock file pins.
+npm_packages() {
+    local bench_dir
+    bench_dir=$(cd "$(dirname "$0")/../bench" && pwd)
+    [[ $bench_dir/node_modules/.package-lock.json -nt $bench_dir/package-lock.json ]] && return 0
+    echo "installing bench/package-lock.json's npm packages into bench/node_modules"
+    (cd "$bench_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
+finish() {
+    case ${1:-stack} in
+    bench | test) npm_packages ;;
+    esac
+}
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
-((${#missing[@]} == 0)) && exit 0
+if ((${#missing[@]} == 0)); then
+    finish "${1:-}"
+    exit 0
+fi
 
 line="apt-get install -y --no-install-recommends ${missing[*]}"
 if ((EUID != 0)); then
@@ -44,3 +69,4 @@ if [[ ! -e $policy ]]; then
 fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+finish "${1:-}"

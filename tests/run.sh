@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/run.sh [unit|asan|docs|integration|compose ...]: runs the test tiers (all by
+# tests/run.sh [unit|asan|docs|integration|bench|compose ...]: runs the test tiers (all by
 # default) and ends with one line `N passed, N failed, N skipped` summed over every tier.
 # A skipped test is not a passed one: it is counted apart, and said why where it skips.
 set -uo pipefail
@@ -84,6 +84,35 @@ tier_integration() {
         PERFCGI_BIN="$PWD/build/asan/perfcgi" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
 }
 
+# The benchmark, as a smoke test that never judges speed: `make bench-quick` into a run
+# folder of its own, whose results and report bench/check_report.py checks (the HTML page
+# in headless Chromium), and the unit tests of the recommendations (tests/bench).
+tier_bench() {
+    local dir=build/bench-quick log out
+    echo "== benchmark: make bench-quick, its report checked (never its speed)"
+    rm -rf "$dir"
+    log=$(mktemp)
+    if make -s bench-quick BENCH_ARGS="--out $PWD/$dir" >"$log" 2>&1; then
+        tail -3 "$log"
+        count 1 0
+    else
+        tail -40 "$log"
+        echo "FAIL make bench-quick (output above)"
+        count 0 1
+    fi
+    rm -f "$log"
+    out=$(/usr/bin/python3 bench/check_report.py "$dir" 2>&1)
+    printf '%s\n' "$out"
+    count_summary "$(tail -1 <<<"$out")" || count 0 1
+    echo "== benchmark: recommendations (tests/bench)"
+    out=$(/usr/bin/python3 -m unittest discover -s tests/bench 2>&1)
+    printf '%s\n' "$out" | tail -15
+    local ran fails=0 n
+    ran=$(sed -n 's/^Ran \([0-9]*\) test.*/\1/p' <<<"$out")
+    while read -r n; do fails=$((fails + n)); done < <(grep -oE '(failures|errors)=[0-9]+' <<<"$out" | cut -d= -f2)
+    if [[ -z $ran ]]; then count 0 1; else count $((ran - fails)) "$fails"; fi
+}
+
 # The docker-compose stack (make compose-test: a private Docker engine, the images built
 # from Debian packages, the endpoint, error and cache tests through its Nginx). Its
 # tests count; a failure outside them (build, health, teardown) counts as one.
@@ -106,7 +135,7 @@ tier_compose() {
 }
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit asan docs integration compose)
+((${#tiers[@]})) || tiers=(unit asan docs integration bench compose)
 for t in "${tiers[@]}"; do "tier_$t"; done
 echo "$passed passed, $failed failed, $skipped skipped"
 ((failed == 0))

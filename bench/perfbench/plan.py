@@ -46,7 +46,7 @@ class Step:
     def id(self):
         who = self.cls or self.baseline or "url"
         parts = [self.kind, who, self.endpoint, f"c{self.concurrency}", self.cache]
-        if self.kind == "sweep":
+        if self.sweep_value is not None:
             parts.append(f"{self.group}={self.sweep_value}")
         if self.rate_fraction is not None:
             parts.append(f"rate{round(self.rate_fraction * 100)}pct")

@@ -11,7 +11,9 @@ local function parse_args(args)
         if args[i] == "mix" then
             mix = {}
             local total = 0
-            for path, weight in string.gmatch(args[i + 1], "([^=,]+)=([%d.]+)") do
+            for item in string.gmatch(args[i + 1], "[^,]+") do
+                local path, weight = string.match(item, "^(.*)=([%d.]+)$")
+                if not path then error("report.lua: not PATH=WEIGHT: " .. item) end
                 total = total + tonumber(weight)
                 table.insert(mix, { path = path, upto = total })
             end
