@@ -56,6 +56,7 @@ def tune_args(sub):
     t.add_argument("--max-minutes", type=float, default=30)
     t.add_argument("--out", type=Path, default=Path("perfcgi.tuned.ini"))
     t.add_argument("--nginx-out", type=Path, help="default: next to --out, perfcgi.tuned.nginx.conf")
+    t.add_argument("--measurements", type=Path, help="folder of the search's results (default bench/results/<id>)")
 
 
 def apply_overrides(p, a):
@@ -196,7 +197,7 @@ def cmd_tune(a):
     p = plan.Profile("tune", warmup_s=1, duration_s=a.duration or (1 if a.quick else 4),
                      reps=a.reps or (1 if a.quick else 3), max_minutes=a.max_minutes, reference=a.concurrency)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
-    out_dir = RESULTS / f"{stamp}-tune"
+    out_dir = a.measurements or RESULTS / f"{stamp}-tune"
     nginx_out = a.nginx_out or a.out.with_name(a.out.name.removesuffix(".ini") + ".nginx.conf")
     runner.raise_fd_limit()
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -29,7 +29,8 @@ def tuned_files():
     if not (TUNED_INI.exists() and TUNED_NGINX.exists() and TUNED_INI.stat().st_mtime > newest):
         TUNED_DIR.mkdir(parents=True, exist_ok=True)
         r = subprocess.run(["/usr/bin/python3", "bench/engine.py", "tune", "--quick", "--classes", "sync,event",
-                            "--mix", "/=0.7,/io-intensive?ms=10=0.3", "--p99", "200", "--out", str(TUNED_INI)],
+                            "--mix", "/=0.7,/io-intensive?ms=10=0.3", "--p99", "200", "--out", str(TUNED_INI),
+                            "--measurements", str(TUNED_DIR / "measurements")],
                            cwd=str(REPO), stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=TUNE_TIMEOUT, env={k: v for k, v in os.environ.items() if not k.startswith("PERFCGI")})
         assert r.returncode == 0, f"the tuner failed (exit {r.returncode}): {(r.stdout + r.stderr)[-1500:]}"
