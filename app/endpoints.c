@@ -71,8 +71,8 @@ static enum step sleep_in_db(struct exchange *ex, const struct backend_result *r
         ex->reply = fields;
         return exchange_pg(ex, SQL_SLEEP, 1, params);
     }
+    ex->pool_wait_ms = res->pool_wait_ms; /* counted in /metrics even when the wait ended in an error */
     if (res->status != BACKEND_OK) return exchange_backend_error(ex, res, "postgresql");
-    ex->pool_wait_ms = res->pool_wait_ms;
     ex->db_ms = res->db_ms;
     json_t *obj = pg_wait_fields(ex->reply, ex);
     ex->reply = NULL;

@@ -261,6 +261,8 @@ static void metrics_text(const struct status_view *v, const struct status_peaks 
     fprintf(out, "perfcgi_pool_checkouts_total %" PRIu64 "\n", c->pool_checkouts);
     metric(out, "pool_timeouts_total", "counter", "Checkouts that gave up after pool_timeout.");
     fprintf(out, "perfcgi_pool_timeouts_total %" PRIu64 "\n", c->pool_timeouts);
+    metric(out, "pool_wait_seconds_total", "counter", "Time requests waited for a PostgreSQL connection of their pool.");
+    fprintf(out, "perfcgi_pool_wait_seconds_total %.6f\n", (double)c->pool_wait_us / 1e6);
     metric(out, "pool_connects_total", "counter", "PostgreSQL connections opened.");
     fprintf(out, "perfcgi_pool_connects_total %" PRIu64 "\n", c->pool_connects);
     metric(out, "pool_connect_failures_total", "counter", "PostgreSQL connections that failed to open.");

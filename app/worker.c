@@ -348,6 +348,8 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
                ex->head_only ? 0 : ex->resp.body_len, (double)took_us / 1e3);
     if (!s) return;
+    if (ex->pool_wait_ms > 0)
+        __atomic_fetch_add(&s->counters.pool_wait_us, (uint64_t)(ex->pool_wait_ms * 1e3), __ATOMIC_RELAXED);
     if (pool) {
         atomic_store(&s->pool_open, pool->open);
         atomic_store(&s->pool_busy, pool->busy);

@@ -24,6 +24,7 @@ struct scoreboard_counters {
     uint64_t latency_sum_us[SCOREBOARD_ROUTES];
     uint64_t cache[CACHE_COUNT];
     uint64_t pool_checkouts, pool_timeouts, pool_connects, pool_connect_failures;
+    uint64_t pool_wait_us; /* time requests waited for a pool connection */
     uint64_t slow_requests;
 };
 

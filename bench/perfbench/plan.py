@@ -75,7 +75,7 @@ class Profile:
     wide_endpoints: tuple = ()      # also measured at every level of `concurrency`
     extreme: tuple = ()             # (concurrency, endpoints) measured once more, high
     cache_on: bool = True
-    cold_wave: bool = True
+    cold_wave: tuple = ("created", "expired")  # the first second of an entry's life, or after it expired
     baselines: bool = True
     sweeps: dict = field(default_factory=dict)  # group -> (class, values, endpoints, concurrency)
     openloop: dict = field(default_factory=dict)  # endpoint -> fractions
@@ -98,7 +98,7 @@ def profiles():
                     "pool_size": ("event", (2, 8), ("/io-intensive",), 64),
                     "max_requests": ("sync", (0, 100), ("/",), 64),
                     "worker_connections": ("event", (64, 256), ("/",), 256)},
-            openloop={"/io-intensive": (0.5,)}, openloop_classes=("event",)),
+            cold_wave=("created",), openloop={"/io-intensive": (0.5,)}, openloop_classes=("event",)),
         "full": Profile(
             "full", warmup_s=1, duration_s=4, reps=3, max_minutes=75,
             concurrency=(16, 64, 256),
@@ -113,7 +113,7 @@ def profiles():
         # The tuning chapter's benchmark_test.sh: each class, each endpoint, one level.
         "chapter": Profile(
             "chapter", warmup_s=1, duration_s=10, reps=1, max_minutes=120,
-            cache_on=False, cold_wave=False, baselines=False),
+            cache_on=False, cold_wave=(), baselines=False),
     }
 
 
@@ -135,7 +135,8 @@ def _matrix_steps(p, cls, served):
         if p.cache_on and ep in CACHEABLE:
             steps.append(Step("cache", ep, p.reference, cls=cls, cache="on"))
     if p.cold_wave and "/cached-data" in served:
-        steps.append(Step("cold_wave", "/cached-data", p.reference, cls=cls, cache="on"))
+        steps += [Step("cold_wave", "/cached-data", p.reference, cls=cls, cache="on", sweep_value=w)
+                  for w in p.cold_wave]
     if cls in p.openloop_classes:
         for ep, fractions in p.openloop.items():
             if ep in served:

@@ -10,12 +10,14 @@ import time
 
 from . import load, procs, results
 from .plan import COLD_WAVE_CATEGORY
-from .target import StackTarget, TargetError
+from .target import StackTarget, TargetError, http_get
 
 # Counters of /metrics whose change a step records (the histograms stay out).
 METRIC_PREFIXES = ("perfcgi_pool_", "perfcgi_cache_requests_total", "perfcgi_worker_restarts_total",
                    "perfcgi_max_children_reached_total", "perfcgi_slow_requests_total",
                    "perfcgi_accepted_connections_total")
+# /cached-data's Cache-Control max-age (SPEC.md), after which Nginx's entry has expired.
+CACHED_DATA_MAX_AGE_S = 5
 # Open-loop rates stay where the open-loop tool itself keeps up on one core.
 OPENLOOP_MAX_RATE = 3000
 
@@ -106,9 +108,13 @@ class Run:
         rate = None
         if step.kind == "cold_wave":
             # A fresh Nginx key (unknown parameters are ignored by the application) and
-            # a forgotten Redis entry: the first second of a cache entry's life.
+            # a forgotten Redis entry: the first second of a cache entry's life; or of its
+            # life after it expired (created, then left for longer than its max-age).
             target.make_cold(COLD_WAVE_CATEGORY)
             url += f"&wave={next(self.wave)}-{int(time.time())}"
+            if step.sweep_value == "expired":
+                http_get(url, timeout=30)
+                time.sleep(CACHED_DATA_MAX_AGE_S + 0.5)
             seconds = 1
         else:
             seconds = self.p.duration_s

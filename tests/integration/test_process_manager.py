@@ -801,6 +801,9 @@ def test_busy_pool_answers_503_pool_timeout_after_pool_timeout():
         assert_app_answer(hs, hh, hb)
         m = parse_metrics(http("GET", "/metrics")[2].decode())
         assert metric_sum(m, "perfcgi_pool_timeouts_total") >= 1, "perfcgi_pool_timeouts_total did not count it"
+        # The time it waited counts as pool wait, although the wait ended in an error.
+        waited = metric_sum(m, "perfcgi_pool_wait_seconds_total")
+        assert waited >= pool_timeout - 0.25, f"perfcgi_pool_wait_seconds_total is {waited} after a {took:.3f} s wait"
 
 
 def test_backend_wait_past_the_deadline_answers_504_timeout():
