@@ -57,6 +57,10 @@ def margin_pct(better, other):
     return round((better["rps"] - other["rps"]) / other["rps"] * 100, 1)
 
 
+def ms(value):
+    return "unknown" if value is None else f"{value} ms"
+
+
 def describe(step):
     """A configuration in words: its class and the settings that tell it apart."""
     settings = step.get("settings") or {}
@@ -108,10 +112,10 @@ def endpoint_recommendation(endpoint, steps, bound):
         verdict = f"only one configuration was measured: {describe(best)}"
     if not within_bound:
         verdict = (f"no step met the p99 bound of {bound} ms; the lowest p99 was "
-                   f"{best.get('p99_ms')} ms with {describe(best)}; " + verdict)
+                   f"{ms(best.get('p99_ms'))} with {describe(best)}; " + verdict)
     else:
         verdict = (f"best within p99 {bound} ms: {describe(best)} at {best['rps']} req/s, "
-                   f"p99 {best.get('p99_ms')} ms; " + verdict)
+                   f"p99 {ms(best.get('p99_ms'))}; " + verdict)
     entry["verdict"] = verdict
     return entry
 
@@ -155,14 +159,14 @@ def cache_section(steps):
                    f"the cache did not pay significantly on {on['endpoint']} "
                    f"({on.get('class')}, {on.get('concurrency')} connections): "
                    f"{rps_ratio}x the requests/s, within the spread")
-        verdict += f", p99 {off.get('p99_ms')} -> {on.get('p99_ms')} ms"
+        verdict += f", p99 {ms(off.get('p99_ms'))} -> {ms(on.get('p99_ms'))}"
         matching = [w for w in waves if w.get("endpoint") == on["endpoint"]
                     and w.get("class") == on.get("class")]
         wave = next((w for w in matching if w.get("concurrency") == on.get("concurrency")), None)
         if wave:
             entry["cold_p99_ms"] = wave.get("p99_ms")
             entry["cold_vs_warm_p99"] = ratio(wave.get("p99_ms"), on.get("p99_ms"))
-            verdict += (f"; the cold-key wave's p99 was {wave.get('p99_ms')} ms, "
+            verdict += (f"; the cold-key wave's p99 was {ms(wave.get('p99_ms'))}, "
                         f"{entry['cold_vs_warm_p99']}x the warm cache's")
         entry["verdict"] = verdict
         entries.append(entry)
@@ -227,7 +231,7 @@ def sweep_section(steps, group, bound, cores=None):
                             "p99_ms": s.get("p99_ms")} for s in members]}
         verdict = (f"on {endpoint} ({cls}, {concurrency} connections) {label} "
                    f"{best['sweep_value']} did best: {best['rps']} req/s, "
-                   f"p99 {best.get('p99_ms')} ms"
+                   f"p99 {ms(best.get('p99_ms'))}"
                    + ("" if entry["within_bound"] else f" (no value met the p99 bound of {bound} ms)"))
         runner_up = order[1] if len(order) > 1 else None
         if runner_up and not significant(best, runner_up):

@@ -30,9 +30,10 @@ def run_section(results):
     plan = run.get("plan") or {}
     machine = results.get("machine") or {}
     target = ("the perfcgi stack the engine started and reconfigured"
-              if run.get("target") == "stack" else "a server it only measured (--url)")
+              if run.get("target") == "stack"
+              else "a server given with --url (measured only: nothing started or reconfigured)")
     blocks = [Heading(1, f"perfcgi benchmark: run {run.get('id', '?')} ({run.get('profile', '?')})"),
-              Paragraph(f"Measured {target} at `{run.get('base_url', '?')}`, from "
+              Paragraph(f"Measured {target}, at `{run.get('base_url', '?')}`, from "
                         f"{run.get('started', '?')} to {run.get('finished', '?')} "
                         f"({fmt(run.get('duration_s'))} s)."
                         + (" The run was interrupted: only the steps measured before the "

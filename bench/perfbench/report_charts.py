@@ -137,8 +137,9 @@ def rps_by_class(results, charts_dir):
     figure, ax = plt.subplots(figsize=(10, 5))
     chart = Chart("rps_by_class.png", f"Requests/s by worker class, {conc} connections",
                   f"Median requests/s of each class per endpoint at {conc} connections with the "
-                  "Nginx cache bypassed; the whiskers span the repetitions (min..max). Grey bars "
-                  "are the calibration baselines, measured behind the same Nginx. Log scale.",
+                  "Nginx cache bypassed; the whiskers span the repetitions (min..max)."
+                  + (" Grey hatched bars are the calibration baselines, measured behind the same "
+                     "Nginx." if baselines else "") + " Log scale.",
                   ["endpoint", "class / baseline", "req/s", "spread (min..max)", "p99 ms"])
     for slot, label in enumerate(classes + names):
         is_class = slot < len(classes)
@@ -169,7 +170,7 @@ def rps_by_class(results, charts_dir):
 
 def latency_percentiles(results, charts_dir):
     matrix = [s for s in steps_of(results, "matrix", cache="bypass")
-              if number(s.get("p99_ms")) is not None]
+              if any(number(s.get(key)) is not None for key, _, _ in PERCENTILE_STYLES)]
     endpoints = in_order(s["endpoint"] for s in matrix)
     if not endpoints:
         return None
@@ -201,6 +202,7 @@ def latency_percentiles(results, charts_dir):
         ax.set_yscale("log")
         plain_log_axis(ax.yaxis)
         ax.set_xticks(levels, [str(c) for c in levels])
+        ax.set_xlim(min(levels) / 1.5, max(levels) * 1.5)
         ax.minorticks_off()
         ax.set_title(endpoint)
         ax.set_xlabel("connections")
