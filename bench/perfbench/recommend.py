@@ -45,8 +45,14 @@ def summary(step):
     return picked
 
 
+UNJUDGED = "a single repetition: no spread to judge significance by"
+
+
 def significant(better, other):
-    """True when the repetitions' ranges do not overlap (better's worst above other's best)."""
+    """True when the repetitions' ranges do not overlap (better's worst above other's best);
+    None when either step had a single repetition, whose range says nothing."""
+    if min(better.get("reps") or 2, other.get("reps") or 2) < 2:
+        return None
     low, high = better.get("rps_min"), other.get("rps_max")
     return low is not None and high is not None and low > high
 
@@ -77,11 +83,14 @@ def comparison(best, runner_up, same_class):
         subject = f"{describe(best)} leads the next configuration {describe(runner_up)}"
     else:
         subject = f"{best.get('class')} leads {runner_up.get('class')}"
-    if significant(best, runner_up):
+    judged = significant(best, runner_up)
+    if judged:
         if same_class:
             return f"{subject} by {margin}% (outside the spread of the repetitions)"
         return (f"{best.get('class')} wins by {margin}% over {runner_up.get('class')} "
                 f"(outside the spread of the repetitions)")
+    if judged is None:
+        return f"{subject} by {margin}% ({UNJUDGED})"
     return (f"no significant difference: {subject} by {margin}%, within the spread "
             f"of the repetitions")
 
@@ -146,19 +155,23 @@ def cache_section(steps):
         if not off:
             continue
         rps_ratio = ratio(on.get("rps"), off.get("rps"))
-        paid = bool(rps_ratio and rps_ratio > 1 and significant(on, off))
+        judged = significant(on, off)
+        paid = bool(rps_ratio and rps_ratio > 1 and judged is not False)
         entry = {"endpoint": on["endpoint"], "class": on.get("class"),
                  "concurrency": on.get("concurrency"), "bypass_rps": off.get("rps"),
                  "on_rps": on.get("rps"), "ratio": rps_ratio,
                  "bypass_p99_ms": off.get("p99_ms"), "on_p99_ms": on.get("p99_ms"),
                  "p99_ratio": ratio(off.get("p99_ms"), on.get("p99_ms")),
                  "hit_ratio": on.get("cache_hit_ratio"), "paid": paid}
-        verdict = (f"the cache paid on {on['endpoint']} ({on.get('class')}, "
-                   f"{on.get('concurrency')} connections): {rps_ratio}x the requests/s"
-                   if paid else
-                   f"the cache did not pay significantly on {on['endpoint']} "
-                   f"({on.get('class')}, {on.get('concurrency')} connections): "
-                   f"{rps_ratio}x the requests/s, within the spread")
+        where = f"on {on['endpoint']} ({on.get('class')}, {on.get('concurrency')} connections)"
+        if paid:
+            verdict = f"the cache paid {where}: {rps_ratio}x the requests/s" + (
+                f" ({UNJUDGED})" if judged is None else "")
+        elif judged is False and rps_ratio and rps_ratio > 1:
+            verdict = (f"the cache did not pay significantly {where}: {rps_ratio}x the "
+                       "requests/s, within the spread")
+        else:
+            verdict = f"the cache did not pay {where}: {rps_ratio}x the requests/s"
         verdict += f", p99 {ms(off.get('p99_ms'))} -> {ms(on.get('p99_ms'))}"
         matching = [w for w in waves if w.get("endpoint") == on["endpoint"]
                     and w.get("class") == on.get("class")]
@@ -202,7 +215,8 @@ def max_requests_section(steps):
                 costs.append(f"max_requests {step['sweep_value']} cost {value['cost_pct']}% "
                              f"of the requests/s"
                              + ("" if value["significant"] else
-                                " (no significant difference: within the spread)"))
+                                " (no significant difference: within the spread)"
+                                if value["significant"] is False else f" ({UNJUDGED})"))
             values.append(value)
         where = f"on {endpoint} ({cls}, {concurrency} connections)"
         verdict = (f"{where}: " + "; ".join(costs) if costs else
@@ -234,7 +248,7 @@ def sweep_section(steps, group, bound, cores=None):
                    f"p99 {ms(best.get('p99_ms'))}"
                    + ("" if entry["within_bound"] else f" (no value met the p99 bound of {bound} ms)"))
         runner_up = order[1] if len(order) > 1 else None
-        if runner_up and not significant(best, runner_up):
+        if runner_up and significant(best, runner_up) is False:
             verdict += (f"; no significant difference with {label} {runner_up['sweep_value']}")
         if group == "workers" and cores:
             formula_rps, formula_pct, said = {}, {}, []

@@ -58,6 +58,13 @@ class EndpointRecommendation(unittest.TestCase):
         self.assertFalse(entry["significant"])
         self.assertIn("no significant difference", entry["verdict"])
 
+    def test_a_single_repetition_cannot_be_significant(self):
+        steps = [dict(step("sync", 1000, 100, spread=0), reps=1),
+                 dict(step("event", 500, 100, spread=0), reps=1)]
+        entry = self.only_entry(steps)
+        self.assertIsNone(entry["significant"])
+        self.assertIn("a single repetition", entry["verdict"])
+
     def test_a_single_class_compares_with_its_next_configuration(self):
         entry = self.only_entry([step("url", 800, 100, concurrency=64),
                                  step("url", 500, 60, concurrency=16)])
