@@ -22,7 +22,7 @@ CSV_COLUMNS = [
     "requests", "non2xx", "connect_errors", "read_errors", "write_errors", "timeouts",
     "cache_hit_ratio", "workers_cpu_s", "workers_peak_rss_kb", "master_cpu_s", "nginx_cpu_s",
     "nginx_peak_rss_kb", "redis_cpu_s", "postgresql_cpu_s", "postgresql_peak_rss_kb"]
-CSV_SETTINGS_COLUMNS = ["workers", "worker_class", "pool_size", "threads", "worker_connections",
+CSV_SETTINGS_COLUMNS = ["worker_class", "workers", "pool_size", "threads", "worker_connections",
                         "max_requests"]
 RUN_KEYS = {"id": str, "profile": str, "started": str, "interrupted": bool, "target": str,
             "plan": dict}
@@ -222,7 +222,8 @@ def check(run_dir):
               or (run_dir / c).read_bytes()[:8] != PNG_MAGIC]
     checker.report(f"report.md's {len(charts)} charts exist and are PNG",
                    f"not a PNG file: {', '.join(broken)}" if broken
-                   else None if charts else "no chart is referenced")
+                   else "no chart is referenced, yet the run has matrix steps"
+                   if endpoints and not charts else None)
     page = run_dir / "report.html"
     if not page.is_file():
         checker.report("report.html exists", "missing")

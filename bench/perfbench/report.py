@@ -135,6 +135,9 @@ def recommendations_section(results):
         blocks += [Heading(3, "Settings swept one at a time"), Bullets(sentences)]
     if recs.get("notes"):
         blocks += [Heading(3, "Notes"), Bullets(recs["notes"])]
+    if len(blocks) == 2:
+        blocks.append(Paragraph("Nothing to recommend from: this run has no matrix or sweep "
+                                "step with the cache bypassed."))
     return blocks
 
 
@@ -151,6 +154,10 @@ def chart_sections(results, charts_dir):
             blocks += [Heading(3, chart.title), Paragraph(chart.about),
                        Image(chart.title, f"charts/{chart.file}"),
                        Table(chart.headers, chart.rows)]
+    if len(blocks) == 1:
+        blocks.append(Paragraph("No chart: this run measured none of the matrix, sweep, cache, "
+                                "open-loop or resource figures the charts draw; every step is "
+                                "in the last table."))
     if problems:
         print("report: some charts could not be drawn: " + "; ".join(problems), file=sys.stderr)
         blocks += [Paragraph("Charts left out because they could not be drawn: "
@@ -158,12 +165,37 @@ def chart_sections(results, charts_dir):
     return blocks
 
 
+def every_step(results):
+    """The appendix: each step's figures, whatever its kind, so nothing measured is hidden."""
+    steps = results.get("steps") or []
+    if not steps:
+        return []
+    return [Heading(2, "Every step"),
+            Paragraph("Medians over the repetitions; failed requests summed over them."),
+            Table(["step", "req/s", "spread (min..max)", "p50 ms", "p99 ms", "p99 spread",
+                   "requests", "failed", "note"],
+                  [[f"`{s.get('id')}`", fmt(s.get("rps")), report_charts.spread(s),
+                    fmt(s.get("p50_ms")), fmt(s.get("p99_ms")),
+                    f"{fmt(s.get('p99_min'))}..{fmt(s.get('p99_max'))}", fmt(s.get("requests")),
+                    failures(s), s.get("note") or ""] for s in steps])]
+
+
+def failures(step):
+    """Failed requests with their kinds, e.g. `12 (timeout 10, non2xx 2)`."""
+    kinds = ", ".join(f"{kind} {count}" for kind, count in (step.get("failed_by_kind") or {}).items()
+                      if count)
+    return f"{fmt(step.get('failed'))} ({kinds})" if kinds else fmt(step.get("failed"))
+
+
 def how_to_read(results):
     reps = ((results.get("run") or {}).get("plan") or {}).get("reps")
+    repetitions = (f"the median of {fmt(reps)} repetitions of a step, each after a warm-up; "
+                   "the spread is the minimum..maximum over those repetitions, and a "
+                   "difference inside it is not significant" if reps != 1 else
+                   "from a single repetition of a step, after a warm-up: there is no spread, "
+                   "so no difference can be called significant")
     return [Heading(2, "How to read this"),
-            Paragraph(f"Every figure is the median of {fmt(reps)} repetitions of a step, each "
-                      "after a warm-up; the spread is the minimum..maximum over those "
-                      "repetitions, and a difference inside it is not significant. Requests/s, "
+            Paragraph(f"Every figure is {repetitions}. Requests/s, "
                       "mean and percentiles come from wrk's latency distribution, measured "
                       "through Nginx: closed-loop, so each connection waits for its answer "
                       "before sending the next and a slow server is sent less (queueing is "
@@ -177,7 +209,7 @@ def how_to_read(results):
 
 def document(results, charts_dir):
     return (run_section(results) + headline_section(results) + recommendations_section(results)
-            + chart_sections(results, charts_dir) + how_to_read(results))
+            + chart_sections(results, charts_dir) + how_to_read(results) + every_step(results))
 
 
 def write_report(results: dict, out_dir: Path):
