@@ -242,7 +242,7 @@ def sweep_curve(results, charts_dir, group):
              f"(dashed, right axis) against {label}, one setting changed at a time.")
     if group == "workers" and cores:
         about += (f" The dotted lines mark the chapter's formulas on this {cores}-core machine: "
-                  f"2*cores+1 = {2 * cores + 1} and cores*4 = {cores * 4}.")
+                  f"2*cores+1 = {2 * cores + 1} (2c+1) and cores*4 = {cores * 4} (4c).")
     chart = Chart(f"sweep_{group}.png", f"{label[0].upper()}{label[1:]} sweep", about,
                   ["endpoint", "class", "connections", group, "req/s", "spread (min..max)",
                    "p99 ms"])
@@ -258,15 +258,16 @@ def sweep_curve(results, charts_dir, group):
             latency.plot(*zip(*points), "--", marker="x", color="#C44E52")
         latency.set_ylabel("p99 latency (ms)", color="#C44E52")
         latency.set_ylim(bottom=0)
-        if group == "workers" and cores:
-            for name, value in (("2*cores+1", 2 * cores + 1), ("cores*4", cores * 4)):
-                ax.axvline(value, linestyle=":", color="#555555")
-                ax.annotate(f"{name}={value}", (value, 0), xytext=(3, 5),
-                            textcoords="offset points", fontsize=7, rotation=90)
+        formulas = ({2 * cores + 1: "(2c+1)", cores * 4: "(4c)"}
+                    if group == "workers" and cores else {})
+        for value in formulas:
+            ax.axvline(value, linestyle=":", color="#555555")
         if len(set(xs)) > 2 and max(xs) / max(min(xs), 1) > 8:
             ax.set_xscale("log", base=2)
-            ax.set_xticks(xs, [str(x) for x in xs])
             ax.minorticks_off()
+        # Each measured value is a tick; a formula's value says which formula it is.
+        ticks = sorted(set(xs) | set(formulas))
+        ax.set_xticks(ticks, [f"{x}\n{formulas[x]}" if x in formulas else str(x) for x in ticks])
         ax.set_title(f"{endpoint} - {cls}, {conc} connections", fontsize=10)
         ax.set_xlabel(label)
         ax.set_ylabel("requests/s (median)")
