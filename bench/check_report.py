@@ -31,9 +31,10 @@ PLAN_KEYS = ("warmup_s", "duration_s", "reps", "p99_bound_ms", "reference_concur
 STEP_KEYS = {"id": str, "kind": str, "endpoint": str, "concurrency": int, "cache": str,
              "settings": dict, "reps": int, "failed_by_kind": dict, "resources": dict}
 STEP_NUMBERS = ("rps", "rps_min", "rps_max", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
-                "max_ms", "requests", "failed")
-ROW_NUMBERS = ("rep", "rps", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "requests",
-               "non2xx", "connect_errors", "read_errors", "write_errors", "timeouts")
+                "p99_min", "p99_max", "max_ms", "requests", "failed", "rate", "cache_hit_ratio")
+# A row's figures: every CSV column but the labels (a sweep's value may be a word: a class).
+ROW_NUMBERS = tuple(c for c in CSV_COLUMNS if c not in (
+    "step_id", "kind", "group", "class", "baseline", "endpoint", "path", "cache", "sweep_value"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_TIMEOUT_S = 60
 
