@@ -22,6 +22,9 @@ def acceptable(step):
 
 
 def within(step, bound):
+    """Meets the p99 bound (every step does when the run set none)."""
+    if bound is None:
+        return True
     return step.get("p99_ms") is not None and step["p99_ms"] <= bound
 
 
@@ -123,7 +126,8 @@ def endpoint_recommendation(endpoint, steps, bound):
         verdict = (f"no step met the p99 bound of {bound} ms; the lowest p99 was "
                    f"{ms(best.get('p99_ms'))} with {describe(best)}; " + verdict)
     else:
-        verdict = (f"best within p99 {bound} ms: {describe(best)} at {best['rps']} req/s, "
+        limit = f"within p99 {bound} ms" if bound is not None else "(no p99 bound set)"
+        verdict = (f"best {limit}: {describe(best)} at {best['rps']} req/s, "
                    f"p99 {ms(best.get('p99_ms'))}; " + verdict)
     entry["verdict"] = verdict
     return entry
@@ -282,8 +286,8 @@ def recommend(steps, p99_bound_ms, cores):
         if not entries:
             continue
         if group == "workers":
-            result["workers"] = {"formulas": {name: f(cores) for name, f in FORMULAS.items()},
-                                 "per_endpoint": entries}
+            result["workers"] = {"formulas": {name: f(cores) for name, f in FORMULAS.items()}
+                                 if cores else {}, "per_endpoint": entries}
         else:
             result[group] = {"per_endpoint": entries}
     excluded = [s["id"] for s in steps if s.get("kind") in ("matrix", "sweep")

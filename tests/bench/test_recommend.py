@@ -93,6 +93,13 @@ class MissingGroups(unittest.TestCase):
         self.assertEqual(len(recs["endpoints"]), 1)
         json.dumps(recs)  # it goes into results.json as it is
 
+    def test_no_bound_and_no_core_count(self):
+        steps = [step("sync", 500, 900), step("event", 700, 1000),
+                 step("sync", 400, 900, kind="sweep", group="workers", sweep_value=5)]
+        recs = recommend(steps, None, None)
+        self.assertEqual(recs["endpoints"][0]["best"]["class"], "event")
+        self.assertEqual(recs["workers"]["formulas"], {})
+
     def test_no_steps_at_all(self):
         self.assertEqual(recommend([], BOUND, CORES)["endpoints"], [])
 
