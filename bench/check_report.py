@@ -16,14 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-CSV_COLUMNS = [
-    "step_id", "kind", "group", "class", "baseline", "endpoint", "path", "concurrency", "cache",
-    "rate", "sweep_value", "rep", "rps", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms",
-    "requests", "non2xx", "connect_errors", "read_errors", "write_errors", "timeouts",
-    "cache_hit_ratio", "workers_cpu_s", "workers_peak_rss_kb", "master_cpu_s", "nginx_cpu_s",
-    "nginx_peak_rss_kb", "redis_cpu_s", "postgresql_cpu_s", "postgresql_peak_rss_kb"]
-CSV_SETTINGS_COLUMNS = ["worker_class", "workers", "pool_size", "threads", "worker_connections",
-                        "max_requests"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perfbench.results import CSV_COLUMNS  # noqa: E402  (the engine's own column list)
+
 RUN_KEYS = {"id": str, "profile": str, "started": str, "interrupted": bool, "target": str,
             "plan": dict}
 PLAN_KEYS = ("warmup_s", "duration_s", "reps", "p99_bound_ms", "reference_concurrency",
@@ -34,7 +29,7 @@ STEP_NUMBERS = ("rps", "rps_min", "rps_max", "mean_ms", "p50_ms", "p90_ms", "p99
                 "p99_min", "p99_max", "max_ms", "requests", "failed", "rate", "cache_hit_ratio")
 # A row's figures: every CSV column but the labels (a sweep's value may be a word: a class).
 ROW_NUMBERS = tuple(c for c in CSV_COLUMNS if c not in (
-    "step_id", "kind", "group", "class", "baseline", "endpoint", "path", "cache", "sweep_value"))
+    "step_id", "kind", "group", "class", "baseline", "endpoint", "path", "cache", "sweep_value", "worker_class"))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_TIMEOUT_S = 60
 
@@ -119,7 +114,7 @@ def csv_problem(path, expected_rows):
         return "missing"
     with open(path, newline="") as source:
         table = list(csv.reader(source))
-    if not table or table[0][:len(CSV_COLUMNS)] != CSV_COLUMNS:
+    if not table or table[0] != list(CSV_COLUMNS):
         return "the header is not the schema's columns"
     if len(table) - 1 != expected_rows:
         return f"{len(table) - 1} rows, results.json has {expected_rows}"

@@ -25,7 +25,7 @@ MIX_ENDPOINT = "mix"
 
 @dataclass
 class Step:
-    kind: str                 # matrix | cache | cold_wave | sweep | baseline | openloop
+    kind: str                 # matrix (cache bypassed or on) | cold_wave | sweep | baseline | openloop | tune
     endpoint: str
     concurrency: int
     cls: str = None
@@ -133,7 +133,7 @@ def _matrix_steps(p, cls, served):
         if p.extreme and ep in p.extreme[1]:
             steps.append(Step("matrix", ep, p.extreme[0], cls=cls))
         if p.cache_on and ep in CACHEABLE:
-            steps.append(Step("cache", ep, p.reference, cls=cls, cache="on"))
+            steps.append(Step("matrix", ep, p.reference, cls=cls, cache="on"))
     if p.cold_wave and "/cached-data" in served:
         steps += [Step("cold_wave", "/cached-data", p.reference, cls=cls, cache="on", sweep_value=w)
                   for w in p.cold_wave]

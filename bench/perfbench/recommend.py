@@ -67,14 +67,24 @@ def margin_pct(better, other):
 
 
 def ms(value):
-    return "unknown" if value is None else f"{value} ms"
+    return "unknown" if value is None else f"{value:,.1f} ms"
+
+
+def rate(value):
+    return "unknown" if value is None else f"{value:,.0f} req/s"
+
+
+# The settings that tell configurations of a class apart (threads only matter to the
+# thread class; worker_connections to the event class).
+DESCRIBED = {"sync": ("workers",), "thread": ("workers", "threads", "pool_size"),
+             "event": ("workers", "pool_size", "worker_connections")}
 
 
 def describe(step):
     """A configuration in words: its class and the settings that tell it apart."""
     settings = step.get("settings") or {}
-    parts = [f"{k} {settings[k]}" for k in ("workers", "threads", "pool_size")
-             if settings.get(k) is not None and not (k == "threads" and settings[k] == 1)]
+    keys = DESCRIBED.get(step.get("class"), ("workers", "threads", "pool_size"))
+    parts = [f"{k} {settings[k]}" for k in keys if settings.get(k) is not None]
     where = f"{step.get('concurrency')} connections"
     return f"{step.get('class')} ({', '.join(parts + [where])})"
 
@@ -127,7 +137,7 @@ def endpoint_recommendation(endpoint, steps, bound):
                    f"{ms(best.get('p99_ms'))} with {describe(best)}; " + verdict)
     else:
         limit = f"within p99 {bound} ms" if bound is not None else "(no p99 bound set)"
-        verdict = (f"best {limit}: {describe(best)} at {best['rps']} req/s, "
+        verdict = (f"best {limit}: {describe(best)} at {rate(best['rps'])}, "
                    f"p99 {ms(best.get('p99_ms'))}; " + verdict)
     entry["verdict"] = verdict
     return entry
@@ -179,12 +189,18 @@ def cache_section(steps):
         verdict += f", p99 {ms(off.get('p99_ms'))} -> {ms(on.get('p99_ms'))}"
         matching = [w for w in waves if w.get("endpoint") == on["endpoint"]
                     and w.get("class") == on.get("class")]
-        wave = next((w for w in matching if w.get("concurrency") == on.get("concurrency")), None)
-        if wave:
-            entry["cold_p99_ms"] = wave.get("p99_ms")
-            entry["cold_vs_warm_p99"] = ratio(wave.get("p99_ms"), on.get("p99_ms"))
-            verdict += (f"; the cold-key wave's p99 was {ms(wave.get('p99_ms'))}, "
-                        f"{entry['cold_vs_warm_p99']}x the warm cache's")
+        # The first second of a new entry (a wave without sweep_value is one), and of
+        # an expired one, where Nginx serves the stale copy while one request refreshes it.
+        for kind, label in (("created", "cold-key wave's"), ("expired", "expired-entry wave's")):
+            wave = next((w for w in matching if w.get("concurrency") == on.get("concurrency")
+                         and (w.get("sweep_value") or "created") == kind), None)
+            if not wave:
+                continue
+            suffix = "" if kind == "created" else "_expired"
+            entry["cold_p99_ms" + suffix] = wave.get("p99_ms")
+            entry["cold_vs_warm_p99" + suffix] = ratio(wave.get("p99_ms"), on.get("p99_ms"))
+            verdict += (f"; the {label} p99 was {ms(wave.get('p99_ms'))}, "
+                        f"{entry['cold_vs_warm_p99' + suffix]}x the warm cache's")
         entry["verdict"] = verdict
         entries.append(entry)
     return entries
@@ -248,7 +264,7 @@ def sweep_section(steps, group, bound, cores=None):
                  "curve": [{"value": s["sweep_value"], "rps": s["rps"],
                             "p99_ms": s.get("p99_ms")} for s in members]}
         verdict = (f"on {endpoint} ({cls}, {concurrency} connections) {label} "
-                   f"{best['sweep_value']} did best: {best['rps']} req/s, "
+                   f"{best['sweep_value']} did best: {rate(best['rps'])}, "
                    f"p99 {ms(best.get('p99_ms'))}"
                    + ("" if entry["within_bound"] else f" (no value met the p99 bound of {bound} ms)"))
         runner_up = order[1] if len(order) > 1 else None
