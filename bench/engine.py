@@ -102,6 +102,14 @@ def served(base_url, endpoints):
     return out
 
 
+def stop_on_signals():
+    """Ctrl-C and TERM stop a run with what it measured kept (also when started in the
+    background, where the shell hands it SIGINT ignored); a second one during the
+    teardown is ignored (see the finally clauses)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def new_doc(run_id, p, main, p99_bound, planned):
     """results.json before the first measurement (the format: bench/README.md)."""
     return {"schema": 1,
@@ -148,8 +156,7 @@ def cmd_run(a):
     out_dir = a.out or RESULTS / run_id
     runner.raise_fd_limit()
     targets = {}
-    # TERM stops the run like Ctrl-C; a second signal during the teardown is ignored.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_signals()
     try:
         main = target.UrlTarget(a.url) if a.url else target.StackTarget()
         targets[main.kind] = main
@@ -200,7 +207,7 @@ def cmd_tune(a):
     out_dir = a.measurements or RESULTS / f"{stamp}-tune"
     nginx_out = a.nginx_out or a.out.with_name(a.out.name.removesuffix(".ini") + ".nginx.conf")
     runner.raise_fd_limit()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_signals()
     stack = target.StackTarget()
     targets = {"stack": stack}
     try:

@@ -79,7 +79,7 @@ class Run:
                         return
         except KeyboardInterrupt:
             self.doc["run"]["interrupted"] = True
-            self.doc["run"]["notes"].append(f"interrupted (Ctrl-C) after {self.done} of {self.total} measurements")
+            self.doc["run"]["notes"].append(f"interrupted (Ctrl-C or TERM) after {self.done} of {self.total} measurements")
             self.log("\ninterrupted: keeping what was measured so far")
 
     def run_phase(self, phase, rep):
