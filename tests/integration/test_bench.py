@@ -24,7 +24,8 @@ TUNED_KEYS = {"worker_class", "workers", "threads", "pool_size", "pool_max_overf
 
 def tuned_files():
     """The tuner's two files, made by a quick tune unless a fresh pair exists."""
-    code = [*REPO.glob("bench/perfbench/*.py"), REPO / "bench" / "engine.py", PERFCGI_BIN]
+    # The tuner runs bin/perfcgi whichever binary this pass tests.
+    code = [*REPO.glob("bench/perfbench/*.py"), REPO / "bench" / "engine.py", REPO / "bin" / "perfcgi"]
     newest = max(p.stat().st_mtime for p in code)
     if not (TUNED_INI.exists() and TUNED_NGINX.exists() and TUNED_INI.stat().st_mtime > newest):
         TUNED_DIR.mkdir(parents=True, exist_ok=True)
