@@ -31,7 +31,7 @@ struct pg_conn_a {
     uv_poll_t *poll;
     int fd;
     enum conn_state state;
-    double opened_ms;
+    double opened_ms, idle_ms; /* idle since idle_ms when CONN_IDLE */
     struct pg_job *job;
 };
 
@@ -44,12 +44,15 @@ struct pg_async {
     int open;
     struct pg_job *queue_head, *queue_tail;
     struct pg_pool_stats stats;
+    uv_timer_t *sweep; /* closes overflow connections past their linger */
+    pg_async_trimmed_cb trimmed;
 };
 
 static void conn_drive(struct pg_conn_a *c);
 static void dispatch(struct pg_async *p);
+static void on_sweep(uv_timer_t *t);
 
-struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg)
+struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg, pg_async_trimmed_cb trimmed)
 {
     struct pg_async *p = calloc(1, sizeof *p);
     if (!p) return NULL;
@@ -59,10 +62,18 @@ struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg)
     p->max = cfg->pool_size + cfg->pool_max_overflow;
     p->timeout_ms = cfg->pool_timeout * 1e3;
     p->recycle_ms = cfg->pool_recycle * 1e3;
-    if (!p->conninfo) {
+    p->trimmed = trimmed;
+    p->sweep = malloc(sizeof *p->sweep);
+    if (!p->conninfo || !p->sweep) {
+        free(p->conninfo);
+        free(p->sweep);
         free(p);
         return NULL;
     }
+    uv_timer_init(loop, p->sweep);
+    p->sweep->data = p;
+    uv_timer_start(p->sweep, on_sweep, PG_OVERFLOW_SWEEP_MS, PG_OVERFLOW_SWEEP_MS);
+    uv_unref((uv_handle_t *)p->sweep); /* a stopping worker's loop ends without waiting for it */
     return p;
 }
 
@@ -117,7 +128,7 @@ static void queue_remove(struct pg_async *p, struct pg_job *j)
 
 /* ---- connections ---- */
 
-static void free_poll(uv_handle_t *h)
+static void free_handle(uv_handle_t *h)
 {
     free(h);
 }
@@ -126,7 +137,7 @@ static void conn_unwatch(struct pg_conn_a *c)
 {
     if (!c->poll) return;
     uv_poll_stop(c->poll);
-    uv_close((uv_handle_t *)c->poll, free_poll);
+    uv_close((uv_handle_t *)c->poll, free_handle);
     c->poll = NULL;
     c->fd = -1;
 }
@@ -229,20 +240,41 @@ static int conn_stale(const struct pg_conn_a *c)
     return c->pool->recycle_ms > 0 && clock_ms() - c->opened_ms > c->pool->recycle_ms;
 }
 
-/* The connection is free: give it to the next waiter, or keep it (or close an
- * overflow one, or a recycled one). */
+/* The connection is free: give it to the next waiter, or keep it (an
+ * overflow one lingers: on_sweep), or close it if recycled. */
 static void conn_release(struct pg_conn_a *c)
 {
     struct pg_async *p = c->pool;
     c->job = NULL;
     c->state = CONN_IDLE;
     p->stats.checkouts++;
-    if (conn_stale(c) || (p->open > p->size && !p->queue_head)) {
+    if (conn_stale(c)) {
         conn_close(c);
     } else {
+        c->idle_ms = clock_ms();
         conn_watch(c, 0); /* idle: a readable socket means the server left */
     }
     dispatch(p);
+}
+
+/* Closes the idle overflow connections past their linger time. */
+static void on_sweep(uv_timer_t *t)
+{
+    struct pg_async *p = t->data;
+    double now = clock_ms();
+    int closed = 0;
+    for (struct pg_conn_a *c = p->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->state == CONN_IDLE && !c->job && pg_overflow_expired(p->open, p->size, c->idle_ms, now)) {
+            conn_close(c);
+            closed++;
+        }
+    }
+    if (closed && p->trimmed) {
+        struct pg_pool_stats st;
+        pg_async_stats(p, &st);
+        p->trimmed(&st);
+    }
 }
 
 /* Advances whatever the connection is doing, after its socket woke us. */
@@ -438,6 +470,8 @@ void pg_async_free(struct pg_async *p)
         c->job = NULL;
         conn_close(c);
     }
+    uv_timer_stop(p->sweep);
+    uv_close((uv_handle_t *)p->sweep, free_handle);
     free(p->conninfo);
     free(p);
 }

@@ -13,7 +13,7 @@
 
 struct pg_slot {
     PGconn *conn; /* NULL: a free slot */
-    double opened_ms;
+    double opened_ms, idle_ms; /* idle since idle_ms when not busy */
     int busy;
 };
 
@@ -210,20 +210,46 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
     return CHECKOUT_TIMEOUT;
 }
 
-/* Returns a connection; broken ones and overflow beyond pool_size are closed. */
+static void slot_close(struct pg_pool *p, struct pg_slot *s)
+{
+    PQfinish(s->conn);
+    s->conn = NULL;
+    p->open--;
+}
+
+/* Returns a connection; broken ones are closed, overflow ones linger
+ * (pg_pool_trim closes them). */
 static void checkin(struct pg_pool *p, struct pg_slot *s, int broken)
 {
     pthread_mutex_lock(&p->lock);
     p->stats.checkouts++; /* counted on return: each successful checkout returns once */
-    if (broken || p->open > p->size) {
-        PQfinish(s->conn);
-        s->conn = NULL;
-        p->open--;
-    }
+    if (broken) slot_close(p, s);
+    else s->idle_ms = clock_ms();
     s->busy = 0;
     p->busy--;
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&p->lock);
+}
+
+int pg_overflow_expired(int open, int size, double idle_since_ms, double now_ms)
+{
+    return open > size && now_ms - idle_since_ms >= PG_OVERFLOW_LINGER_MS;
+}
+
+int pg_pool_trim(struct pg_pool *p)
+{
+    int closed = 0;
+    pthread_mutex_lock(&p->lock);
+    double now = clock_ms();
+    for (int i = 0; i < p->max; i++) {
+        struct pg_slot *s = &p->slots[i];
+        if (s->conn && !s->busy && pg_overflow_expired(p->open, p->size, s->idle_ms, now)) {
+            slot_close(p, s);
+            closed++;
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    return closed;
 }
 
 enum query_outcome { QUERY_OK, QUERY_BROKEN, QUERY_DEADLINE, QUERY_ERROR };

@@ -333,6 +333,18 @@ int worker_at_limit(void)
     return request_limit && atomic_load(&requests_taken) >= request_limit;
 }
 
+void worker_publish_pool(const struct pg_pool_stats *pool)
+{
+    struct scoreboard_slot *s = scoreboard_self;
+    if (!s) return;
+    atomic_store(&s->pool_open, pool->open);
+    atomic_store(&s->pool_busy, pool->busy);
+    s->counters.pool_checkouts = pool->checkouts;
+    s->counters.pool_timeouts = pool->timeouts;
+    s->counters.pool_connects = pool->connects;
+    s->counters.pool_connect_failures = pool->connect_failures;
+}
+
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool)
 {
@@ -350,14 +362,7 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     if (!s) return;
     if (ex->pool_wait_ms > 0)
         __atomic_fetch_add(&s->counters.pool_wait_us, (uint64_t)(ex->pool_wait_ms * 1e3), __ATOMIC_RELAXED);
-    if (pool) {
-        atomic_store(&s->pool_open, pool->open);
-        atomic_store(&s->pool_busy, pool->busy);
-        s->counters.pool_checkouts = pool->checkouts;
-        s->counters.pool_timeouts = pool->timeouts;
-        s->counters.pool_connects = pool->connects;
-        s->counters.pool_connect_failures = pool->connect_failures;
-    }
+    if (pool) worker_publish_pool(pool);
     long limit = request_limit;
     if (limit && (long)atomic_load(&s->requests) >= limit && !atomic_exchange(&s->wants_retire, 1)) {
         log_debug("served %ld requests; asking to be replaced", limit);

@@ -620,7 +620,7 @@ int worker_event_run(const struct worker_env *env)
     w->env = env;
     w->cfg = env->cfg;
     w->redis = redis_async_new(&w->loop, env->cfg->redis_url, err, sizeof err);
-    w->pool = pg_async_new(&w->loop, env->cfg);
+    w->pool = pg_async_new(&w->loop, env->cfg, worker_publish_pool);
     if (!w->redis || !w->pool) {
         log_error("cannot set up the backends: %s", w->redis ? "out of memory" : err);
         return WORKER_EXIT_BOOT_FAILED;

@@ -333,11 +333,19 @@ int worker_thread_run(const struct worker_env *env)
         servers[i].started = 1;
     }
     if (rc == 0) worker_ready(env);
-    /* Signals are blocked here except inside sigsuspend, so none is lost
-     * between the check and the wait. */
+    /* Signals are blocked here except inside the wait, so none is lost
+     * between the check and the wait. The wait also ends every
+     * PG_OVERFLOW_SWEEP_MS, to close the pool's lingering overflow
+     * connections even when no request comes. */
+    const struct timespec sweep = {PG_OVERFLOW_SWEEP_MS / 1000, PG_OVERFLOW_SWEEP_MS % 1000 * 1000000L};
     while (!worker_stopping) {
-        sigsuspend(&previous);
+        ppoll(NULL, 0, &sweep, &previous);
         worker_housekeeping();
+        if (pg_pool_trim(pool) > 0) {
+            struct pg_pool_stats ps;
+            pg_pool_stats(pool, &ps);
+            worker_publish_pool(&ps);
+        }
     }
     for (int i = 0; i < n; i++)
         if (servers[i].started) pthread_kill(servers[i].thread, SIGUSR2);

@@ -17,9 +17,14 @@ struct pg_async;
  */
 typedef void (*pg_async_cb)(void *ctx, const struct backend_result *res);
 
+/* Called with the pool's figures after it closed idle overflow connections
+ * by itself (no request saw it happen). */
+typedef void (*pg_async_trimmed_cb)(const struct pg_pool_stats *stats);
+
 /* Connections open lazily; waiters queue and fail with BACKEND_POOL_TIMEOUT
- * after pool_timeout. */
-struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg);
+ * after pool_timeout. Overflow connections linger PG_OVERFLOW_LINGER_MS once
+ * idle; trimmed (may be NULL) hears when they go. */
+struct pg_async *pg_async_new(uv_loop_t *loop, const struct settings *cfg, pg_async_trimmed_cb trimmed);
 /* Closes every connection; pending callbacks run first with BACKEND_DOWN. */
 void pg_async_free(struct pg_async *pool);
 

@@ -30,6 +30,21 @@ struct pg_pool_stats {
 };
 void pg_pool_stats(struct pg_pool *pool, struct pg_pool_stats *out);
 
+/* Connections above pool_size (overflow) stay open once idle, for the next
+ * request, until idle this long: long enough that a steady load above
+ * pool_size reuses them (each new connection costs PostgreSQL a backend
+ * fork, far more than the query), short enough that a burst's extra
+ * connections go soon after it. */
+#define PG_OVERFLOW_LINGER_MS 2000
+/* How often the pools look for overflow connections past their linger time. */
+#define PG_OVERFLOW_SWEEP_MS (PG_OVERFLOW_LINGER_MS / 2)
+/* Shared with pg_async: 1 when an idle connection of a pool with `open` of
+ * them, `size` kept, idle since idle_since_ms, is overflow past its linger. */
+int pg_overflow_expired(int open, int size, double idle_since_ms, double now_ms);
+/* Closes the idle overflow connections past their linger time (the thread
+ * class's main thread calls it every PG_OVERFLOW_SWEEP_MS); how many. */
+int pg_pool_trim(struct pg_pool *pool);
+
 /* Shared with pg_async. An idle connection is usable unless the server
  * closed it or said goodbye; checked without a round trip. */
 int pg_conn_healthy(PGconn *conn);

@@ -59,7 +59,7 @@
       "PostgreSQL connection string or URI, as libpq accepts it")                                  \
     X(pool_size, INT, "5", 1, 1000, "PostgreSQL connections kept per worker process")              \
     X(pool_max_overflow, INT, "10", 0, 1000,                                                       \
-      "Extra PostgreSQL connections a worker process may open under load")                         \
+      "Extra PostgreSQL connections per worker process under load, each closed after 2 s idle")    \
     X(pool_timeout, SECONDS, "5", 0.001, 3600,                                                     \
       "Longest wait for a PostgreSQL connection before 503 pool_timeout")                          \
     X(pool_recycle, SECONDS, "1800", 0, 864000,                                                    \

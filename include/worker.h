@@ -72,6 +72,9 @@ void worker_request_drop(struct worker_request *wr);
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool);
+/* Shows the pool's figures in /status and /metrics: at each request's end,
+ * and when a pool closed idle connections by itself. */
+void worker_publish_pool(const struct pg_pool_stats *pool);
 /* max_requests (plus jitter) is a bound: a worker takes one of its requests
  * before it accepts a connection (1), or learns it has none left (0); it then
  * takes no more and waits to be retired. A take that accepted nothing is

@@ -965,6 +965,41 @@ def test_pool_recycle_reopens_connections_older_than_it():
         assert len(second) == 1, second
 
 
+def test_pool_overflow_connections_linger_under_steady_load():
+    if WORKER_CLASS == "sync":
+        raise Skip("a sync worker runs one request at a time: its pool never grows past pool_size")
+    size, overflow = 1, 4
+    with perfcgi_with(workers=1, threads=8, pool_size=size, pool_max_overflow=overflow):
+        wait_workers(1)
+
+        def pool():
+            m = parse_metrics(http("GET", "/metrics")[2].decode())
+            return {"connects": metric_sum(m, "perfcgi_pool_connects_total"),
+                    "checkouts": metric_sum(m, "perfcgi_pool_checkouts_total"),
+                    "open": metric_sum(m, "perfcgi_pool_connections", state="open")}
+        before = pool()
+        # More concurrent queries than pool_size but fewer than its maximum, steadily:
+        # no request waits for a connection, so each one released above pool_size
+        # finds no taker; the pool must keep it for the next request instead of
+        # opening one per request.
+        with Load(["/io-intensive?ms=50"], threads=size + 2) as load:
+            time.sleep(3)
+            load.wait_for(150, 60)
+            during = pool()
+        assert not load.failures, load.summary()
+        connects = during["connects"] - before["connects"]
+        checkouts = during["checkouts"] - before["checkouts"]
+        print(f"steady load: {load.summary()}; {connects:.0f} connects for {checkouts:.0f} checkouts, "
+              f"{during['open']:.0f} open")
+        assert checkouts >= 100, f"only {checkouts} checkouts under load"
+        assert connects <= 10, f"{connects:.0f} PostgreSQL connections opened for {checkouts:.0f} checkouts"
+        # The load over, the overflow connections go after their linger time (2 s).
+        t0 = time.monotonic()
+        wait_until(lambda: pool()["open"] <= size and len(_perfcgi_backends()) <= size, 15,
+                   message=f"the pool back to pool_size ({size}) once idle")
+        print(f"pool back to {size} connection(s) {time.monotonic() - t0:.1f} s after the load")
+
+
 def test_preload_serves_and_checks_the_database_url_before_forking():
     with OwnPerfcgi(name="preload", preload="true"):
         s, h, b = get("/expensive-computation?n=93&method=memo")
