@@ -134,9 +134,10 @@ class Tuner:
         for key in ("worker_class", "workers", "threads", "pool_size", "pool_max_overflow"):
             if key not in self.chosen:
                 continue
-            lines += [f"# {w}" for w in self.why.get(key, [])]
+            if key in self.why:  # a new group: settings chosen together follow their comment
+                lines += ["", *(f"# {w}" for w in self.why[key])]
             lines.append(f"{key} = {self.chosen[key]}")
-            lines.append("")
+        lines.append("")
         lines += [f"# Capacity: {workers} workers x (pool_size {pool[0]} + pool_max_overflow {pool[1]}, and one"
                   f" connection per request a worker runs at once) = {self.pg_connections()} PostgreSQL connections"
                   " at most"

@@ -47,12 +47,17 @@ def test_tuned_ini_loads_and_says_why():
     values = tuned_values(ini)
     assert values and set(values) <= TUNED_KEYS, f"unexpected keys in the tuned file: {values}"
     assert {"worker_class", "workers"} <= set(values), values
-    # Every setting is preceded by the measurement that chose it.
+    # Every setting (or group of settings chosen together: the pool's two) is preceded
+    # by the measurement that chose it.
     lines = ini.splitlines()
+    is_key = re.compile(r"^\w+ = ")
     for i, line in enumerate(lines):
-        if re.match(r"^\w+ = ", line):
-            assert lines[i - 1].startswith("#") and "req/s" in "\n".join(lines[max(0, i - 3):i]), \
-                f"no measurement above '{line}':\n{ini}"
+        if is_key.match(line):
+            top = i
+            while top > 0 and is_key.match(lines[top - 1]):
+                top -= 1
+            assert top > 0 and lines[top - 1].startswith("#") and \
+                "req/s" in "\n".join(lines[max(0, top - 3):top]), f"no measurement above '{line}':\n{ini}"
     assert re.search(r"PostgreSQL connections at most", ini), ini
     r = subprocess.run([str(PERFCGI_BIN), "-c", str(TUNED_INI), "--print-config"], capture_output=True, text=True,
                        env={k: v for k, v in os.environ.items() if not k.startswith("PERFCGI_")}, timeout=10)
