@@ -89,7 +89,7 @@ $(BENCH_BIN)/fcgi-nonblocking: $(BENCH_SRC)/fcgi_nonblocking.c $(BENCH_SRC)/fcgi
 # to bench/engine.py, e.g. BENCH_ARGS="--classes sync,event --out /tmp/run".
 BENCH_ENGINE := /usr/bin/python3 bench/engine.py
 TUNE_MIX     ?= /=0.4,/cached-data=0.3,/io-intensive=0.2,/cpu-intensive=0.1
-TUNE_P99     ?= 100
+TUNE_P99     ?= 250
 .PHONY: bench bench-quick tune bench-deps
 bench-deps:
 	deploy/install-deps.sh bench

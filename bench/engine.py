@@ -47,7 +47,7 @@ def run_args(sub):
 def tune_args(sub):
     t = sub.add_parser("tune", help="search the settings for a mix of endpoints; write perfcgi.tuned.ini")
     t.add_argument("--mix", required=True, help="PATH=WEIGHT,... e.g. '/=0.5,/cached-data=0.3,/io-intensive=0.2'")
-    t.add_argument("--p99", type=float, default=100.0, help="the p99 target in ms (default 100)")
+    t.add_argument("--p99", type=float, default=250.0, help="the p99 target in ms (default 250)")
     t.add_argument("--concurrency", type=int, default=64, help="connections of the load (default 64)")
     t.add_argument("--classes", type=csv_list(), default=plan.CLASSES, help="worker classes to try")
     t.add_argument("--reps", type=int, help="runs per candidate (default 3; --quick 1)")

@@ -39,6 +39,17 @@ def score(step, p99_target):
     return (1, step["rps"] or 0) if ok else (0, -(step["p99_ms"] or float("inf")))
 
 
+def cheapest_first(ranked, p99_target, cost):
+    """ranked [(step, settings)], best first -> the same with the cheapest candidate that
+    meets the target and whose runs overlap the best's moved to the front."""
+    top = ranked[0][0]
+    if score(top, p99_target)[0] == 0:
+        return ranked
+    alike = [se for se in ranked if score(se[0], p99_target)[0] == 1 and se[0]["rps_max"] >= top["rps_min"]]
+    pick = min(alike, key=lambda se: cost(se[1]))
+    return [pick] + [se for se in ranked if se is not pick]
+
+
 class Tuner:
     def __init__(self, run, target, mix, p99_target, concurrency, reps, classes, pg_max_connections, log=print):
         self.run, self.target, self.mix = run, target, mix
@@ -49,9 +60,11 @@ class Tuner:
         self.why = {}          # setting -> comment lines
         self.cores = os.cpu_count() or 1
 
-    def _stage(self, name, candidates):
+    def _stage(self, name, candidates, cost=None):
         """Measures each candidate (a settings dict added to the chosen ones) reps times,
-        interleaved; keeps the best; returns the ranked steps."""
+        interleaved; keeps the best, or, when cost (settings -> a number: processes,
+        connections) is given, the cheapest whose runs overlap the best's (a difference
+        the runs cannot tell apart is not worth more memory or connections)."""
         phases = []
         for label, extra in candidates:
             settings = {**self.chosen, **extra}
@@ -66,6 +79,13 @@ class Tuner:
         ranked = sorted(((results.aggregate(ph.steps[0], self.run.rows[ph.steps[0].id]), extra)
                          for ph, (label, extra) in zip(phases, candidates)),
                         key=lambda se: score(se[0], self.p99), reverse=True)
+        cheaper = ""
+        if cost and self.reps > 1:
+            top = ranked[0][0]
+            ranked = cheapest_first(ranked, self.p99, cost)
+            if ranked[0][0] is not top:
+                cheaper = (f" -- chosen over {top['sweep_value']} ({top['rps']:,.0f} req/s): the runs overlap, "
+                           f"and it costs less")
         best, extra = ranked[0]
         self.chosen.update(extra)
         others = "; ".join(f"{s['sweep_value']}: {s['rps']:,.0f} req/s, p99 {s['p99_ms']:.0f} ms"
@@ -75,6 +95,8 @@ class Tuner:
         second = ranked[1][0] if len(ranked) > 1 else None
         if score(best, self.p99)[0] == 0:
             verdict += f" -- no candidate met p99 <= {self.p99:g} ms: the lowest p99 won"
+        elif cheaper:
+            verdict += cheaper
         elif second and score(second, self.p99)[0] == 1 and best["rps_min"] <= second["rps_max"]:
             verdict += (f" -- {second['sweep_value']} is within the spread of the runs: no significant difference"
                         if best["reps"] > 1 else f" -- one run each: {second['sweep_value']} is close, re-measure")
@@ -101,15 +123,16 @@ class Tuner:
         self._stage("worker_class", [(cls, {"worker_class": cls}) for cls in self.classes])
         cls = self.chosen["worker_class"]
         counts = sorted({c, 2 * c + 1, 4 * c} if quick else {c, 2 * c + 1, 4 * c, 8 * c})
-        self._stage("workers", [(w, {"workers": w}) for w in counts])
+        self._stage("workers", [(w, {"workers": w}) for w in counts], cost=lambda e: e["workers"])
         if cls == "thread" and not quick:
-            self._stage("threads", [(t, {"threads": t}) for t in (4, 16, 32)])
+            self._stage("threads", [(t, {"threads": t}) for t in (4, 16, 32)], cost=lambda e: e["threads"])
         if cls == "sync":
             return  # one request at a time: a sync worker holds one PostgreSQL connection at most
         pools = [(5, 10), (5, 0), (10, 0)] if quick else [(5, 10), (5, 0), (10, 0), (20, 0), (40, 0)]
         fitting = [(s, o) for s, o in pools if self._pool_fits(s, o)]
         if fitting:
-            self._stage("pool", [(f"{s}+{o}", {"pool_size": s, "pool_max_overflow": o}) for s, o in fitting])
+            self._stage("pool", [(f"{s}+{o}", {"pool_size": s, "pool_max_overflow": o}) for s, o in fitting],
+                        cost=lambda e: e["pool_size"] + e["pool_max_overflow"])
 
     # --- the files ---
     def ini_text(self, machine, plan_info):
