@@ -11,7 +11,8 @@ LDFLAGS += $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread
 
 BUILD   ?= build
-APP_SRC := $(wildcard app/*.c)
+# app/<layer>/*.c, and app/main.c on top (see README: the layers).
+APP_SRC := $(wildcard app/*.c app/*/*.c)
 # Everything but main.c is linked into the unit tests too.
 LIB_OBJ := $(patsubst app/%.c,$(BUILD)/app/%.o,$(filter-out app/main.c,$(APP_SRC)))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -139,10 +140,10 @@ $(FUZZ_DIR)/app/%.o: app/%.c
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -c -o $@ $<
 
-$(FUZZ_DIR)/fuzz_fcgi_codec: tests/fuzz/fuzz_fcgi_codec.c $(FUZZ_DIR)/app/fcgi_codec.o
+$(FUZZ_DIR)/fuzz_fcgi_codec: tests/fuzz/fuzz_fcgi_codec.c $(FUZZ_DIR)/app/fastcgi/fcgi_codec.o
 	$(FUZZ_LINK)
 
-$(FUZZ_DIR)/fuzz_query: tests/fuzz/fuzz_query.c $(FUZZ_DIR)/app/query.o
+$(FUZZ_DIR)/fuzz_query: tests/fuzz/fuzz_query.c $(FUZZ_DIR)/app/base/query.o
 	$(FUZZ_LINK)
 
 fuzz-build:
@@ -162,7 +163,7 @@ fuzz: fuzz-build
 fuzz-corpus:
 	@mkdir -p $(FUZZ_DIR)
 	$(CC) -O1 -g -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werror -Iinclude \
-	    -o $(FUZZ_DIR)/gen_corpus tests/fuzz/gen_corpus.c app/fcgi_codec.c
+	    -o $(FUZZ_DIR)/gen_corpus tests/fuzz/gen_corpus.c app/fastcgi/fcgi_codec.c
 	$(FUZZ_DIR)/gen_corpus tests/fuzz/corpus
 
 # Host install. `make install` copies the binary to $(PREFIX)/bin (built first) and, at

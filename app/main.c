@@ -8,12 +8,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "compute.h"
-#include "listener.h"
-#include "log.h"
-#include "master.h"
-#include "redis_client.h"
-#include "settings.h"
+#include "core/compute.h"
+#include "base/listener.h"
+#include "base/log.h"
+#include "master/master.h"
+#include "backends/redis_client.h"
+#include "base/settings.h"
 
 extern char **environ;
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fcgi_codec.h"
+#include "fastcgi/fcgi_codec.h"
 
 /*
  * Helpers are prefixed fc_: the corpus replay includes this file and

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "query.h"
+#include "base/query.h"
 
 /* Helpers are prefixed fq_: the corpus replay includes this file and
  * fuzz_fcgi_codec_one.c into one translation unit. */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fcgi_codec.h"
+#include "fastcgi/fcgi_codec.h"
 
 static const char *out_dir;
 

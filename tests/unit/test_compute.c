@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "compute.h"
+#include "core/compute.h"
 
 static void primes_match_known_counts(void **state)
 {

@@ -10,10 +10,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "exchange.h"
-#include "router.h"
-#include "settings.h"
+#include "base/clock.h"
+#include "core/exchange.h"
+#include "core/router.h"
+#include "base/settings.h"
 
 static struct settings cfg;
 

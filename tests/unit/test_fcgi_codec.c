@@ -11,7 +11,7 @@
 
 #include <fastcgi.h> /* libfcgi's constants, to check ours against */
 
-#include "fcgi_codec.h"
+#include "fastcgi/fcgi_codec.h"
 
 /* ---- helpers ---- */
 

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-#include "log.h"
+#include "base/log.h"
 
 static void escape_control_bytes_quotes_and_backslashes(void **state)
 {

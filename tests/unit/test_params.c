@@ -7,8 +7,8 @@
 
 #include <string.h>
 
-#include "redis_client.h"
-#include "worker.h"
+#include "backends/redis_client.h"
+#include "worker/worker.h"
 
 static void nginx_params_use_document_uri(void **state)
 {

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "pg_pool.h"
+#include "backends/pg_pool.h"
 
 static void overflow_lingers_then_expires(void **state)
 {

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "query.h"
+#include "base/query.h"
 
 static void first_occurrence_wins(void **state)
 {

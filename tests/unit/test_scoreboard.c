@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "scoreboard.h"
+#include "base/scoreboard.h"
 
 static void holds_count_against_one_cap_and_come_back_when_a_worker_goes(void **state)
 {

@@ -10,7 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "settings.h"
+#include "base/settings.h"
 
 static char err[1024];
 

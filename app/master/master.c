@@ -1,0 +1,670 @@
+/* master: the arbiter: spawns, replaces, recycles, reloads and stops the workers. */
+#define _GNU_SOURCE
+#include "master/master.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "master/probe.h"
+#include "base/scoreboard.h"
+#include "master/status.h"
+#include "worker/worker.h"
+
+/* Slots for the largest pool plus as many replacements starting beside it. */
+#define MAX_SLOTS (2 * 1024 + 16)
+/* The loop wakes at least this often to check hung and bloated workers. */
+#define TICK_MS 100
+/* More worker deaths than this within CRASH_WINDOW_MS slow respawning down. */
+#define CRASH_BURST 5
+#define CRASH_WINDOW_MS 1000.0
+#define CRASH_BACKOFF_MS 1000.0
+/* This many workers in a row dying before they ever served stops the master. */
+#define BOOT_FAILURES_MAX 3
+/* A quick stop, or a worker sent SIGABRT, gets this long before SIGKILL. */
+#define KILL_AFTER_MS 2000.0
+/* A backend prober that died by itself is started again after this long. */
+#define PROBE_RESPAWN_MS 1000.0
+
+enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
+enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
+
+const char *const master_restart_reason_names[RESTART_REASONS] = {
+    [RESTART_CRASH] = "crash",   [RESTART_TIMEOUT] = "timeout", [RESTART_MAX_REQUESTS] = "max_requests",
+    [RESTART_MAX_RSS] = "max_rss", [RESTART_RELOAD] = "reload", [RESTART_SCALE_DOWN] = "scale_down",
+};
+
+struct worker_rec {
+    pid_t pid; /* 0: unused record */
+    int slot;
+    enum phase phase;
+    int replace;              /* retire once a replacement serves; the reason, or -1 */
+    enum restart_reason why;  /* of a retirement under way */
+    double retire_sent_ms;    /* when TERM or ABRT went out */
+    int killed;               /* SIGKILL sent */
+};
+
+struct master {
+    struct settings *cfg;
+    int argc;
+    char **argv, **envp;
+    struct listener listeners[SETTINGS_MAX_BINDS], status_listeners[SETTINGS_MAX_BINDS];
+    int nlisteners, nstatus;
+    struct status_server *status;
+    struct scoreboard_slot *slots;
+    int slots_used; /* high-water mark */
+    struct worker_rec workers[MAX_SLOTS];
+    int target; /* workers wanted */
+    enum stop_mode stop;
+    double stop_deadline_ms;
+    int exit_code;
+    double respawn_after_ms, deaths_since_ms;
+    int deaths, boot_failures;
+    struct master_stats stats;
+    struct probe_board *probe; /* what the prober found, for /readyz */
+    pid_t probe_pid;           /* 0: none running */
+    double probe_after_ms;
+};
+
+/* Signal handlers only write the signal number here; the loop does the work. */
+static int signal_pipe[2] = {-1, -1};
+/* Workers write a byte here when their slot changed in a way the master must see now. */
+static int wake_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t w = write(signal_pipe[1], &b, 1);
+    (void)w;
+    errno = saved;
+}
+
+static int install_signals(void)
+{
+    if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    return 0;
+}
+
+/* In a fresh child: the master's handlers would write into the master's pipe. */
+static void child_default_signals(void)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
+    struct sigaction sa = {0};
+    sa.sa_handler = SIG_DFL;
+    sigemptyset(&sa.sa_mask);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
+}
+
+/* In a fresh child: closes every socket and epoll instance it inherited (the
+ * status sockets and clients, the status server's epoll) but those in keep. */
+static void close_inherited(const struct listener *keep, int nkeep)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int fd = atoi(e->d_name), kept = fd <= STDERR_FILENO || fd == dirfd(d);
+        for (int i = 0; i < nkeep; i++) kept |= keep[i].fd == fd;
+        struct stat st;
+        char path[64], target[64] = "";
+        snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+        ssize_t len = kept ? -1 : readlink(path, target, sizeof target - 1);
+        if (len > 0) target[len] = '\0';
+        if (!kept && ((fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) || strcmp(target, "anon_inode:[eventpoll]") == 0))
+            close(fd);
+    }
+    closedir(d);
+}
+
+/* Forks a child of the master. In it, signals stay blocked until it has set
+ * its own handlers (the worker and prober entry points unblock them), and it
+ * keeps neither the master's pipes (but the write end of wake_pipe if `wake`)
+ * nor any socket but `keep`. Returns as fork(). */
+static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid != 0) {
+        int saved = errno;
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        errno = saved;
+        return pid;
+    }
+    child_default_signals();
+    close(signal_pipe[0]);
+    close(signal_pipe[1]);
+    close(wake_pipe[0]);
+    if (!wake) close(wake_pipe[1]);
+    close_inherited(keep, nkeep);
+    return 0;
+}
+
+static int free_slot(struct master *m)
+{
+    for (int i = 0; i < MAX_SLOTS; i++) {
+        if (m->workers[i].pid == 0) {
+            if (i >= m->slots_used) {
+                m->slots_used = i + 1;
+                scoreboard_set_used(m->slots_used);
+            }
+            return i;
+        }
+    }
+    return -1;
+}
+
+static void spawn(struct master *m)
+{
+    int slot = free_slot(m);
+    if (slot < 0) return;
+    memset(&m->slots[slot], 0, sizeof m->slots[slot]);
+    atomic_store(&m->slots[slot].state, SLOT_STARTING);
+    pid_t pid = fork_child(m->listeners, m->nlisteners, 1);
+    if (pid < 0) {
+        log_error("fork failed: %s", strerror(errno));
+        m->respawn_after_ms = clock_ms() + CRASH_BACKOFF_MS;
+        return;
+    }
+    if (pid == 0) {
+        scoreboard_self = &m->slots[slot];
+        atomic_store(&scoreboard_self->pid, getpid());
+        struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid(), wake_pipe[1]};
+        worker_main(&env);
+    }
+    atomic_store(&m->slots[slot].pid, pid);
+    m->workers[slot] = (struct worker_rec){.pid = pid, .slot = slot, .phase = PHASE_STARTING, .replace = -1};
+    log_debug("worker %ld started in slot %d", (long)pid, slot);
+}
+
+/* The backend prober: a child that is no worker (no slot, no socket). */
+static void probe_start(struct master *m)
+{
+    probe_board_restart(m->probe);
+    pid_t pid = fork_child(NULL, 0, 0);
+    if (pid < 0) {
+        log_error("cannot start the backend prober: fork failed: %s", strerror(errno));
+        m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+        return;
+    }
+    if (pid == 0) probe_main(m->probe, m->cfg, getppid());
+    m->probe_pid = pid;
+    log_debug("backend prober %ld started", (long)pid);
+}
+
+/* SIGKILL, never waited for: reap() collects it whenever it is gone. */
+static void probe_kill(struct master *m)
+{
+    if (m->probe_pid > 0) kill(m->probe_pid, SIGKILL);
+    m->probe_pid = 0;
+}
+
+/* Keeps one prober running, and replaces one stuck on a backend call. */
+static void probe_check(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    if (m->probe_pid == 0) {
+        if (clock_ms() >= m->probe_after_ms) probe_start(m);
+    } else if (probe_board_stuck(m->probe)) {
+        log_warning("the backend prober %ld is stuck on a probe; replacing it", (long)m->probe_pid);
+        probe_kill(m);
+        probe_start(m);
+    }
+}
+
+static void retire(struct worker_rec *w, enum restart_reason why, int sig)
+{
+    if (w->phase == PHASE_RETIRING) return;
+    w->phase = PHASE_RETIRING;
+    w->why = why;
+    w->retire_sent_ms = clock_ms();
+    kill(w->pid, sig);
+    log_info("retiring worker %ld (%s)", (long)w->pid, master_restart_reason_names[why]);
+}
+
+static void signal_all(struct master *m, int sig)
+{
+    for (int i = 0; i < m->slots_used; i++)
+        if (m->workers[i].pid > 0) kill(m->workers[i].pid, sig);
+}
+
+static void begin_stop(struct master *m, enum stop_mode mode)
+{
+    if (m->stop == STOP_QUICK || m->stop == mode) return;
+    m->stop = mode;
+    m->stop_deadline_ms = clock_ms() + (mode == STOP_GRACEFUL ? m->cfg->graceful_timeout * 1e3 : KILL_AFTER_MS);
+    probe_kill(m);
+    log_info(mode == STOP_GRACEFUL ? "stopping gracefully" : "stopping now");
+    signal_all(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
+}
+
+static void note_crash(struct master *m)
+{
+    double now = clock_ms();
+    if (now - m->deaths_since_ms > CRASH_WINDOW_MS) {
+        m->deaths_since_ms = now;
+        m->deaths = 0;
+    }
+    if (++m->deaths > CRASH_BURST) {
+        log_warning("workers are dying fast; respawning in %.0f ms", CRASH_BACKOFF_MS);
+        m->respawn_after_ms = now + CRASH_BACKOFF_MS;
+    }
+}
+
+/* Whether a worker that died before serving failed by itself (an exit status,
+ * a crash) rather than was killed from outside (the OOM killer's SIGKILL, an
+ * operator's TERM): only the former says workers cannot boot. */
+static int died_by_itself(int status)
+{
+    if (WIFEXITED(status)) return WEXITSTATUS(status) != 0;
+    switch (WTERMSIG(status)) {
+    case SIGSEGV:
+    case SIGBUS:
+    case SIGILL:
+    case SIGFPE:
+    case SIGABRT:
+    case SIGSYS:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* A worker is gone: fold its counters into the totals and decide what it means. */
+static void reaped(struct master *m, struct worker_rec *w, int status)
+{
+    struct scoreboard_slot *s = &m->slots[w->slot];
+    scoreboard_add(&m->stats.totals, &s->counters);
+    scoreboard_release_held(s); /* what it held died with it */
+    /* Requests it had accepted count as accepted even if it died holding them. */
+    m->stats.requests_before += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
+    atomic_store(&s->state, SLOT_FREE);
+    atomic_store(&s->pid, 0);
+    struct worker_rec gone = *w;
+    memset(w, 0, sizeof *w);
+    int counted = m->stop == RUNNING;
+    if (counted) m->stats.restarts[gone.phase == PHASE_RETIRING ? gone.why : RESTART_CRASH]++;
+    if (!counted || gone.phase == PHASE_RETIRING) return;
+
+    int boot_failed = WIFEXITED(status) && WEXITSTATUS(status) == WORKER_EXIT_BOOT_FAILED;
+    if (WIFSIGNALED(status))
+        log_warning("worker %ld was killed by signal %d; replacing it", (long)gone.pid, WTERMSIG(status));
+    else
+        log_warning("worker %ld exited with status %d; replacing it", (long)gone.pid, WEXITSTATUS(status));
+    if (gone.phase == PHASE_STARTING && died_by_itself(status) &&
+        (boot_failed || ++m->boot_failures >= BOOT_FAILURES_MAX)) {
+        log_error("workers cannot boot (see the lines above for why); stopping");
+        m->exit_code = 1;
+        begin_stop(m, STOP_QUICK);
+        return;
+    }
+    note_crash(m);
+}
+
+static void reap(struct master *m)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == m->probe_pid) { /* it died by itself: we kill it with probe_kill() */
+            log_warning("the backend prober %ld exited (status %d); restarting it", (long)pid, status);
+            m->probe_pid = 0;
+            m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+            continue;
+        }
+        for (int i = 0; i < m->slots_used; i++) {
+            if (m->workers[i].pid == pid) {
+                reaped(m, &m->workers[i], status);
+                break;
+            }
+        }
+    }
+}
+
+static long read_rss_kb(pid_t pid)
+{
+    char path[64];
+    long total, resident;
+    snprintf(path, sizeof path, "/proc/%ld/statm", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    int got = fscanf(f, "%ld %ld", &total, &resident);
+    fclose(f);
+    return got == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
+}
+
+/* Looks at every worker: boot done, hung, bloated, asking to be recycled. */
+static void check_workers(struct master *m)
+{
+    double now = clock_ms();
+    int64_t now_us = scoreboard_now_us();
+    const struct settings *cfg = m->cfg;
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid == 0) continue;
+        struct scoreboard_slot *s = &m->slots[i];
+        int state = atomic_load(&s->state);
+        if (w->phase == PHASE_STARTING && (state == SLOT_IDLE || state == SLOT_BUSY)) {
+            w->phase = PHASE_SERVING;
+            m->boot_failures = 0;
+        }
+        long rss = read_rss_kb(w->pid);
+        atomic_store(&s->rss_kb, rss);
+        if (w->phase == PHASE_RETIRING) {
+            double grace = w->why == RESTART_TIMEOUT ? KILL_AFTER_MS : cfg->graceful_timeout * 1e3;
+            if (!w->killed && now - w->retire_sent_ms > grace) {
+                log_warning("worker %ld did not stop in time; killing it", (long)w->pid);
+                kill(w->pid, SIGKILL);
+                w->killed = 1;
+            }
+            continue;
+        }
+        int64_t started = atomic_load(&s->request_started_us);
+        if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
+            /* The worker wrote it: bounded and escaped before it reaches the log. */
+            char raw[sizeof s->oldest_uri + 1], uri[4 * sizeof s->oldest_uri];
+            memcpy(raw, s->oldest_uri, sizeof s->oldest_uri);
+            raw[sizeof s->oldest_uri] = '\0';
+            log_error("worker %ld has been busy for over %g s on \"%s\"; aborting it", (long)w->pid, cfg->timeout,
+                      log_escape(raw, uri, sizeof uri));
+            retire(w, RESTART_TIMEOUT, SIGABRT);
+            continue;
+        }
+        if (w->replace < 0 && cfg->max_worker_rss_mb && rss > (long)cfg->max_worker_rss_mb * 1024) {
+            log_info("worker %ld uses %ld MiB, over max_worker_rss_mb; replacing it", (long)w->pid, rss / 1024);
+            w->replace = RESTART_MAX_RSS;
+        }
+        if (w->replace < 0 && atomic_load(&s->wants_retire)) w->replace = RESTART_MAX_REQUESTS;
+    }
+}
+
+/* Keeps `target` workers serving: starts replacements first, and retires the
+ * workers they replace only once they serve, so capacity never dips. */
+static void balance(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    int serving = 0, starting = 0, keep = 0;
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid == 0 || w->phase == PHASE_RETIRING) continue;
+        if (w->phase == PHASE_STARTING) starting++;
+        else serving++;
+        if (w->replace < 0) keep++;
+    }
+    if (clock_ms() >= m->respawn_after_ms)
+        for (int n = keep; n < m->target; n++) spawn(m), starting++;
+    /* Workers to let go: those marked for replacement once enough others serve,
+     * then the oldest beyond the target (TTOU). */
+    int surplus = serving - m->target;
+    for (int i = 0; i < m->slots_used && surplus > 0; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid && w->phase == PHASE_SERVING && w->replace >= 0) {
+            retire(w, (enum restart_reason)w->replace, SIGTERM);
+            surplus--;
+        }
+    }
+    for (int i = 0; i < m->slots_used && surplus > 0 && starting == 0; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (w->pid && w->phase == PHASE_SERVING) {
+            retire(w, RESTART_SCALE_DOWN, SIGTERM);
+            surplus--;
+        }
+    }
+}
+
+/* The sockets of a reload: a bind reuses the running socket of the same
+ * address, or is a socket opened for it. */
+struct socket_set {
+    struct listener ls[SETTINGS_MAX_BINDS];
+    int opened[SETTINGS_MAX_BINDS];
+    int n;
+};
+
+/* Closes the sockets the set opened (a reload that does not happen). */
+static void sockets_abandon(struct socket_set *set)
+{
+    for (int i = 0; i < set->n; i++)
+        if (set->opened[i]) listener_close(&set->ls[i]);
+    set->n = 0;
+}
+
+/* Opens what binds needs beyond the running sockets; touches none of those. */
+static int sockets_prepare(const struct settings_binds *binds, const struct listener *running, int nrunning,
+                           const struct settings *cfg, struct socket_set *set, char *err, size_t errlen)
+{
+    int used[SETTINGS_MAX_BINDS] = {0};
+    set->n = 0;
+    for (int i = 0; i < binds->count; i++) {
+        int found = -1;
+        for (int j = 0; j < nrunning && found < 0; j++)
+            if (!used[j] && strcmp(running[j].addr, binds->addr[i]) == 0) found = j;
+        if (found >= 0) {
+            set->ls[i] = running[found];
+            used[found] = 1;
+        } else if (listener_open(&set->ls[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, errlen) != 0) {
+            sockets_abandon(set);
+            return -1;
+        }
+        set->opened[i] = found < 0;
+        set->n = i + 1;
+    }
+    return 0;
+}
+
+/* The set replaces the running sockets; those it does not reuse are closed. */
+static void sockets_commit(const struct socket_set *set, struct listener *running, int *nrunning)
+{
+    for (int j = 0; j < *nrunning; j++) {
+        int reused = 0;
+        for (int i = 0; i < set->n; i++) reused |= !set->opened[i] && set->ls[i].fd == running[j].fd;
+        if (!reused) listener_close(&running[j]);
+    }
+    memcpy(running, set->ls, sizeof set->ls[0] * (size_t)set->n);
+    *nrunning = set->n;
+}
+
+/* HUP: read the configuration again; on success new workers replace every old
+ * one. Every new socket is opened before anything changes: if one cannot be,
+ * the running sockets, settings and workers stay as they are. */
+static void reload(struct master *m)
+{
+    struct settings *next = calloc(1, sizeof *next);
+    enum settings_action action;
+    char err[1024];
+    uid_t uid;
+    gid_t gid;
+    if (!next || settings_load(next, m->argc, m->argv, m->envp, &action, err, sizeof err) != 0 ||
+        settings_owner(next, &uid, &gid, err, sizeof err) < 0) {
+        log_error("reload: %s; the running configuration stays", next ? err : "out of memory");
+        settings_free(next);
+        free(next);
+        return;
+    }
+    struct socket_set binds = {.n = 0}, status = {.n = 0};
+    if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0 ||
+        sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) != 0) {
+        sockets_abandon(&binds); /* a set that failed has closed its own */
+        log_error("reload: cannot listen on %s; the running configuration stays", err);
+        settings_free(next);
+        free(next);
+        return;
+    }
+    struct settings *old = m->cfg;
+    sockets_commit(&binds, m->listeners, &m->nlisteners);
+    sockets_commit(&status, m->status_listeners, &m->nstatus);
+    m->cfg = next;
+    settings_free(old);
+    free(old);
+    status_server_set_listeners(m->status, m->status_listeners, m->nstatus);
+    /* A file that cannot be opened (a symlink is not followed) keeps the old one. */
+    if (log_open(next->error_log, next->log_level) != 0)
+        log_error("reload: cannot open error_log %s: %s; writing to the old one", next->error_log, strerror(errno));
+    if (log_access_open(next->access_log) != 0)
+        log_error("reload: cannot open access_log %s: %s; writing to the old one", next->access_log,
+                  strerror(errno));
+    log_chown(next);
+    if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
+        for (int i = 0; i < m->nlisteners; i++)
+            if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
+    m->target = settings_worker_count(next);
+    /* Workers still starting were meant to replace others under the previous
+     * settings: they serve nothing yet, so they go now instead of once their own
+     * replacements serve (k quick HUPs would otherwise start k generations). */
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (!w->pid || w->phase == PHASE_RETIRING) continue;
+        if (w->phase == PHASE_STARTING) retire(w, RESTART_RELOAD, SIGTERM);
+        else w->replace = RESTART_RELOAD;
+    }
+    probe_kill(m); /* the next one probes the backends of the new settings */
+    log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
+}
+
+static void handle_signals(struct master *m)
+{
+    unsigned char sigs[64];
+    ssize_t n;
+    while ((n = read(signal_pipe[0], sigs, sizeof sigs)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            switch (sigs[i]) {
+            case SIGCHLD: reap(m); break;
+            case SIGTERM: begin_stop(m, STOP_GRACEFUL); break;
+            case SIGINT:
+            case SIGQUIT: begin_stop(m, STOP_QUICK); break;
+            case SIGHUP:
+                if (m->stop == RUNNING) reload(m);
+                break;
+            case SIGTTIN:
+                if (m->target < 1024) m->target++;
+                log_info("TTIN: %d workers wanted", m->target);
+                break;
+            case SIGTTOU:
+                if (m->target > 1) m->target--;
+                log_info("TTOU: %d workers wanted", m->target);
+                break;
+            case SIGUSR2:
+                /* Operators send it out of habit (Gunicorn, Unicorn, Nginx); its
+                 * default action would kill the master. */
+                log_warning("USR2: binary upgrade is not supported yet; ignored");
+                break;
+            case SIGUSR1:
+                if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
+                log_chown(m->cfg); /* new files, for workers run as `user` */
+                signal_all(m, SIGUSR1);
+                break;
+            }
+        }
+    }
+}
+
+static int live_workers(const struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->slots_used; i++) n += m->workers[i].pid > 0;
+    return n;
+}
+
+static void snapshot(const void *ctx, struct status_view *v)
+{
+    const struct master *m = ctx;
+    v->cfg = m->cfg;
+    v->slots = m->slots;
+    v->nslots = m->slots_used;
+    v->stats = &m->stats;
+    v->listeners = m->listeners;
+    v->nlisteners = m->nlisteners;
+    v->probe = m->probe;
+}
+
+int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
+               int nlisteners, const struct listener *status_listeners, int nstatus)
+{
+    struct master *m = calloc(1, sizeof *m);
+    if (!m) return 1;
+    *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
+                         .nstatus = nstatus, .target = settings_worker_count(cfg)};
+    memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
+    memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
+    m->slots = scoreboard_create(MAX_SLOTS);
+    m->probe = probe_board_create();
+    m->stats.start_wall_s = clock_wall_s();
+    if (!m->slots || !m->probe || install_signals() != 0 ||
+        !(m->status = status_server_new(m->status_listeners, m->nstatus, snapshot, m))) {
+        log_error("cannot start the master: %s", strerror(errno));
+        return 1;
+    }
+    log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
+             settings_class_name(cfg->worker_class), m->listeners[0].addr);
+
+    double next_check_ms = 0;
+    for (;;) {
+        if (clock_ms() >= next_check_ms) {
+            check_workers(m);
+            probe_check(m);
+            status_sample(m->status);
+            next_check_ms = clock_ms() + TICK_MS;
+        }
+        balance(m);
+        if (m->stop != RUNNING) {
+            if (live_workers(m) == 0) break;
+            if (clock_ms() >= m->stop_deadline_ms) {
+                log_warning("%d workers still running at the stop deadline; killing them", live_workers(m));
+                signal_all(m, SIGKILL);
+                m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
+            }
+        }
+        struct pollfd fds[2 + SETTINGS_MAX_BINDS];
+        fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
+        fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
+        int timeout_ms = TICK_MS;
+        int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
+        int rc = poll(fds, (nfds_t)nfds, timeout_ms);
+        if (rc < 0 && errno != EINTR) {
+            log_error("poll failed: %s", strerror(errno));
+            break;
+        }
+        reap(m); /* a lost SIGCHLD byte must not leave a worker unreaped */
+        status_server_run(m->status); /* what is ready, and its timeouts */
+        if (rc <= 0) continue;
+        if (fds[0].revents) handle_signals(m);
+        if (fds[1].revents) {
+            char drain[256];
+            while (read(wake_pipe[0], drain, sizeof drain) > 0) {
+            }
+            next_check_ms = 0;
+        }
+    }
+    log_info("stopped");
+    probe_kill(m);
+    status_server_free(m->status);
+    for (int i = 0; i < m->nlisteners; i++) listener_close(&m->listeners[i]);
+    for (int i = 0; i < m->nstatus; i++) listener_close(&m->status_listeners[i]);
+    scoreboard_destroy(m->slots, MAX_SLOTS);
+    probe_board_destroy(m->probe);
+    int rc = m->exit_code;
+    settings_free(m->cfg);
+    free(m->cfg);
+    free(m);
+    return rc;
+}

@@ -1,0 +1,165 @@
+/* probe: a child of the master that checks Redis and PostgreSQL for /readyz, off the master's loop. */
+#define _GNU_SOURCE
+#include "master/probe.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "backends/pg_pool.h"
+#include "backends/redis_client.h"
+#include "base/scoreboard.h"
+#include "worker/worker.h"
+
+/* One probe per backend this often, each with this deadline (a hung DNS lookup
+ * or PQcancel can still outlive it: then the master kills the prober). */
+#define PROBE_INTERVAL_US 1000000
+#define PROBE_TIMEOUT_MS 1000
+/* A result older than this no longer says the backend is up. */
+#define PROBE_FRESH_US 3000000
+/* A probe under way for this long means the prober is stuck. */
+#define PROBE_STUCK_US 5000000
+
+const char *const probe_backend_names[PROBE_BACKENDS] = {[PROBE_REDIS] = "redis", [PROBE_PG] = "postgresql"};
+
+struct probe_result {
+    _Atomic unsigned seq;          /* odd while the writer updates the rest */
+    _Atomic int64_t heartbeat_us;  /* when the probe thread last started or ended a probe */
+    _Atomic int64_t last_ok_us, last_fail_us;
+    char error[160];               /* of the last failure */
+};
+
+struct probe_board {
+    struct probe_result r[PROBE_BACKENDS];
+};
+
+struct probe_board *probe_board_create(void)
+{
+    void *p = mmap(NULL, sizeof(struct probe_board), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+void probe_board_destroy(struct probe_board *b)
+{
+    if (b) munmap(b, sizeof *b);
+}
+
+void probe_board_restart(struct probe_board *b)
+{
+    for (int i = 0; i < PROBE_BACKENDS; i++) atomic_store(&b->r[i].heartbeat_us, scoreboard_now_us());
+}
+
+int probe_board_stuck(const struct probe_board *b)
+{
+    int64_t now = scoreboard_now_us();
+    for (int i = 0; i < PROBE_BACKENDS; i++)
+        if (now - atomic_load(&b->r[i].heartbeat_us) > PROBE_STUCK_US) return 1;
+    return 0;
+}
+
+int probe_board_ready(const struct probe_board *b, enum probe_backend which, char *err, size_t errlen)
+{
+    const struct probe_result *r = &b->r[which];
+    int64_t ok = 0, fail = 0;
+    char text[sizeof r->error] = "";
+    for (int tries = 0; tries < 100; tries++) { /* a seqlock read: retry while a write is under way */
+        unsigned seq = atomic_load(&r->seq);
+        if (seq & 1) continue;
+        ok = atomic_load(&r->last_ok_us);
+        fail = atomic_load(&r->last_fail_us);
+        memcpy(text, r->error, sizeof text);
+        if (atomic_load(&r->seq) == seq) break;
+    }
+    text[sizeof text - 1] = '\0';
+    int64_t last = ok > fail ? ok : fail, now = scoreboard_now_us();
+    if (last == 0) {
+        snprintf(err, errlen, "not probed yet");
+        return 0;
+    }
+    if (now - last > PROBE_FRESH_US) {
+        snprintf(err, errlen, "no answer for %.1f s (the probe is stuck or restarting)", (double)(now - last) / 1e6);
+        return 0;
+    }
+    if (fail > ok) {
+        snprintf(err, errlen, "%s", text);
+        return 0;
+    }
+    return 1;
+}
+
+static void record(struct probe_result *r, int ok, const char *error)
+{
+    int64_t now = scoreboard_now_us();
+    atomic_fetch_add(&r->seq, 1);
+    if (ok) {
+        atomic_store(&r->last_ok_us, now);
+    } else {
+        snprintf(r->error, sizeof r->error, "%s", error);
+        atomic_store(&r->last_fail_us, now);
+    }
+    atomic_fetch_add(&r->seq, 1);
+    atomic_store(&r->heartbeat_us, now);
+}
+
+struct probe_thread {
+    struct probe_board *board;
+    const struct settings *cfg;
+    enum probe_backend which;
+};
+
+static void *probe_loop(void *arg)
+{
+    const struct probe_thread *t = arg;
+    struct probe_result *r = &t->board->r[t->which];
+    for (;;) {
+        int64_t start = scoreboard_now_us();
+        atomic_store(&r->heartbeat_us, start);
+        char err[sizeof r->error] = "";
+        int ok = t->which == PROBE_REDIS ? redis_client_ping(t->cfg->redis_url, PROBE_TIMEOUT_MS, err, sizeof err) == 0
+                                         : pg_ping(t->cfg->database_url, PROBE_TIMEOUT_MS, err, sizeof err) == 0;
+        record(r, ok, err);
+        int64_t left = start + PROBE_INTERVAL_US - scoreboard_now_us();
+        if (left > 0) {
+            struct timespec ts = {left / 1000000, (long)(left % 1000000) * 1000};
+            while (nanosleep(&ts, &ts) != 0) {
+            }
+        }
+    }
+    return NULL;
+}
+
+void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid)
+{
+    log_set_role("probe");
+    prctl(PR_SET_NAME, "perfcgi-probe"); /* tells it from the workers in ps and /proc */
+    struct sigaction sa = {0};
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
+    static const int quiet[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU};
+    for (size_t i = 0; i < sizeof quiet / sizeof quiet[0]; i++) sigaction(quiet[i], &sa, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    if (worker_drop_privileges(cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    /* Dies with the master, even while stuck in a backend call (set after the
+     * privilege drop, which clears it). */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != master_pid) _exit(0);
+    static struct probe_thread threads[PROBE_BACKENDS];
+    for (int i = 0; i < PROBE_BACKENDS; i++) threads[i] = (struct probe_thread){b, cfg, (enum probe_backend)i};
+    pthread_t redis;
+    if (pthread_create(&redis, NULL, probe_loop, &threads[PROBE_REDIS]) != 0) {
+        log_error("cannot start the Redis probe thread");
+        _exit(1);
+    }
+    probe_loop(&threads[PROBE_PG]);
+    _exit(0);
+}

@@ -1,0 +1,35 @@
+/* probe: a child of the master that checks Redis and PostgreSQL for /readyz, off the master's loop. */
+#ifndef PERFCGI_PROBE_H
+#define PERFCGI_PROBE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/settings.h"
+
+enum probe_backend { PROBE_REDIS, PROBE_PG, PROBE_BACKENDS };
+/* "redis", "postgresql": the names /readyz uses. */
+extern const char *const probe_backend_names[PROBE_BACKENDS];
+
+/* Shared memory the prober writes and the master's status server reads. */
+struct probe_board;
+
+/* Maps a board shared with every process forked afterwards; NULL on failure. */
+struct probe_board *probe_board_create(void);
+void probe_board_destroy(struct probe_board *b);
+
+/* The master, before forking a prober: it counts as alive from now on. */
+void probe_board_restart(struct probe_board *b);
+/* Whether a probe has been under way (or the prober silent) for too long: the
+ * master then kills the prober and starts another. */
+int probe_board_stuck(const struct probe_board *b);
+
+/* 1 when the backend's latest probe succeeded and is recent; else 0 and why
+ * in err (the backend's error, or that no answer came for a while). */
+int probe_board_ready(const struct probe_board *b, enum probe_backend which, char *err, size_t errlen);
+
+/* Entry point of the forked prober (signals blocked on entry): probes every
+ * backend once a second, each on its own thread, until killed; never returns. */
+void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid) __attribute__((noreturn));
+
+#endif
