@@ -7,6 +7,8 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include "base/clock.h"
+
 /* From a cache hit (well under 1 ms) to the 10 s ceiling of /io-intensive. */
 const double scoreboard_bucket_le[SCOREBOARD_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                          0.05,   0.1,   0.25,   0.5,   1.0,  10.0};
@@ -85,7 +87,7 @@ int scoreboard_used(void)
 int scoreboard_should_yield(int my_connections, int slack)
 {
     int least = -1, n = scoreboard_used();
-    int64_t now = scoreboard_now_us();
+    int64_t now = clock_us();
     for (int i = 0; i < n; i++) {
         const struct scoreboard_slot *s = &scoreboard_slots[i];
         if (s == scoreboard_self || atomic_load(&s->pid) == 0) continue;
@@ -97,13 +99,6 @@ int scoreboard_should_yield(int my_connections, int slack)
         if (least < 0 || c < least) least = c;
     }
     return least >= 0 && my_connections > least + slack;
-}
-
-int64_t scoreboard_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 void scoreboard_cut_utf8(char *s)

@@ -2,6 +2,8 @@
 #define _GNU_SOURCE
 #include "core/compute.h"
 
+#include "base/proc.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -62,16 +64,6 @@ uint64_t compute_fib_fast(int n)
     return a;
 }
 
-long compute_rss_kb(void)
-{
-    long pages_total, pages_resident;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f) return 0;
-    int got = fscanf(f, "%ld %ld", &pages_total, &pages_resident);
-    fclose(f);
-    return got == 2 ? pages_resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
-}
-
 /* MiB kept mapped by hold=1; those blocks are released when the process ends. */
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
 static long held_total_mb;
@@ -98,7 +90,7 @@ enum memory_status compute_touch_memory(long mb, int hold, long max_held_mb,
         }
     }
 
-    out->rss_before_kb = compute_rss_kb();
+    out->rss_before_kb = proc_rss_kb(0);
     unsigned char *block = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (block == MAP_FAILED) {
         if (hold) held_adjust(-mb);
@@ -108,10 +100,10 @@ enum memory_status compute_touch_memory(long mb, int hold, long max_held_mb,
     uint64_t sum = 0;
     for (size_t off = 0; off < len; off += page) sum = (sum << 7 | sum >> 57) ^ *(uint64_t *)(block + off);
     out->checksum = sum;
-    out->rss_peak_kb = compute_rss_kb();
+    out->rss_peak_kb = proc_rss_kb(0);
 
     if (!hold) munmap(block, len);
     out->held_mb = held_adjust(0);
-    out->rss_after_kb = compute_rss_kb();
+    out->rss_after_kb = proc_rss_kb(0);
     return MEMORY_OK;
 }

@@ -17,6 +17,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/proc.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
 #include "master/status.h"
@@ -342,23 +343,11 @@ static void reap(struct master *m)
     }
 }
 
-static long read_rss_kb(pid_t pid)
-{
-    char path[64];
-    long total, resident;
-    snprintf(path, sizeof path, "/proc/%ld/statm", (long)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) return 0;
-    int got = fscanf(f, "%ld %ld", &total, &resident);
-    fclose(f);
-    return got == 2 ? resident * (sysconf(_SC_PAGESIZE) / 1024) : 0;
-}
-
 /* Looks at every worker: boot done, hung, bloated, asking to be recycled. */
 static void check_workers(struct master *m)
 {
     double now = clock_ms();
-    int64_t now_us = scoreboard_now_us();
+    int64_t now_us = clock_us();
     const struct settings *cfg = m->cfg;
     for (int i = 0; i < m->slots_used; i++) {
         struct worker_rec *w = &m->workers[i];
@@ -369,7 +358,7 @@ static void check_workers(struct master *m)
             w->phase = PHASE_SERVING;
             m->boot_failures = 0;
         }
-        long rss = read_rss_kb(w->pid);
+        long rss = proc_rss_kb(w->pid);
         atomic_store(&s->rss_kb, rss);
         if (w->phase == PHASE_RETIRING) {
             double grace = w->why == RESTART_TIMEOUT ? KILL_AFTER_MS : cfg->graceful_timeout * 1e3;

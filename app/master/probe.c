@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "backends/pg_pool.h"
 #include "backends/redis_client.h"
@@ -53,12 +54,12 @@ void probe_board_destroy(struct probe_board *b)
 
 void probe_board_restart(struct probe_board *b)
 {
-    for (int i = 0; i < PROBE_BACKENDS; i++) atomic_store(&b->r[i].heartbeat_us, scoreboard_now_us());
+    for (int i = 0; i < PROBE_BACKENDS; i++) atomic_store(&b->r[i].heartbeat_us, clock_us());
 }
 
 int probe_board_stuck(const struct probe_board *b)
 {
-    int64_t now = scoreboard_now_us();
+    int64_t now = clock_us();
     for (int i = 0; i < PROBE_BACKENDS; i++)
         if (now - atomic_load(&b->r[i].heartbeat_us) > PROBE_STUCK_US) return 1;
     return 0;
@@ -78,7 +79,7 @@ int probe_board_ready(const struct probe_board *b, enum probe_backend which, cha
         if (atomic_load(&r->seq) == seq) break;
     }
     text[sizeof text - 1] = '\0';
-    int64_t last = ok > fail ? ok : fail, now = scoreboard_now_us();
+    int64_t last = ok > fail ? ok : fail, now = clock_us();
     if (last == 0) {
         snprintf(err, errlen, "not probed yet");
         return 0;
@@ -96,7 +97,7 @@ int probe_board_ready(const struct probe_board *b, enum probe_backend which, cha
 
 static void record(struct probe_result *r, int ok, const char *error)
 {
-    int64_t now = scoreboard_now_us();
+    int64_t now = clock_us();
     atomic_fetch_add(&r->seq, 1);
     if (ok) {
         atomic_store(&r->last_ok_us, now);
@@ -119,13 +120,13 @@ static void *probe_loop(void *arg)
     const struct probe_thread *t = arg;
     struct probe_result *r = &t->board->r[t->which];
     for (;;) {
-        int64_t start = scoreboard_now_us();
+        int64_t start = clock_us();
         atomic_store(&r->heartbeat_us, start);
         char err[sizeof r->error] = "";
         int ok = t->which == PROBE_REDIS ? redis_client_ping(t->cfg->redis_url, PROBE_TIMEOUT_MS, err, sizeof err) == 0
                                          : pg_ping(t->cfg->database_url, PROBE_TIMEOUT_MS, err, sizeof err) == 0;
         record(r, ok, err);
-        int64_t left = start + PROBE_INTERVAL_US - scoreboard_now_us();
+        int64_t left = start + PROBE_INTERVAL_US - clock_us();
         if (left > 0) {
             struct timespec ts = {left / 1000000, (long)(left % 1000000) * 1000};
             while (nanosleep(&ts, &ts) != 0) {

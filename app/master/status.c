@@ -163,7 +163,7 @@ static json_t *status_json(const struct status_view *v, const struct status_peak
     put(o, "worker_restarts", restarts, &ok);
     if (full) {
         json_t *rows = json_array();
-        int64_t now_us = scoreboard_now_us();
+        int64_t now_us = clock_us();
         for (int i = 0; rows && i < v->nslots; i++) {
             const struct scoreboard_slot *s = &v->slots[i];
             int state = atomic_load(&s->state);

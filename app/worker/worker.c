@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "core/router.h"
 #include "base/scoreboard.h"
@@ -278,7 +279,7 @@ static void inflight_unlink(struct worker_request *wr)
 
 void worker_request_reading(struct worker_request *wr)
 {
-    wr->started_us = scoreboard_now_us();
+    wr->started_us = clock_us();
     wr->reading = 1;
     snprintf(wr->uri, sizeof wr->uri, "(reading a request)");
     pthread_mutex_lock(&inflight_lock);
@@ -298,7 +299,7 @@ void worker_request_drop(struct worker_request *wr)
 
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
 {
-    wr->begun_us = scoreboard_now_us();
+    wr->begun_us = clock_us();
     const struct request *q = &ex->req;
     pthread_mutex_lock(&inflight_lock);
     if ((size_t)snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query) >=
@@ -351,7 +352,7 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
     int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
-    int64_t took_us = scoreboard_now_us() - wr->begun_us;
+    int64_t took_us = clock_us() - wr->begun_us;
     pthread_mutex_lock(&inflight_lock);
     inflight_unlink(wr);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);

@@ -16,6 +16,7 @@
 
 #include <fcgiapp.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/scoreboard.h"
 #include "worker/worker.h"
@@ -98,7 +99,7 @@ static void keep(struct waiter *w)
         w->fr.ipcFd = -1;
         return;
     }
-    w->kept_until_us = scoreboard_now_us() + (int64_t)(w->env->cfg->keepalive_timeout * 1e6);
+    w->kept_until_us = clock_us() + (int64_t)(w->env->cfg->keepalive_timeout * 1e6);
 }
 
 /* Closes the kept connection if it is idle; 0 if a request has arrived on it
@@ -124,7 +125,7 @@ static int wait_for_work(struct waiter *w)
     struct epoll_event evs[SETTINGS_MAX_BINDS + 1];
     int kept = w->fr.ipcFd >= 0, timeout_ms = -1;
     if (kept) {
-        int64_t left_us = w->kept_until_us - scoreboard_now_us();
+        int64_t left_us = w->kept_until_us - clock_us();
         timeout_ms = left_us > 0 ? (int)((left_us + 999) / 1000) : 0;
     }
     int n = epoll_pwait(w->epfd, evs, SETTINGS_MAX_BINDS + 1, timeout_ms, &w->wait_mask);

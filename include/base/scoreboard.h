@@ -61,7 +61,6 @@ int scoreboard_used(void);
  * loaded of its serving siblings (hung ones aside): then it lets them accept. */
 int scoreboard_should_yield(int my_connections, int slack);
 
-int64_t scoreboard_now_us(void);
 /* What is in flight: how many requests, since when the oldest (0 = none) and
  * which it is. */
 void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri);

@@ -15,8 +15,6 @@ uint64_t compute_fib_memo(int n);
 /* F(n), n <= 93, by fast doubling. */
 uint64_t compute_fib_fast(int n);
 
-/* Resident set size of this process, in KiB (0 if unknown). */
-long compute_rss_kb(void);
 
 struct memory_report {
     long rss_before_kb, rss_peak_kb, rss_after_kb;
