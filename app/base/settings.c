@@ -15,7 +15,7 @@
 #include <ini.h>
 
 #include "base/query.h"
-#include "backends/redis_client.h"
+#include "base/redis_url.h"
 
 #ifndef PERFCGI_VERSION
 #define PERFCGI_VERSION "0.1.0"

@@ -5,18 +5,7 @@
 #include <stddef.h>
 
 #include "core/backend.h"
-
-/* Where a redis_url points. */
-struct redis_address {
-    char host[256];
-    int port;
-    char unix_path[108]; /* non-empty for unix:PATH */
-    char password[128];
-    int db;
-};
-
-/* redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH[?db=N]; 0 or -1 with err. */
-int redis_url_parse(const char *url, struct redis_address *out, char *err, size_t errlen);
+#include "base/redis_url.h"
 
 struct redis_client;
 
