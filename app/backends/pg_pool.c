@@ -1,4 +1,4 @@
-/* pg_pool: a worker process's PostgreSQL connections, shared by its threads. */
+/* pg_pool: a worker process's PostgreSQL connections, shared by its threads (blocking I/O under pg_policy's rules). */
 #include "backends/pg_pool.h"
 
 #include <errno.h>
@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backends/pg_conn.h"
 #include "base/clock.h"
 
 struct pg_slot {
@@ -21,23 +22,19 @@ struct pg_pool {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     char *conninfo;
-    int size, max;   /* kept connections; kept + overflow */
+    struct pg_policy policy;
     int open, busy;  /* slots with a connection (or one being opened); checked out */
     struct pg_pool_stats stats;
-    double timeout_ms, recycle_ms;
-    struct pg_slot *slots;
+    struct pg_slot *slots; /* policy.max of them */
 };
 
 struct pg_pool *pg_pool_new(const struct settings *cfg)
 {
     struct pg_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->size = cfg->pool_size;
-    p->max = cfg->pool_size + cfg->pool_max_overflow;
-    p->timeout_ms = cfg->pool_timeout * 1e3;
-    p->recycle_ms = cfg->pool_recycle * 1e3;
+    pg_policy_init(&p->policy, cfg);
     p->conninfo = strdup(cfg->database_url);
-    p->slots = calloc((size_t)p->max, sizeof *p->slots);
+    p->slots = calloc((size_t)p->policy.max, sizeof *p->slots);
     pthread_mutex_init(&p->lock, NULL);
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
@@ -54,7 +51,7 @@ struct pg_pool *pg_pool_new(const struct settings *cfg)
 void pg_pool_free(struct pg_pool *p)
 {
     if (!p) return;
-    for (int i = 0; p->slots && i < p->max; i++)
+    for (int i = 0; p->slots && i < p->policy.max; i++)
         if (p->slots[i].conn) PQfinish(p->slots[i].conn);
     pthread_mutex_destroy(&p->lock);
     pthread_cond_destroy(&p->freed);
@@ -64,7 +61,7 @@ void pg_pool_free(struct pg_pool *p)
 }
 
 /* Waits until fd is ready for events or deadline_ms passes: 1, 0 on timeout, -1. */
-static int wait_fd(int fd, short events, double deadline_ms)
+static int pg_pool_wait_fd(int fd, short events, double deadline_ms)
 {
     for (;;) {
         double left = deadline_ms - clock_ms();
@@ -77,61 +74,35 @@ static int wait_fd(int fd, short events, double deadline_ms)
     }
 }
 
-/* A server that shuts down tells idle connections why; libpq would print that
- * to stderr. The connection's failure is reported where it is used instead. */
-static void quiet_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-void pg_conn_quiet(PGconn *conn)
-{
-    PQsetNoticeProcessor(conn, quiet_notice, NULL);
-}
-
 /* Connects without blocking past deadline_ms (libpq's own connect_timeout
  * counts whole seconds, and at least two). */
-static PGconn *connect_by(const char *conninfo, double deadline_ms, char *err, size_t errlen)
+static PGconn *pg_pool_connect_by(const char *conninfo, double deadline_ms, char *err, size_t errlen)
 {
-    PGconn *conn = PQconnectStart(conninfo);
+    PGconn *conn = pg_conn_start(conninfo);
     if (!conn) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, PG_MSG_OUT_OF_MEMORY);
         return NULL;
     }
-    pg_conn_quiet(conn);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (PQstatus(conn) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
-        int ready = wait_fd(PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ms);
+        int ready = pg_pool_wait_fd(PQsocket(conn), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline_ms);
         if (ready <= 0) {
-            snprintf(err, errlen, "connect timed out");
+            snprintf(err, errlen, PG_MSG_CONNECT_TIMEOUT);
             PQfinish(conn);
             return NULL;
         }
         st = PQconnectPoll(conn);
     }
     if (PQstatus(conn) != CONNECTION_OK) {
-        snprintf(err, errlen, "%s", PQerrorMessage(conn));
-        err[strcspn(err, "\n")] = '\0';
+        pg_conn_error(conn, err, errlen);
         PQfinish(conn);
         return NULL;
     }
     return conn;
 }
 
-/* An idle connection is usable unless the server closed it or said goodbye
- * (a restart sends a FATAL notice, then EOF): both make the socket readable.
- * This catches dead connections without a round trip. */
-int pg_conn_healthy(PGconn *conn)
-{
-    if (PQstatus(conn) != CONNECTION_OK) return 0;
-    struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
-    if (poll(&pfd, 1, 0) == 0) return 1;
-    return PQconsumeInput(conn) && PQstatus(conn) == CONNECTION_OK && !PQisBusy(conn);
-}
-
 /* Waits on cond until signalled or until_ms (monotonic): 0, or -1 on timeout. */
-static int timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double until_ms)
+static int pg_pool_timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double until_ms)
 {
     double left = until_ms - clock_ms();
     if (left <= 0) return -1;
@@ -143,18 +114,16 @@ static int timed_wait(pthread_cond_t *cond, pthread_mutex_t *lock, double until_
     return pthread_cond_timedwait(cond, lock, &ts) == ETIMEDOUT ? -1 : 0;
 }
 
-enum checkout { CHECKOUT_OK, CHECKOUT_DOWN, CHECKOUT_TIMEOUT };
-
-/* Takes a connection, opening one if the pool may grow, else waiting. */
-static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_slot **out, int *fresh,
-                              char *err, size_t errlen)
+/* Takes a connection, opening one if the pool may grow, else waiting; *reused
+ * says whether it was kept from before. BACKEND_OK, or the failure in res. */
+static enum backend_status pg_pool_checkout(struct pg_pool *p, double deadline_ms, struct pg_slot **out, int *reused,
+                                            struct backend_result *res)
 {
-    double wait_until_ms = clock_ms() + p->timeout_ms;
-    if (wait_until_ms > deadline_ms) wait_until_ms = deadline_ms;
+    double wait_until_ms = pg_policy_wait_until(&p->policy, clock_ms(), deadline_ms);
     pthread_mutex_lock(&p->lock);
     for (;;) {
         struct pg_slot *idle = NULL, *empty = NULL;
-        for (int i = 0; i < p->max; i++) {
+        for (int i = 0; i < p->policy.max; i++) {
             struct pg_slot *s = &p->slots[i];
             if (s->conn && !s->busy && !idle) idle = s;
             if (!s->conn && !s->busy && !empty) empty = s;
@@ -163,12 +132,10 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
             idle->busy = 1;
             p->busy++;
             pthread_mutex_unlock(&p->lock);
-            double now = clock_ms();
-            int stale = p->recycle_ms > 0 && now - idle->opened_ms > p->recycle_ms;
-            if (!stale && pg_conn_healthy(idle->conn)) {
+            if (pg_conn_reusable(&p->policy, idle->conn, idle->opened_ms, clock_ms())) {
                 *out = idle;
-                *fresh = 0;
-                return CHECKOUT_OK;
+                *reused = 1;
+                return BACKEND_OK;
             }
             PQfinish(idle->conn); /* replace it with a new one below */
             idle->conn = NULL;
@@ -178,12 +145,12 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
             p->busy--;
             idle->busy = 0;
         }
-        if (empty && p->open < p->max) {
+        if (empty && pg_policy_may_open(&p->policy, p->open)) {
             empty->busy = 1; /* reserved while connecting, outside the lock */
             p->open++;
             p->busy++;
             pthread_mutex_unlock(&p->lock);
-            PGconn *conn = connect_by(p->conninfo, wait_until_ms, err, errlen);
+            PGconn *conn = pg_pool_connect_by(p->conninfo, wait_until_ms, res->message, sizeof res->message);
             pthread_mutex_lock(&p->lock);
             p->stats.connects++;
             if (!conn) {
@@ -193,47 +160,41 @@ static enum checkout checkout(struct pg_pool *p, double deadline_ms, struct pg_s
                 p->busy--;
                 pthread_cond_signal(&p->freed);
                 pthread_mutex_unlock(&p->lock);
-                return CHECKOUT_DOWN;
+                return BACKEND_DOWN;
             }
             empty->conn = conn;
             empty->opened_ms = clock_ms();
             pthread_mutex_unlock(&p->lock);
             *out = empty;
-            *fresh = 1;
-            return CHECKOUT_OK;
+            *reused = 0;
+            return BACKEND_OK;
         }
-        if (timed_wait(&p->freed, &p->lock, wait_until_ms) != 0) break;
+        if (pg_pool_timed_wait(&p->freed, &p->lock, wait_until_ms) != 0) break;
     }
-    p->stats.timeouts++;
+    enum backend_status st = pg_policy_wait_failed(deadline_ms, clock_ms(), &p->stats);
     pthread_mutex_unlock(&p->lock);
-    snprintf(err, errlen, "no connection free within pool_timeout");
-    return CHECKOUT_TIMEOUT;
+    snprintf(res->message, sizeof res->message, PG_MSG_POOL_TIMEOUT);
+    return st;
 }
 
-static void slot_close(struct pg_pool *p, struct pg_slot *s)
+static void pg_pool_slot_close(struct pg_pool *p, struct pg_slot *s)
 {
     PQfinish(s->conn);
     s->conn = NULL;
     p->open--;
 }
 
-/* Returns a connection; broken ones are closed, overflow ones linger
- * (pg_pool_trim closes them). */
-static void checkin(struct pg_pool *p, struct pg_slot *s, int broken)
+/* Returns a connection after a query that ended with status: kept (an
+ * overflow one lingers: pg_pool_trim closes it) or closed, as the policy says. */
+static void pg_pool_checkin(struct pg_pool *p, struct pg_slot *s, enum backend_status status)
 {
     pthread_mutex_lock(&p->lock);
-    p->stats.checkouts++; /* counted on return: each successful checkout returns once */
-    if (broken) slot_close(p, s);
-    else s->idle_ms = clock_ms();
+    if (pg_policy_checkin(&p->stats, status)) s->idle_ms = clock_ms();
+    else pg_pool_slot_close(p, s);
     s->busy = 0;
     p->busy--;
     pthread_cond_signal(&p->freed);
     pthread_mutex_unlock(&p->lock);
-}
-
-int pg_overflow_expired(int open, int size, double idle_since_ms, double now_ms)
-{
-    return open > size && now_ms - idle_since_ms >= PG_OVERFLOW_LINGER_MS;
 }
 
 int pg_pool_trim(struct pg_pool *p)
@@ -241,10 +202,10 @@ int pg_pool_trim(struct pg_pool *p)
     int closed = 0;
     pthread_mutex_lock(&p->lock);
     double now = clock_ms();
-    for (int i = 0; i < p->max; i++) {
+    for (int i = 0; i < p->policy.max; i++) {
         struct pg_slot *s = &p->slots[i];
-        if (s->conn && !s->busy && pg_overflow_expired(p->open, p->size, s->idle_ms, now)) {
-            slot_close(p, s);
+        if (s->conn && !s->busy && pg_policy_overflow_expired(&p->policy, p->open, s->idle_ms, now)) {
+            pg_pool_slot_close(p, s);
             closed++;
         }
     }
@@ -252,31 +213,9 @@ int pg_pool_trim(struct pg_pool *p)
     return closed;
 }
 
-enum query_outcome { QUERY_OK, QUERY_BROKEN, QUERY_DEADLINE, QUERY_ERROR };
-
-enum backend_status pg_result_status(PGconn *conn, const PGresult *r, char *err, size_t errlen)
-{
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return BACKEND_OK;
-    const char *sqlstate = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-    snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-    err[strcspn(err, "\n")] = '\0';
-    if (PQstatus(conn) != CONNECTION_OK) return BACKEND_DOWN;
-    if (sqlstate && strcmp(sqlstate, "57014") == 0) return BACKEND_DEADLINE; /* statement timeout */
-    /* Class 08 (connection) and 57P (operator intervention: shutdown, crash). */
-    if (sqlstate && (strncmp(sqlstate, "08", 2) == 0 || strncmp(sqlstate, "57P", 3) == 0)) return BACKEND_DOWN;
-    return BACKEND_FAILED;
-}
-
-void pg_result_fill(const PGresult *r, struct backend_result *res)
-{
-    res->nrows = PQntuples(r);
-    res->ncols = PQnfields(r);
-    for (int i = 0; res->nrows > 0 && i < res->ncols && i < BACKEND_MAX_COLS; i++)
-        res->values[i] = PQgetisnull(r, 0, i) ? NULL : PQgetvalue(r, 0, i);
-}
-
-void pg_conn_cancel(PGconn *conn)
+/* Asks the server to cancel what conn runs (a short blocking exchange on a
+ * connection of its own: libpq 15 has no non-blocking cancel). */
+static void pg_pool_cancel(PGconn *conn)
 {
     char errbuf[256];
     PGcancel *c = PQgetCancel(conn);
@@ -286,21 +225,22 @@ void pg_conn_cancel(PGconn *conn)
     }
 }
 
-/* Sends op and waits for its one result, at most until deadline_ms. */
-static enum query_outcome query(PGconn *conn, const struct backend_op *op, double deadline_ms, PGresult **out,
-                                char *err, size_t errlen)
+/* Sends op and waits for its one result, at most until deadline_ms: OK with
+ * *out, DOWN (the connection broke), DEADLINE or FAILED, with err. */
+static enum backend_status pg_pool_query(PGconn *conn, const struct backend_op *op, double deadline_ms, PGresult **out,
+                                         char *err, size_t errlen)
 {
     *out = NULL;
     if (!PQsendQueryParams(conn, op->sql, op->nparams, NULL, op->params, NULL, NULL, 0)) goto broken;
     PGresult *last = NULL, *r;
     for (;;) {
         while (PQisBusy(conn)) {
-            int ready = wait_fd(PQsocket(conn), POLLIN, deadline_ms);
+            int ready = pg_pool_wait_fd(PQsocket(conn), POLLIN, deadline_ms);
             if (ready == 0) {
-                pg_conn_cancel(conn);
+                pg_pool_cancel(conn);
                 PQclear(last);
-                snprintf(err, errlen, "query cancelled at the request deadline");
-                return QUERY_DEADLINE;
+                snprintf(err, errlen, PG_MSG_DEADLINE_CANCELLED);
+                return BACKEND_DEADLINE;
             }
             if (ready < 0 || !PQconsumeInput(conn)) goto broken_last;
         }
@@ -311,51 +251,33 @@ static enum query_outcome query(PGconn *conn, const struct backend_op *op, doubl
     }
     if (!last) goto broken;
     enum backend_status st = pg_result_status(conn, last, err, errlen);
-    if (st == BACKEND_OK) {
-        *out = last;
-        return QUERY_OK;
-    }
-    PQclear(last);
-    return st == BACKEND_DOWN ? QUERY_BROKEN : st == BACKEND_DEADLINE ? QUERY_DEADLINE : QUERY_ERROR;
+    if (st == BACKEND_OK) *out = last;
+    else PQclear(last);
+    return st;
 broken_last:
     PQclear(last);
 broken:
-    snprintf(err, errlen, "%s", PQerrorMessage(conn));
-    err[strcspn(err, "\n")] = '\0';
-    return QUERY_BROKEN;
+    pg_conn_error(conn, err, errlen);
+    return BACKEND_DOWN;
 }
 
 PGresult *pg_pool_run(struct pg_pool *p, const struct backend_op *op, double deadline_ms,
                       struct backend_result *res)
 {
     memset(res, 0, sizeof *res);
-    res->status = BACKEND_DOWN; /* until a query says otherwise */
     PGresult *result = NULL;
-    /* A kept connection may have died with a server restart unnoticed: then
-     * one more try on a fresh one. The queries are read-only, so a retry is safe. */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        struct pg_slot *slot;
-        int fresh;
+    for (int retried = 0;; retried = 1) {
+        struct pg_slot *slot = NULL;
+        int reused = 0;
         double t_wait = clock_ms();
-        enum checkout c = checkout(p, deadline_ms, &slot, &fresh, res->message, sizeof res->message);
+        res->status = pg_pool_checkout(p, deadline_ms, &slot, &reused, res);
         res->pool_wait_ms += clock_ms() - t_wait;
-        if (c != CHECKOUT_OK) {
-            res->status = c == CHECKOUT_TIMEOUT ? (clock_ms() >= deadline_ms ? BACKEND_DEADLINE : BACKEND_POOL_TIMEOUT)
-                                                : BACKEND_DOWN;
-            return NULL;
-        }
+        if (res->status != BACKEND_OK) return NULL;
         double t_query = clock_ms();
-        enum query_outcome q = query(slot->conn, op, deadline_ms, &result, res->message, sizeof res->message);
+        res->status = pg_pool_query(slot->conn, op, deadline_ms, &result, res->message, sizeof res->message);
         res->db_ms = clock_ms() - t_query;
-        checkin(p, slot, q == QUERY_BROKEN || q == QUERY_DEADLINE);
-        if (q == QUERY_BROKEN && !fresh && attempt == 0) continue;
-        switch (q) {
-        case QUERY_OK: res->status = BACKEND_OK; break;
-        case QUERY_BROKEN: res->status = BACKEND_DOWN; break;
-        case QUERY_DEADLINE: res->status = BACKEND_DEADLINE; break;
-        case QUERY_ERROR: res->status = BACKEND_FAILED; break;
-        }
-        break;
+        pg_pool_checkin(p, slot, res->status);
+        if (res->status != BACKEND_DOWN || !pg_policy_retry(reused, retried)) break;
     }
     if (res->status == BACKEND_OK) pg_result_fill(result, res);
     return result;
@@ -373,12 +295,12 @@ void pg_pool_stats(struct pg_pool *p, struct pg_pool_stats *out)
 int pg_ping(const char *conninfo, int timeout_ms, char *err, size_t errlen)
 {
     double deadline = clock_ms() + timeout_ms;
-    PGconn *conn = connect_by(conninfo, deadline, err, errlen);
+    PGconn *conn = pg_pool_connect_by(conninfo, deadline, err, errlen);
     if (!conn) return -1;
     struct backend_op op = {.kind = BACKEND_PG, .sql = "SELECT 1"};
     PGresult *r;
-    enum query_outcome q = query(conn, &op, deadline, &r, err, errlen);
+    enum backend_status st = pg_pool_query(conn, &op, deadline, &r, err, errlen);
     PQclear(r);
     PQfinish(conn);
-    return q == QUERY_OK ? 0 : -1;
+    return st == BACKEND_OK ? 0 : -1;
 }

@@ -1,12 +1,11 @@
-/* pg_async: the event worker's PostgreSQL pool: libpq's non-blocking calls on the loop. */
+/* pg_async: the event worker's PostgreSQL pool: libpq's non-blocking calls on the loop, under pg_policy's rules. */
 #ifndef PERFCGI_PG_ASYNC_H
 #define PERFCGI_PG_ASYNC_H
 
-#include <libpq-fe.h>
 #include <uv.h>
 
 #include "core/backend.h"
-#include "backends/pg_pool.h"
+#include "backends/pg_policy.h"
 #include "base/settings.h"
 
 struct pg_async;
