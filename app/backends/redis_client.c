@@ -1,4 +1,4 @@
-/* redis_client: a blocking Redis connection that reconnects by itself. */
+/* redis_client: a blocking Redis connection that reconnects by itself (blocking I/O under redis_conn's rules). */
 #include "backends/redis_client.h"
 
 #include <stdio.h>
@@ -10,42 +10,36 @@
 
 #include "base/clock.h"
 
-
 struct redis_client {
     struct redis_address addr;
     redisContext *ctx;
     redisReply *last;
-    double retry_after_ms;
+    struct redis_backoff backoff;
 };
 
-static redisContext *connect_to(const struct redis_address *a, int timeout_ms, char *err, size_t errlen)
+/* Connects and runs the handshake, each step bounded by timeout_ms. */
+static redisContext *redis_client_connect(const struct redis_address *a, int timeout_ms, char *err, size_t errlen)
 {
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     redisContext *ctx = a->unix_path[0] ? redisConnectUnixWithTimeout(a->unix_path, tv)
                                         : redisConnectWithTimeout(a->host, a->port, tv);
-    if (!ctx || ctx->err) goto fail;
-    if (redisSetTimeout(ctx, tv) != REDIS_OK) goto fail;
-    redisReply *r = NULL;
-    if (a->password[0]) {
-        r = redisCommand(ctx, "AUTH %s", a->password);
-        if (!r || r->type == REDIS_REPLY_ERROR) goto fail_reply;
-        freeReplyObject(r);
+    if (!ctx || ctx->err || redisSetTimeout(ctx, tv) != REDIS_OK) {
+        snprintf(err, errlen, "%s", ctx ? ctx->errstr : "out of memory");
+        if (ctx) redisFree(ctx);
+        return NULL;
     }
-    if (a->db) {
-        r = redisCommand(ctx, "SELECT %d", a->db);
-        if (!r || r->type == REDIS_REPLY_ERROR) goto fail_reply;
-        freeReplyObject(r);
+    struct redis_handshake hs;
+    redis_conn_handshake(a, &hs);
+    for (int i = 0; i < hs.n; i++) {
+        redisReply *r = redisCommandArgv(ctx, hs.cmd[i].argc, hs.cmd[i].argv, hs.cmd[i].argvlen);
+        int ok = redis_conn_handshake_ok(r, ctx->errstr, err, errlen) == 0;
+        if (r) freeReplyObject(r);
+        if (!ok) {
+            redisFree(ctx);
+            return NULL;
+        }
     }
     return ctx;
-fail_reply:
-    snprintf(err, errlen, "%s", r ? r->str : ctx->errstr);
-    if (r) freeReplyObject(r);
-    redisFree(ctx);
-    return NULL;
-fail:
-    snprintf(err, errlen, "%s", ctx ? ctx->errstr : "out of memory");
-    if (ctx) redisFree(ctx);
-    return NULL;
 }
 
 struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
@@ -68,17 +62,18 @@ void redis_client_free(struct redis_client *c)
 }
 
 /* Connects unless connected, or unless a connect failed just now. */
-static int ensure_connected(struct redis_client *c, struct backend_result *res)
+static int redis_client_ensure_connected(struct redis_client *c, struct backend_result *res)
 {
     if (c->ctx) return 0;
-    res->status = BACKEND_DOWN;
-    if (clock_ms() < c->retry_after_ms) {
-        snprintf(res->message, sizeof res->message, "redis: reconnecting");
+    if (redis_backoff_waiting(&c->backoff, clock_ms())) {
+        redis_conn_down(res, REDIS_MSG_RECONNECTING);
         return -1;
     }
-    c->ctx = connect_to(&c->addr, REDIS_TIMEOUT_MS, res->message, sizeof res->message);
+    char err[sizeof res->message];
+    c->ctx = redis_client_connect(&c->addr, REDIS_TIMEOUT_MS, err, sizeof err);
     if (!c->ctx) {
-        c->retry_after_ms = clock_ms() + REDIS_RETRY_MS;
+        redis_backoff_failed(&c->backoff, clock_ms());
+        redis_conn_down(res, err);
         return -1;
     }
     return 0;
@@ -96,44 +91,25 @@ void redis_client_run(struct redis_client *c, const struct backend_op *op, struc
      * then one retry on a fresh connection. */
     for (int attempt = 0; attempt < 2 && !r; attempt++) {
         int reused = c->ctx != NULL;
-        if (ensure_connected(c, res) != 0) return;
+        if (redis_client_ensure_connected(c, res) != 0) return;
         r = redisCommandArgv(c->ctx, op->argc, (const char **)op->argv, op->argvlen); /* 0.14 lacks const */
         if (!r) {
-            snprintf(res->message, sizeof res->message, "redis: %s", c->ctx->errstr);
+            redis_conn_down(res, c->ctx->errstr);
             redisFree(c->ctx);
             c->ctx = NULL;
             if (!reused) break;
         }
     }
-    if (!r) {
-        res->status = BACKEND_DOWN;
-        return;
-    }
+    if (!r) return;
     c->last = r;
     redis_reply_fill(r, res);
-}
-
-void redis_reply_fill(const redisReply *r, struct backend_result *res)
-{
-    res->status = BACKEND_OK;
-    switch (r->type) {
-    case REDIS_REPLY_NIL: res->redis_kind = REDIS_NIL; break;
-    case REDIS_REPLY_STRING: res->redis_kind = REDIS_STRING; break;
-    case REDIS_REPLY_STATUS: res->redis_kind = REDIS_STATUS; break;
-    case REDIS_REPLY_ERROR: res->redis_kind = REDIS_ERROR; break;
-    case REDIS_REPLY_INTEGER: res->redis_kind = REDIS_INTEGER; break;
-    default: res->redis_kind = REDIS_OTHER; break;
-    }
-    res->str = r->str;
-    res->len = r->len;
-    res->integer = r->integer;
 }
 
 int redis_client_ping(const char *url, int timeout_ms, char *err, size_t errlen)
 {
     struct redis_address a;
     if (redis_url_parse(url, &a, err, errlen) != 0) return -1;
-    redisContext *ctx = connect_to(&a, timeout_ms, err, errlen);
+    redisContext *ctx = redis_client_connect(&a, timeout_ms, err, errlen);
     if (!ctx) return -1;
     redisReply *r = redisCommand(ctx, "PING");
     int ok = r && r->type == REDIS_REPLY_STATUS;

@@ -1,4 +1,4 @@
-/* redis_async: the event worker's Redis connection: hiredis's async API on the libuv loop. */
+/* redis_async: the event worker's Redis connection: hiredis's async API on the libuv loop, under redis_conn's rules. */
 #ifndef PERFCGI_REDIS_ASYNC_H
 #define PERFCGI_REDIS_ASYNC_H
 

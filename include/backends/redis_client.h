@@ -1,10 +1,11 @@
-/* redis_client: a blocking Redis connection that reconnects by itself. */
+/* redis_client: a blocking Redis connection that reconnects by itself (blocking I/O under redis_conn's rules). */
 #ifndef PERFCGI_REDIS_CLIENT_H
 #define PERFCGI_REDIS_CLIENT_H
 
 #include <stddef.h>
 
 #include "core/backend.h"
+#include "backends/redis_conn.h"
 #include "base/redis_url.h"
 
 struct redis_client;
@@ -14,16 +15,6 @@ struct redis_client *redis_client_new(const char *url, char *err, size_t errlen)
 void redis_client_free(struct redis_client *c);
 /* Runs one command; res points into a reply kept until the next call. */
 void redis_client_run(struct redis_client *c, const struct backend_op *op, struct backend_result *res);
-/* Points res at a hiredis reply (shared with redis_async). */
-struct redisReply;
-void redis_reply_fill(const struct redisReply *r, struct backend_result *res);
-
-/* A command slower than this counts as Redis being down (the cache is an
- * optimisation: better to bypass it than to stall the request). */
-#define REDIS_TIMEOUT_MS 1000
-/* After a failed connect, answer "down" at once for this long instead of
- * making every request pay for a connect attempt. */
-#define REDIS_RETRY_MS 500
 
 /* PING on a connection of its own: 0 when Redis answers. */
 int redis_client_ping(const char *url, int timeout_ms, char *err, size_t errlen);
