@@ -201,8 +201,7 @@ static void an_exchange_cleared_mid_flight_frees_its_state(void **state)
     exchange_clear(&ex);
     assert_int_equal(start(&ex, "GET", "/cached-data", "category=3"), STEP_BACKEND);
     struct backend_result r = {.status = BACKEND_DOWN};
-    assert_int_equal(exchange_step(&ex, &r), STEP_BACKEND);
-    r = (struct backend_result){.status = BACKEND_OK, .nrows = 1, .ncols = 5, .values = {"1", "1", "1", "1", "1"}};
+    assert_int_equal(exchange_step(&ex, &r), STEP_BACKEND); /* Redis down: the query runs */
     exchange_clear(&ex);
     start(&ex, "GET", "/cached-data", "category=3");
     r = (struct backend_result){.status = BACKEND_OK, .redis_kind = REDIS_NIL};
