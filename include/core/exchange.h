@@ -63,7 +63,7 @@ void exchange_clear(struct exchange *ex);
  * exchange into buf; returns their length, or 0 if buf is too small. */
 size_t exchange_head(const struct exchange *ex, char *buf, size_t buflen);
 
-/* For the endpoints. */
+/* For the endpoints (app/core/answer.c). */
 
 /* The endpoint's private state: EXCHANGE_STATE_MAX bytes, aligned for any type. */
 static inline void *exchange_state(struct exchange *ex)
