@@ -9,7 +9,8 @@
 #include <unistd.h>
 
 #include "base/clock.h"
-#include "core/router.h"
+#include "core/endpoint.h"
+#include "core/routes.h"
 
 /* Limits checked before any endpoint runs. */
 #define MAX_QUERY_BYTES 2048
@@ -33,9 +34,8 @@ void exchange_start(struct exchange *ex, const struct request *req, const struct
 
 void exchange_clear(struct exchange *ex)
 {
+    if (ex->route && ex->route->clear) ex->route->clear(ex);
     free(ex->resp.body);
-    free(ex->value);
-    json_decref(ex->reply);
     memset(ex, 0, sizeof *ex);
 }
 
@@ -119,41 +119,11 @@ enum step exchange_backend_error(struct exchange *ex, const struct backend_resul
     }
 }
 
-enum step exchange_redis(struct exchange *ex, int argc, const char *const *argv)
-{
-    memset(&ex->op, 0, sizeof ex->op);
-    ex->op.kind = BACKEND_REDIS;
-    ex->op.argc = argc;
-    for (int i = 0; i < argc; i++) {
-        ex->op.argv[i] = argv[i];
-        ex->op.argvlen[i] = strlen(argv[i]);
-    }
-    return STEP_BACKEND;
-}
-
-enum step exchange_pg(struct exchange *ex, const char *sql, int nparams, const char *const *params)
-{
-    memset(&ex->op, 0, sizeof ex->op);
-    ex->op.kind = BACKEND_PG;
-    ex->op.sql = sql;
-    ex->op.nparams = nparams;
-    for (int i = 0; i < nparams; i++) ex->op.params[i] = params[i];
-    return STEP_BACKEND;
-}
-
-enum step exchange_sleep(struct exchange *ex, int ms)
-{
-    memset(&ex->op, 0, sizeof ex->op);
-    ex->op.kind = BACKEND_SLEEP;
-    ex->op.sleep_ms = ms;
-    return STEP_BACKEND;
-}
-
 /* Routing and the checks every endpoint shares, in the order a client expects:
  * unknown path, then method, then size limits, then parameters. */
 static enum step begin(struct exchange *ex)
 {
-    ex->route = router_find(ex->req.path);
+    ex->route = route_find(ex->req.path);
     if (!ex->route) return exchange_error(ex, 404, "not_found", "no endpoint at this path");
     if (strcmp(ex->req.method, "HEAD") == 0) {
         ex->head_only = 1;
@@ -168,13 +138,14 @@ static enum step begin(struct exchange *ex)
     if (ex->req.content_length < 0) return exchange_error(ex, 400, "bad_request", "CONTENT_LENGTH is not a length");
     if (ex->req.content_length > MAX_BODY_BYTES)
         return exchange_error(ex, 413, "too_large", "the request body is over %d bytes", MAX_BODY_BYTES);
-    if (ex->route->parse(ex) != 0) return STEP_DONE;
+    if (ex->route->parse && ex->route->parse(ex) != 0) return STEP_DONE;
     return ex->route->step(ex, NULL);
 }
 
 enum step exchange_step(struct exchange *ex, const struct backend_result *res)
 {
     if (!ex->route && !ex->resp.body) return begin(ex);
+    if (res) ex->pool_wait_ms += res->pool_wait_ms;
     return ex->route->step(ex, res);
 }
 

@@ -17,7 +17,8 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "master/probe.h"
-#include "core/router.h"
+#include "core/endpoint.h"
+#include "core/routes.h"
 
 /* Clients served at once per status socket: more are refused, never evicted. */
 #define STATUS_MAX_CLIENTS 256
@@ -204,7 +205,7 @@ static void metrics_text(const struct status_view *v, const struct status_peaks 
     const struct scoreboard_counters *c = &t.c;
     const char *endpoint[SCOREBOARD_ROUTES];
     for (int r = 0; r < SCOREBOARD_ROUTES; r++) endpoint[r] = "other";
-    for (int r = 0; router_table[r].path && r < SCOREBOARD_ROUTES - 1; r++) endpoint[r] = router_table[r].name;
+    for (int r = 0; r < ROUTE_COUNT; r++) endpoint[r] = route_table[r]->name;
 
     metric(out, "start_time_seconds", "gauge", "When the master started, in seconds since the epoch.");
     fprintf(out, "perfcgi_start_time_seconds %.3f\n", v->stats->start_wall_s);

@@ -14,7 +14,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "core/router.h"
+#include "core/routes.h"
 #include "base/scoreboard.h"
 
 volatile sig_atomic_t worker_stopping;
@@ -362,7 +362,7 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
 {
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
-    int route = ex->route ? (int)(ex->route - router_table) : SCOREBOARD_ROUTES - 1;
+    int route = route_index(ex->route);
     int64_t took_us = clock_us() - wr->begun_us;
     pthread_mutex_lock(&inflight_lock);
     inflight_unlink(wr);

@@ -6,8 +6,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* Routes of router_table, plus one for answers no route gave (404). */
-#define SCOREBOARD_ROUTES 8
+#include "base/route_count.h" /* ROUTE_COUNT: the files of app/core/endpoints/ (generated) */
+
+/* One per route of core's route table, plus one for answers no route gave (404). */
+#define SCOREBOARD_ROUTES (ROUTE_COUNT + 1)
 /* Upper bounds of the latency histogram, in seconds (Prometheus `le`). */
 #define SCOREBOARD_BUCKETS 12
 extern const double scoreboard_bucket_le[SCOREBOARD_BUCKETS];
@@ -69,8 +71,8 @@ void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_u
 void scoreboard_cut_utf8(char *s);
 /* The request last begun, as "METHOD /path?query" (cut on a whole character). */
 void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri);
-/* Counts one answered request. route: index in router_table, or
- * SCOREBOARD_ROUTES - 1 for none; x_cache may be NULL. */
+/* Counts one answered request. route: index in core's route table, or
+ * ROUTE_COUNT for none; x_cache may be NULL. */
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
                       double slow_ms);
 

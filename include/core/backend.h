@@ -1,4 +1,4 @@
-/* backend: the one backend operation an endpoint may ask for, and its result. */
+/* backend: the one backend operation an endpoint may ask for, how to ask for it, and its result. */
 #ifndef PERFCGI_BACKEND_H
 #define PERFCGI_BACKEND_H
 
@@ -7,6 +7,10 @@
 enum backend_kind { BACKEND_NONE, BACKEND_REDIS, BACKEND_PG, BACKEND_SLEEP, BACKEND_HTTP };
 
 #define BACKEND_MAX_ARGS 8
+
+/* What an endpoint's step returns: its answer is ready, or the operation it asked for
+ * (struct exchange's `op`) must run first. */
+enum step { STEP_DONE, STEP_BACKEND };
 
 /* What an endpoint asks a driver to run. Strings are owned by the endpoint. */
 struct backend_op {
@@ -56,5 +60,13 @@ struct backend_result {
     double http_ms;
     char message[160];   /* why, when status != BACKEND_OK */
 };
+
+/* The operation builders: each fills op with one operation (the strings must stay valid
+ * until its result comes back) and returns STEP_BACKEND, so that an endpoint's step ends
+ * with `return backend_pg(&ex->op, ...);`. A new kind of operation is a new builder here
+ * and its case in each driver. */
+enum step backend_redis(struct backend_op *op, int argc, const char *const *argv);
+enum step backend_pg(struct backend_op *op, const char *sql, int nparams, const char *const *params);
+enum step backend_sleep(struct backend_op *op, int ms);
 
 #endif

@@ -3,6 +3,7 @@
 #define PERFCGI_EXCHANGE_H
 
 #include <jansson.h>
+#include <stddef.h>
 
 #include "core/backend.h"
 #include "base/settings.h"
@@ -27,50 +28,50 @@ struct response {
     int allow;           /* send Allow: GET, HEAD */
 };
 
-struct route;
+struct endpoint;
 
-/* Parameters of the endpoints, parsed once before the first step. */
-struct params {
-    long n, ms, category, mb, hold;
-    int method;
-};
+/* Room for the private state of the exchange's endpoint (its struct endpoint's
+ * state_size): kept in the exchange, so that no request allocates it. */
+#define EXCHANGE_STATE_MAX 1024
 
-/* One request in flight: the driver owns the storage and runs `op` between steps. */
+/* One request in flight: the driver owns the storage and runs `op` between steps.
+ * It holds what every exchange has; what one endpoint keeps lives in `state`. */
 struct exchange {
     struct request req;
     const struct settings *cfg;
-    const struct route *route;
+    const struct endpoint *route; /* NULL until routed, and when no endpoint serves the path */
     int head_only;
     double started_ms;
-    double deadline_ms; /* backend waits end here with 504 */
-    int state;          /* the endpoint's own step counter */
-    struct params p;
-    /* endpoint state that outlives a backend step */
-    char key[48], lock_key[48], token[48], arg[2][48];
-    char *value; /* malloc'd */
-    double wait_until_ms, pool_wait_ms, db_ms;
-    int poll_ms;
-    int bypass, lock_held;
-    json_t *reply; /* the answer, kept while a last backend step runs */
+    double deadline_ms;  /* backend waits end here with 504 */
+    double pool_wait_ms; /* waited for pool connections, summed over its operations (/metrics) */
     struct backend_op op;
     struct response resp;
+    union {
+        max_align_t align;
+        unsigned char bytes[EXCHANGE_STATE_MAX];
+    } state; /* zeroed by exchange_start */
 };
-
-/* What a step returns: the response is ready, or `op` must run first. */
-enum step { STEP_DONE, STEP_BACKEND };
 
 /* Begins an exchange; the strings of req must outlive it. */
 void exchange_start(struct exchange *ex, const struct request *req, const struct settings *cfg);
 /* Runs the endpoint up to its next backend operation or to its answer;
  * res is NULL on the first call, then the result of ex->op. */
 enum step exchange_step(struct exchange *ex, const struct backend_result *res);
-/* Releases what the exchange holds, ready for exchange_start again. */
+/* Releases what the exchange holds (its endpoint's clear first), ready for exchange_start again. */
 void exchange_clear(struct exchange *ex);
 /* Writes the CGI response headers (Status, Content-Type, ...) of a finished
  * exchange into buf; returns their length, or 0 if buf is too small. */
 size_t exchange_head(const struct exchange *ex, char *buf, size_t buflen);
 
 /* For the endpoints. */
+
+/* The endpoint's private state: EXCHANGE_STATE_MAX bytes, aligned for any type. */
+static inline void *exchange_state(struct exchange *ex)
+{
+    return ex->state.bytes;
+}
+/* Answers 200 with obj (its reference taken) plus elapsed_ms and worker, and the
+ * route's Cache-Control. */
 enum step exchange_reply(struct exchange *ex, json_t *obj);
 enum step exchange_error(struct exchange *ex, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -78,8 +79,5 @@ enum step exchange_bad_param(struct exchange *ex, const char *param, const char 
     __attribute__((format(printf, 3, 4)));
 enum step exchange_backend_error(struct exchange *ex, const struct backend_result *res,
                                  const char *backend);
-enum step exchange_redis(struct exchange *ex, int argc, const char *const *argv);
-enum step exchange_pg(struct exchange *ex, const char *sql, int nparams, const char *const *params);
-enum step exchange_sleep(struct exchange *ex, int ms);
 
 #endif
