@@ -68,5 +68,6 @@ struct backend_result {
 enum step backend_redis(struct backend_op *op, int argc, const char *const *argv);
 enum step backend_pg(struct backend_op *op, const char *sql, int nparams, const char *const *params);
 enum step backend_sleep(struct backend_op *op, int ms);
+enum step backend_http(struct backend_op *op, const char *url);
 
 #endif
