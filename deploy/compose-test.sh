@@ -41,7 +41,7 @@ APP_IMAGE=perfcgi:latest
 PROJECT=perfcgitest
 COMPOSE_FILES=(-f docker-compose.yml -f deploy/docker-compose.offline.yml)
 # The offline override runs Nginx as nginx-offline (docker-compose.offline.yml says why).
-SERVICES=(postgres redis app nginx-offline)
+SERVICES=(postgres redis upstream app nginx-offline)
 WORKER_CLASS=${TEST_WORKER_CLASS:-sync}
 
 # --- output -------------------------------------------------------------------------------
@@ -353,12 +353,12 @@ say "imported as $BASE_IMAGE"
 # Free loopback ports, chosen together so that none repeats, right before `up` (not
 # before builds of up to BUILD_TIMEOUT, while another program may take them).
 choose_ports() {
-    read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT < <(
-        python3 -B -c 'import sys; sys.path.insert(0, "tests/integration"); import harness; print(*harness.free_ports(5))'
+    read -r NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT UPSTREAM_HOST_PORT < <(
+        python3 -B -c 'import sys; sys.path.insert(0, "tests/integration"); import harness; print(*harness.free_ports(6))'
     )
-    export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT
+    export NGINX_HOST_PORT APP_HOST_PORT STATUS_HOST_PORT REDIS_HOST_PORT PG_HOST_PORT UPSTREAM_HOST_PORT
     say "ports on 127.0.0.1: nginx $NGINX_HOST_PORT, app $APP_HOST_PORT, status $STATUS_HOST_PORT," \
-        "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT"
+        "redis $REDIS_HOST_PORT, postgres $PG_HOST_PORT, upstream $UPSTREAM_HOST_PORT"
 }
 # Passwords of this run only: the app's database and Redis URLs need them, and so do the
 # tests' psql (PGPASSWORD) and redis-cli (REDISCLI_AUTH).

@@ -11,8 +11,9 @@
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
-build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev libmicrohttpd-dev)
-stack=(nginx redis-server redis-tools postgresql postgresql-client gettext-base curl)
+build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev libmicrohttpd-dev
+       libcurl4-openssl-dev)
+stack=(nginx libnginx-mod-http-echo redis-server redis-tools postgresql postgresql-client gettext-base curl)
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
       lighttpd apache2 haproxy h2o caddy iproute2 systemd)
 

@@ -24,12 +24,15 @@ environment (all optional):
   PORT          Nginx port on 127.0.0.1                          [8080]
   REDIS_PORT    Redis port on 127.0.0.1                          [16379]
   PG_PORT       PostgreSQL port on 127.0.0.1                     [15432]
+  UPSTREAM_PORT the external API's port on 127.0.0.1 (served by     [18080]
+                the stack's Nginx; /async-request calls it)
   PERFCGI_BIN   the perfcgi binary                               [$REPO/bin/perfcgi]
   PERFCGI_*     perfcgi settings, passed through; unless set, the stack sets
                 PERFCGI_BIND=unix:\$RUN_DIR/perfcgi.sock
                 PERFCGI_STATUS_BIND=unix:\$RUN_DIR/status.sock
                 PERFCGI_REDIS_URL=redis://127.0.0.1:\$REDIS_PORT/0
                 PERFCGI_DATABASE_URL=postgresql://perfcgi@127.0.0.1:\$PG_PORT/perfcgi
+                PERFCGI_UPSTREAM_URL=http://127.0.0.1:\$UPSTREAM_PORT/
                 PERFCGI_PIDFILE=\$RUN_DIR/perfcgi.pid
                 PERFCGI_ACCESS_LOG= (off: Nginx logs every request already)
   NGINX_WORKER_PROCESSES  Nginx worker_processes                [auto]
@@ -64,7 +67,7 @@ RUN_DIR=${RUN_DIR%/}
 
 # The settings `up` was given, for the commands that follow it (see usage()).
 STACK_ENV=$RUN_DIR/stack.env
-STACK_VARS=(PORT REDIS_PORT PG_PORT PERFCGI_BIN WAIT_TIMEOUT STOP_TIMEOUT PG_BINDIR
+STACK_VARS=(PORT REDIS_PORT PG_PORT UPSTREAM_PORT PERFCGI_BIN WAIT_TIMEOUT STOP_TIMEOUT PG_BINDIR
     NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR)
 remembered_var() { # NAME: may stack.env set it?
     [[ $1 =~ ^PERFCGI_[A-Z0-9_]+$ || " ${STACK_VARS[*]} " == *" $1 "* ]]
@@ -86,13 +89,14 @@ load_stack_env() { # each NAME=VALUE line of stack.env whose NAME is not set alr
 load_stack_env
 # What `up` remembers: the ports and the binary as they end up, and the other variables
 # given (or remembered) before the defaults below fill them in.
-GIVEN_VARS=(PORT REDIS_PORT PG_PORT PERFCGI_BIN)
-for name in "${STACK_VARS[@]:4}"; do [[ -z ${!name+set} ]] || GIVEN_VARS+=("$name"); done
+GIVEN_VARS=(PORT REDIS_PORT PG_PORT UPSTREAM_PORT PERFCGI_BIN)
+for name in "${STACK_VARS[@]:5}"; do [[ -z ${!name+set} ]] || GIVEN_VARS+=("$name"); done
 mapfile -t -O "${#GIVEN_VARS[@]}" GIVEN_VARS < <(compgen -e | grep -E '^PERFCGI_[A-Z0-9_]+$' | grep -vx PERFCGI_BIN || true)
 
 PORT=${PORT:-8080}
 REDIS_PORT=${REDIS_PORT:-16379}
 PG_PORT=${PG_PORT:-15432}
+UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 PERFCGI_BIN=$(abspath "${PERFCGI_BIN:-$REPO/bin/perfcgi}")
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-30}
 STOP_TIMEOUT=${STOP_TIMEOUT:-40}
@@ -106,6 +110,8 @@ NGINX_CONF=$RUN_DIR/nginx.conf
 NGINX_PIDFILE=$RUN_DIR/nginx.pid
 NGINX_ERROR_LOG=$RUN_DIR/nginx-error.log
 NGINX_ACCESS_LOG=$RUN_DIR/nginx-access.log
+# Loaded by nginx/nginx.conf.template (the path is written there too).
+NGINX_ECHO_MODULE=/usr/lib/nginx/modules/ngx_http_echo_module.so
 
 # Nginx (4096 connections per worker), Redis and perfcgi want more than the usual soft
 # limit of 1024 open files: raise it towards the hard limit (at most 65536) for them all.
@@ -124,6 +130,7 @@ export PERFCGI_BIND=${PERFCGI_BIND:-unix:$RUN_DIR/perfcgi.sock}
 export PERFCGI_STATUS_BIND=${PERFCGI_STATUS_BIND:-unix:$RUN_DIR/status.sock}
 export PERFCGI_REDIS_URL=${PERFCGI_REDIS_URL:-redis://127.0.0.1:$REDIS_PORT/0}
 export PERFCGI_DATABASE_URL=${PERFCGI_DATABASE_URL:-postgresql://perfcgi@127.0.0.1:$PG_PORT/perfcgi}
+export PERFCGI_UPSTREAM_URL=${PERFCGI_UPSTREAM_URL:-http://127.0.0.1:$UPSTREAM_PORT/}
 export PERFCGI_PIDFILE=${PERFCGI_PIDFILE:-$RUN_DIR/perfcgi.pid}
 # Nginx's access log already has every request: perfcgi's own (on by default, to
 # stderr) would double the log writes of a benchmark stack. Set it to - or a file to see it.
@@ -308,6 +315,11 @@ require() {
         nginx)
             need nginx nginx
             need envsubst gettext-base
+            # The external API's echo_sleep (a module file: present, not executable).
+            [[ -r $NGINX_ECHO_MODULE ]] || {
+                missing+=("$NGINX_ECHO_MODULE")
+                pkgs+=(libnginx-mod-http-echo)
+            }
             ;;
         esac
     done
@@ -624,6 +636,7 @@ nginx_render() {
     NGINX_STATUS_SERVER=$(upstream_of "$PERFCGI_STATUS_BIND")
     export NGINX_APP_SERVER NGINX_STATUS_SERVER
     export NGINX_CACHE_DIR=$RUN_DIR/nginx/cache
+    export NGINX_UPSTREAM_LISTEN=127.0.0.1:$UPSTREAM_PORT
     # Upstream keepalive only for the class that multiplexes connections, closed by
     # Nginx a second before perfcgi would close them itself, and each renewed after
     # keepalive_time, so a retiring worker's connections drain within it.
@@ -651,6 +664,7 @@ nginx_render() {
     # The shared file's `include fastcgi_params;` is resolved next to nginx.conf.
     cp /etc/nginx/fastcgi_params "$RUN_DIR/fastcgi_params"
     render "$REPO/nginx/perfcgi.conf.template" "$RUN_DIR/perfcgi.conf"
+    render "$REPO/nginx/upstream.conf.template" "$RUN_DIR/upstream.conf"
     render "$REPO/nginx/nginx.conf.template" "$NGINX_CONF"
     local out
     if ! out=$(nginx_ -t -q 2>&1 9>&-); then
@@ -668,6 +682,7 @@ nginx_answers() { # any HTTP answer at all (a 502 without perfcgi is fine)
 nginx_start() {
     local pid
     check_port_number PORT "$PORT"
+    check_port_number UPSTREAM_PORT "$UPSTREAM_PORT"
     nginx_render
     if pid=$(nginx_pid); then
         say "nginx: already running (pid $pid): reloading the configuration"
@@ -677,6 +692,7 @@ nginx_start() {
         }
     else
         port_in_use "$PORT" && die "nginx: port $PORT is taken by another program; set PORT"
+        port_in_use "$UPSTREAM_PORT" && die "nginx: port $UPSTREAM_PORT (the external API) is taken by another program; set UPSTREAM_PORT"
         # A fresh Nginx starts with an empty cache: answers cached from an earlier
         # perfcgi would only confuse tests and benchmarks.
         rm -rf "$RUN_DIR/nginx/cache"
@@ -738,8 +754,8 @@ service_line() { # SERVICE: one status line
         ;;
     nginx)
         if pid=$(nginx_pid); then
-            printf '%-9s running  pid %-7s http://127.0.0.1:%s/  logs %s %s\n' nginx "$pid" "$PORT" \
-                "$NGINX_ERROR_LOG" "$NGINX_ACCESS_LOG"
+            printf '%-9s running  pid %-7s http://127.0.0.1:%s/ (external API :%s)  logs %s %s\n' nginx "$pid" \
+                "$PORT" "$UPSTREAM_PORT" "$NGINX_ERROR_LOG" "$NGINX_ACCESS_LOG"
         else
             printf '%-9s stopped\n' nginx
         fi

@@ -32,3 +32,11 @@ enum step backend_sleep(struct backend_op *op, int ms)
     op->sleep_ms = ms;
     return STEP_BACKEND;
 }
+
+enum step backend_http(struct backend_op *op, const char *url)
+{
+    memset(op, 0, sizeof *op);
+    op->kind = BACKEND_HTTP;
+    op->url = url;
+    return STEP_BACKEND;
+}

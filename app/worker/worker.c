@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -221,6 +222,16 @@ void worker_run_blocking(struct exchange *ex, struct blocking_backends *b)
         case BACKEND_PG:
             pg = pg_pool_run(b->pool, &ex->op, ex->deadline_ms, &res);
             break;
+        case BACKEND_HTTP: {
+            char err[160];
+            if (!b->http && !(b->http = http_client_new(err, sizeof err))) {
+                res.status = BACKEND_DOWN;
+                snprintf(res.message, sizeof res.message, "%s", err);
+                break;
+            }
+            http_client_run(b->http, &ex->op, ex->deadline_ms, &res);
+            break;
+        }
         case BACKEND_SLEEP:
             sleep_ms(ex->op.sleep_ms);
             res.status = BACKEND_OK;

@@ -12,6 +12,7 @@
 
 #include "fastcgi/fcgi_codec.h"
 #include "base/log.h"
+#include "backends/http_async.h"
 #include "backends/pg_async.h"
 #include "backends/redis_async.h"
 #include "base/scoreboard.h"
@@ -67,6 +68,7 @@ struct worker {
     const struct settings *cfg;
     struct redis_async *redis;
     struct pg_async *pool;
+    struct http_async *http;
     uv_poll_t listeners[SETTINGS_MAX_BINDS];
     int accepting;
     uv_signal_t sig_term, sig_usr1;
@@ -201,6 +203,9 @@ static void op_start(struct ev_req *r)
         break;
     case BACKEND_PG:
         pg_async_run(w->pool, &r->ex.op, r->ex.deadline_ms, op_done, r);
+        break;
+    case BACKEND_HTTP:
+        http_async_run(w->http, &r->ex.op, r->ex.deadline_ms, op_done, r);
         break;
     case BACKEND_SLEEP:
         if (!r->sleep_ready) {
@@ -568,6 +573,10 @@ static void maybe_exit(struct worker *w)
         pg_async_free(w->pool);
         w->pool = NULL;
     }
+    if (w->http) {
+        http_async_free(w->http);
+        w->http = NULL;
+    }
     uv_walk(&w->loop, close_handle, NULL);
 }
 
@@ -621,8 +630,9 @@ int worker_event_run(const struct worker_env *env)
     w->cfg = env->cfg;
     w->redis = redis_async_new(&w->loop, env->cfg->redis_url, err, sizeof err);
     w->pool = pg_async_new(&w->loop, env->cfg, worker_publish_pool);
-    if (!w->redis || !w->pool) {
-        log_error("cannot set up the backends: %s", w->redis ? "out of memory" : err);
+    if (w->redis) w->http = http_async_new(&w->loop, err, sizeof err);
+    if (!w->redis || !w->pool || !w->http) {
+        log_error("cannot set up the backends: %s", w->redis && w->http ? "out of memory" : err);
         return WORKER_EXIT_BOOT_FAILED;
     }
     for (int i = 0; i < env->nlisteners; i++) {

@@ -213,7 +213,7 @@ static void *serve(void *arg)
     struct server *sv = arg;
     const struct worker_env *env = sv->env;
     char err[256];
-    struct blocking_backends b = {redis_client_new(env->cfg->redis_url, err, sizeof err), sv->pool};
+    struct blocking_backends b = {redis_client_new(env->cfg->redis_url, err, sizeof err), sv->pool, NULL};
     if (!b.redis) {
         log_error("cannot set up Redis: %s", err);
         return NULL;
@@ -272,6 +272,7 @@ static void *serve(void *arg)
     FCGX_Free(&w.fr, 0);
     close(w.epfd);
     redis_client_free(b.redis);
+    http_client_free(b.http);
     return NULL;
 }
 

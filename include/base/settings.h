@@ -57,6 +57,8 @@
       "Redis server: redis://[:PASSWORD@]HOST[:PORT][/DB] or unix:PATH")                           \
     X(database_url, DB_URL, "postgresql://perfcgi@127.0.0.1:5432/perfcgi", 0, 0,                   \
       "PostgreSQL connection string or URI, as libpq accepts it")                                  \
+    X(upstream_url, STR, "http://127.0.0.1:18080/", 0, 0,                                          \
+      "The external API /async-request calls: http://HOST[:PORT]/PATH, ?ms=N appended")           \
     X(pool_size, INT, "5", 1, 1000, "PostgreSQL connections kept per worker process")              \
     X(pool_max_overflow, INT, "10", 0, 1000,                                                       \
       "Extra PostgreSQL connections per worker process under load, each closed after 2 s idle")    \

@@ -4,7 +4,7 @@
 
 #include <stddef.h>
 
-enum backend_kind { BACKEND_NONE, BACKEND_REDIS, BACKEND_PG, BACKEND_SLEEP };
+enum backend_kind { BACKEND_NONE, BACKEND_REDIS, BACKEND_PG, BACKEND_SLEEP, BACKEND_HTTP };
 
 #define BACKEND_MAX_ARGS 8
 
@@ -25,6 +25,8 @@ struct backend_op {
     const char *params[BACKEND_MAX_ARGS];
     /* BACKEND_SLEEP: wait this long, then resume (no I/O) */
     int sleep_ms;
+    /* BACKEND_HTTP: one GET of this URL */
+    const char *url;
 };
 
 enum backend_status {
@@ -44,7 +46,7 @@ struct backend_result {
     enum backend_status status;
     /* redis */
     enum redis_reply_kind redis_kind;
-    const char *str; /* STRING, STATUS or ERROR text */
+    const char *str; /* STRING, STATUS or ERROR text; http: the body */
     size_t len;
     long long integer;
     /* postgresql: the first row, text values; NULL for SQL NULL */
@@ -53,6 +55,9 @@ struct backend_result {
     const char *values[BACKEND_MAX_COLS];
     double pool_wait_ms; /* time spent waiting for a pool connection */
     double db_ms;        /* time of the query round trip */
+    /* http: the answer's status (body in str, len) and the round trip */
+    int http_status;
+    double http_ms;
     char message[160];   /* why, when status != BACKEND_OK */
 };
 
@@ -63,5 +68,6 @@ struct backend_result {
 enum step backend_redis(struct backend_op *op, int argc, const char *const *argv);
 enum step backend_pg(struct backend_op *op, const char *sql, int nparams, const char *const *params);
 enum step backend_sleep(struct backend_op *op, int ms);
+enum step backend_http(struct backend_op *op, const char *url);
 
 #endif

@@ -6,6 +6,7 @@
 
 #include "core/exchange.h"
 #include "base/listener.h"
+#include "backends/http_client.h"
 #include "backends/pg_pool.h"
 #include "backends/redis_client.h"
 #include "base/settings.h"
@@ -45,6 +46,7 @@ extern volatile sig_atomic_t worker_stopping, worker_reopen_logs;
 struct blocking_backends {
     struct redis_client *redis;
     struct pg_pool *pool;
+    struct http_client *http; /* made by the first upstream request */
 };
 
 /* Runs an exchange to its answer, doing each backend operation blocking. */

@@ -9,7 +9,9 @@ An external stack instead (deploy/compose-test.sh: the docker-compose stack): wi
 TEST_BASE_PORT (its Nginx), TEST_REDIS_PORT and TEST_PG_PORT set, all on 127.0.0.1, the
 harness starts and stops nothing and points its helpers there; PGPASSWORD reaches psql and
 REDISCLI_AUTH redis-cli (the compose stack's Redis has a password),
-TEST_STATUS_PORT (optional) is perfcgi's status socket (else /status goes through Nginx).
+TEST_STATUS_PORT (optional) is perfcgi's status socket (else /status goes through Nginx),
+TEST_UPSTREAM_PORT (optional) the external API /async-request calls, as the stack's
+perfcgi reaches it (tests that call it directly skip without).
 That stack must run perfcgi with STACK_SETTINGS. Tests that control the stack (stop or
 start services, restart perfcgi, signal its master, read its log or unix sockets) skip
 there with "needs the local stack"; run.py runs only the modules that declare
@@ -60,12 +62,12 @@ CACHE_TTL = int(STACK_SETTINGS["PERFCGI_CACHE_TTL"])
 MAX_HELD_MB = int(STACK_SETTINGS["PERFCGI_MAX_HELD_MB"])
 
 # Variables of stack.sh (and of perfcgi) that must come from us, not from the caller.
-_STACK_VARS = ("RUN_DIR", "PORT", "REDIS_PORT", "PG_PORT", "PERFCGI_BIN", "WAIT_TIMEOUT",
+_STACK_VARS = ("RUN_DIR", "PORT", "REDIS_PORT", "PG_PORT", "UPSTREAM_PORT", "PERFCGI_BIN", "WAIT_TIMEOUT",
                "STOP_TIMEOUT", "PG_BINDIR", "NGINX_WORKER_PROCESSES", "NGINX_LISTEN_ADDR")
 
 # The external stack's ports, if any (see the docstring); Stack.start() checks them.
 EXTERNAL_PORT_VARS = ("TEST_BASE_PORT", "TEST_REDIS_PORT", "TEST_PG_PORT")
-EXTERNAL_STACK = any(os.environ.get(v) for v in EXTERNAL_PORT_VARS + ("TEST_STATUS_PORT",))
+EXTERNAL_STACK = any(os.environ.get(v) for v in EXTERNAL_PORT_VARS + ("TEST_STATUS_PORT", "TEST_UPSTREAM_PORT"))
 
 STACK_UP_TIMEOUT = 300    # seconds for `stack.sh up` (initdb and seeding included)
 STACK_UP_TRIES = 4        # `stack.sh up` again, on new ports, when one was taken meanwhile
@@ -331,10 +333,10 @@ PORT_TAKEN = ("is taken by another program", "Address already in use")
 
 class Stack:
     def __init__(self, choose_ports=None):
-        # () -> (nginx, redis, postgres) ports; called again after a collision.
-        self.choose_ports = choose_ports or (lambda: free_ports(3))
+        # () -> (nginx, redis, postgres, external API) ports; called again after a collision.
+        self.choose_ports = choose_ports or (lambda: free_ports(4))
         self.run_dir = None
-        self.port = self.redis_port = self.pg_port = self.status_port = None
+        self.port = self.redis_port = self.pg_port = self.status_port = self.upstream_port = None
         self.env = None
         self.started = False
         self.external = EXTERNAL_STACK
@@ -359,9 +361,10 @@ class Stack:
         self.started = True  # from here on, stop() has something to clean up
         self.collisions = []
         for attempt in range(1, STACK_UP_TRIES + 1):
-            self.port, self.redis_port, self.pg_port = self.choose_ports()
+            self.port, self.redis_port, self.pg_port, self.upstream_port = self.choose_ports()
             self.env = clean_env(RUN_DIR=self.run_dir, PORT=self.port, REDIS_PORT=self.redis_port,
-                                 PG_PORT=self.pg_port, PERFCGI_BIN=PERFCGI_BIN, **STACK_SETTINGS)
+                                 PG_PORT=self.pg_port, UPSTREAM_PORT=self.upstream_port, PERFCGI_BIN=PERFCGI_BIN,
+                                 **STACK_SETTINGS)
             r = subprocess.run([str(STACK_SH), "up"], env=self.env, cwd=str(REPO), stdin=subprocess.DEVNULL,
                                capture_output=True, text=True, timeout=STACK_UP_TIMEOUT)
             if r.returncode == 0:
@@ -384,6 +387,8 @@ class Stack:
         self.port, self.redis_port, self.pg_port = (_port_from_env(v) for v in EXTERNAL_PORT_VARS)
         if os.environ.get("TEST_STATUS_PORT"):
             self.status_port = _port_from_env("TEST_STATUS_PORT")
+        if os.environ.get("TEST_UPSTREAM_PORT"):
+            self.upstream_port = _port_from_env("TEST_UPSTREAM_PORT")
         self.started = True  # stop() only forgets it
 
         def fits():
@@ -854,8 +859,16 @@ def stack_perfcgi_settings():
     s.update(bind=f"unix:{run}/perfcgi.sock", status_bind=f"unix:{run}/status.sock",
              redis_url=f"redis://127.0.0.1:{STACK.redis_port}/0",
              database_url=f"postgresql://perfcgi@127.0.0.1:{STACK.pg_port}/perfcgi",
-             pidfile=f"{run}/perfcgi.pid")
+             upstream_url=upstream_url(), pidfile=f"{run}/perfcgi.pid")
     return s
+
+
+def upstream_url():
+    """The URL of the stack's external API (what /async-request calls), from here."""
+    _need_stack()
+    if not STACK.upstream_port:
+        raise Skip("the external stack's external API port is unknown (set TEST_UPSTREAM_PORT)")
+    return f"http://127.0.0.1:{STACK.upstream_port}/"
 
 
 def config_text(settings):

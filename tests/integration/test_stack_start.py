@@ -25,7 +25,7 @@ def test_stack_start_takes_new_ports_when_one_was_taken():
     def choose():
         # The first choice collides on the Nginx port, as a port chosen, closed and
         # bound meanwhile by another program would.
-        ports = free_ports(3)
+        ports = free_ports(4)
         tries.append(ports)
         return ports if len(tries) > 1 else [taken] + ports[1:]
 
