@@ -20,7 +20,7 @@
 #include "base/proc.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
-#include "master/status.h"
+#include "master/status_http.h"
 #include "worker/worker.h"
 
 /* Slots for the largest pool plus as many replacements starting beside it. */
@@ -40,11 +40,6 @@
 
 enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
 enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
-
-const char *const master_restart_reason_names[RESTART_REASONS] = {
-    [RESTART_CRASH] = "crash",   [RESTART_TIMEOUT] = "timeout", [RESTART_MAX_REQUESTS] = "max_requests",
-    [RESTART_MAX_RSS] = "max_rss", [RESTART_RELOAD] = "reload", [RESTART_SCALE_DOWN] = "scale_down",
-};
 
 struct worker_rec {
     pid_t pid; /* 0: unused record */
@@ -241,7 +236,7 @@ static void retire(struct worker_rec *w, enum restart_reason why, int sig)
     w->why = why;
     w->retire_sent_ms = clock_ms();
     kill(w->pid, sig);
-    log_info("retiring worker %ld (%s)", (long)w->pid, master_restart_reason_names[why]);
+    log_info("retiring worker %ld (%s)", (long)w->pid, restart_reason_names[why]);
 }
 
 static void signal_all(struct master *m, int sig)

@@ -1,4 +1,4 @@
-/* probe: a child of the master that checks Redis and PostgreSQL for /readyz, off the master's loop. */
+/* probe: readiness: a child of the master checks Redis and PostgreSQL; /readyz reads what it found. */
 #define _GNU_SOURCE
 #include "master/probe.h"
 
@@ -17,6 +17,7 @@
 #include "backends/pg_pool.h"
 #include "backends/redis_client.h"
 #include "base/scoreboard.h"
+#include "master/status_utf8.h"
 #include "worker/worker.h"
 
 /* One probe per backend this often, each with this deadline (a hung DNS lookup
@@ -93,6 +94,32 @@ int probe_board_ready(const struct probe_board *b, enum probe_backend which, cha
         return 0;
     }
     return 1;
+}
+
+json_t *probe_readyz_json(const struct probe_board *b, int *all_up)
+{
+    char err[PROBE_BACKENDS][3 * sizeof b->r[0].error];
+    int up[PROBE_BACKENDS], all = 1, down = -1;
+    for (int i = 0; i < PROBE_BACKENDS; i++) {
+        char why[sizeof b->r[0].error];
+        up[i] = probe_board_ready(b, (enum probe_backend)i, why, sizeof why);
+        status_utf8_clean(why, sizeof why, err[i], sizeof err[i]); /* a server's message, in any encoding */
+        all &= up[i];
+    }
+    /* PostgreSQL first: nothing works without it, while Redis is only a cache. */
+    if (!up[PROBE_PG]) down = PROBE_PG;
+    else if (!up[PROBE_REDIS]) down = PROBE_REDIS;
+    json_t *body = json_pack("{s:s,s:s,s:s}", "status", all ? "ok" : "unavailable", "redis",
+                             up[PROBE_REDIS] ? "ok" : err[PROBE_REDIS], "postgresql",
+                             up[PROBE_PG] ? "ok" : err[PROBE_PG]);
+    if (!all && body &&
+        (json_object_set_new(body, "error", json_string("backend_unavailable")) != 0 ||
+         json_object_set_new(body, "backend", json_string(probe_backend_names[down])) != 0)) {
+        json_decref(body);
+        body = NULL;
+    }
+    *all_up = all;
+    return body;
 }
 
 static void record(struct probe_result *r, int ok, const char *error)

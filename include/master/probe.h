@@ -1,9 +1,11 @@
-/* probe: a child of the master that checks Redis and PostgreSQL for /readyz, off the master's loop. */
+/* probe: readiness: a child of the master checks Redis and PostgreSQL; /readyz reads what it found. */
 #ifndef PERFCGI_PROBE_H
 #define PERFCGI_PROBE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <jansson.h>
 
 #include "base/settings.h"
 
@@ -27,6 +29,9 @@ int probe_board_stuck(const struct probe_board *b);
 /* 1 when the backend's latest probe succeeded and is recent; else 0 and why
  * in err (the backend's error, or that no answer came for a while). */
 int probe_board_ready(const struct probe_board *b, enum probe_backend which, char *err, size_t errlen);
+/* The /readyz answer: every backend's state, and which is down; *all_up is 1
+ * when none is. NULL if it could not be built. */
+json_t *probe_readyz_json(const struct probe_board *b, int *all_up);
 
 /* Entry point of the forked prober (signals blocked on entry): probes every
  * backend once a second, each on its own thread, until killed; never returns. */

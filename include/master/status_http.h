@@ -1,40 +1,11 @@
-/* status: the master's HTTP operations endpoints: /healthz, /readyz, /status, /metrics. */
-#ifndef PERFCGI_STATUS_H
-#define PERFCGI_STATUS_H
+/* status_http: /healthz, /readyz, /status and /metrics served by libmicrohttpd in the master's loop. */
+#ifndef PERFCGI_STATUS_HTTP_H
+#define PERFCGI_STATUS_HTTP_H
 
 #include <poll.h>
-#include <stddef.h>
-#include <stdio.h>
 
 #include "base/listener.h"
-#include "master/master.h"
-#include "master/probe.h"
-#include "base/scoreboard.h"
-#include "base/settings.h"
-
-/* What the master shows: its settings, the live slots, what the dead left and
- * the prober's findings. */
-struct status_view {
-    const struct settings *cfg;
-    const struct scoreboard_slot *slots;
-    int nslots;
-    const struct master_stats *stats;
-    const struct listener *listeners;
-    int nlisteners;
-    const struct probe_board *probe;
-};
-typedef void (*status_snapshot_fn)(const void *ctx, struct status_view *out);
-
-/* Figures sampled over time rather than read at one instant. */
-struct status_peaks {
-    int max_listen_queue;
-    int max_active;
-    uint64_t max_children_reached; /* times every worker was seen busy */
-    int all_busy;
-};
-
-/* Updates peaks from the view. */
-void status_peaks_sample(struct status_peaks *peaks, const struct status_view *v);
+#include "master/status_figures.h"
 
 /*
  * The operations endpoints, served by libmicrohttpd (with a connection limit

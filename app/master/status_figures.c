@@ -1,0 +1,139 @@
+/* status_figures: the master's view added up, and the /status answer built from it. */
+#define _GNU_SOURCE
+#include "master/status_figures.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "master/status_utf8.h"
+
+const char *const restart_reason_names[RESTART_REASONS] = {
+    [RESTART_CRASH] = "crash",   [RESTART_TIMEOUT] = "timeout", [RESTART_MAX_REQUESTS] = "max_requests",
+    [RESTART_MAX_RSS] = "max_rss", [RESTART_RELOAD] = "reload", [RESTART_SCALE_DOWN] = "scale_down",
+};
+
+void status_add_up(const struct status_view *v, const struct status_peaks *p, struct status_totals *t)
+{
+    memset(t, 0, sizeof *t);
+    t->c = v->stats->totals;
+    t->accepted = v->stats->requests_before;
+    for (int i = 0; i < v->nslots; i++) {
+        const struct scoreboard_slot *s = &v->slots[i];
+        int state = atomic_load(&s->state);
+        if (state == SLOT_FREE || atomic_load(&s->pid) == 0) continue;
+        t->total++;
+        if (state == SLOT_BUSY) t->workers[STATUS_ACTIVE]++;
+        else if (state == SLOT_IDLE) t->workers[STATUS_IDLE]++;
+        t->accepted += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);
+        t->pool[STATUS_POOL_OPEN] += atomic_load(&s->pool_open);
+        t->pool[STATUS_POOL_BUSY] += atomic_load(&s->pool_busy);
+        scoreboard_add(&t->c, &s->counters);
+    }
+    for (int i = 0; i < v->nlisteners; i++) {
+        int queued, backlog;
+        if (listener_queue(&v->listeners[i], &queued, &backlog) == 0) {
+            t->listen_queue += queued;
+            t->listen_queue_len += backlog;
+        }
+    }
+    int active = t->workers[STATUS_ACTIVE];
+    t->max_listen_queue = p->max_listen_queue > t->listen_queue ? p->max_listen_queue : t->listen_queue;
+    t->max_active = p->max_active > active ? p->max_active : active;
+    t->max_children_reached = p->max_children_reached;
+    t->start_wall_s = v->stats->start_wall_s;
+    memcpy(t->restarts, v->stats->restarts, sizeof t->restarts);
+}
+
+void status_peaks_sample(struct status_peaks *p, const struct status_view *v)
+{
+    struct status_totals t;
+    status_add_up(v, p, &t);
+    p->max_listen_queue = t.max_listen_queue;
+    p->max_active = t.max_active;
+    int all_busy = t.total > 0 && t.workers[STATUS_ACTIVE] == t.total;
+    if (all_busy && !p->all_busy) p->max_children_reached++;
+    p->all_busy = all_busy;
+}
+
+static const char *const status_state_names[] = {"free", "starting", "idle", "busy"};
+
+/* A worker writes its slot: a state it never should have reads as "unknown". */
+static const char *status_state_name(int state)
+{
+    return state >= 0 && state < (int)(sizeof status_state_names / sizeof status_state_names[0])
+               ? status_state_names[state]
+               : "unknown";
+}
+
+/* json_object_set_new that remembers a failure (a NULL value, no memory). */
+static void status_put(json_t *o, const char *key, json_t *value, int *ok)
+{
+    if (json_object_set_new(o, key, value) != 0) *ok = 0;
+}
+
+/* A row per live worker. */
+static json_t *status_rows(const struct status_view *v, int *ok)
+{
+    json_t *rows = json_array();
+    int64_t now_us = clock_us();
+    for (int i = 0; rows && i < v->nslots; i++) {
+        const struct scoreboard_slot *s = &v->slots[i];
+        int state = atomic_load(&s->state);
+        pid_t pid = atomic_load(&s->pid);
+        if (state == SLOT_FREE || pid == 0) continue;
+        int64_t started = atomic_load(&s->request_started_us);
+        double duration =
+            state == SLOT_BUSY && started ? (double)(now_us - started) / 1e3 : atomic_load(&s->last_duration_ms);
+        if (!isfinite(duration)) duration = 0; /* JSON has no NaN: the row would be lost */
+        char uri[3 * sizeof s->last_uri];
+        status_utf8_clean(s->last_uri, sizeof s->last_uri, uri, sizeof uri);
+        json_t *row = json_pack("{s:i,s:s,s:i,s:I,s:f,s:I,s:s}", "pid", (int)pid, "state", status_state_name(state),
+                                "active_requests", atomic_load(&s->active), "requests",
+                                (json_int_t)atomic_load(&s->requests), "request_duration_ms",
+                                round(duration * 1e3) / 1e3, "rss_kb", (json_int_t)atomic_load(&s->rss_kb), "last_uri",
+                                uri);
+        if (json_array_append_new(rows, row) != 0) *ok = 0;
+    }
+    return rows;
+}
+
+json_t *status_json(const struct status_view *v, const struct status_peaks *p, int full)
+{
+    struct status_totals t;
+    status_add_up(v, p, &t);
+    double now = clock_wall_s();
+    int ok = 1;
+    json_t *restarts = json_object();
+    for (int r = 0; r < RESTART_REASONS; r++)
+        status_put(restarts, restart_reason_names[r], json_integer((json_int_t)t.restarts[r]), &ok);
+    json_t *o = json_object();
+    if (!o || !restarts) {
+        json_decref(o);
+        json_decref(restarts);
+        return NULL;
+    }
+    status_put(o, "pool", json_string("perfcgi"), &ok);
+    status_put(o, "worker_class", json_string(settings_class_name(v->cfg->worker_class)), &ok);
+    status_put(o, "start_time", json_integer((json_int_t)t.start_wall_s), &ok);
+    status_put(o, "start_since", json_integer((json_int_t)(now - t.start_wall_s)), &ok);
+    status_put(o, "accepted_conn", json_integer((json_int_t)t.accepted), &ok);
+    status_put(o, "listen_queue", json_integer(t.listen_queue), &ok);
+    status_put(o, "max_listen_queue", json_integer(t.max_listen_queue), &ok);
+    status_put(o, "listen_queue_len", json_integer(t.listen_queue_len), &ok);
+    status_put(o, "idle_processes", json_integer(t.workers[STATUS_IDLE]), &ok);
+    status_put(o, "active_processes", json_integer(t.workers[STATUS_ACTIVE]), &ok);
+    status_put(o, "total_processes", json_integer(t.total), &ok);
+    status_put(o, "max_active_processes", json_integer(t.max_active), &ok);
+    status_put(o, "max_children_reached", json_integer((json_int_t)t.max_children_reached), &ok);
+    status_put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
+    status_put(o, "worker_restarts", restarts, &ok);
+    if (full) status_put(o, "processes", status_rows(v, &ok), &ok);
+    if (!ok) {
+        log_error("status: cannot build the /status answer (out of memory?)");
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}

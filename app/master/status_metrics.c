@@ -1,0 +1,148 @@
+/* status_metrics: the /metrics answer, written from a table with one row per metric. */
+#include "master/status_figures.h"
+
+#include <inttypes.h>
+#include <stddef.h>
+
+#include "core/endpoint.h"
+#include "core/routes.h"
+
+/* How a row's samples are printed. */
+enum metric_kind {
+    METRIC_INT,      /* an int */
+    METRIC_COUNT,    /* a uint64_t */
+    METRIC_WALL_S,   /* a double of seconds, to the millisecond */
+    METRIC_US_AS_S,  /* a uint64_t of microseconds, as seconds */
+};
+
+struct metrics_out {
+    FILE *out;
+    const struct status_totals *t;
+    const char *endpoint[SCOREBOARD_ROUTES]; /* the label of each per-route counter */
+};
+
+struct metric_row {
+    const char *name, *type, *help;
+    /* Either a figure of struct status_totals, one sample or one per label value
+     * (an array of `count` figures)... */
+    size_t at;
+    enum metric_kind kind;
+    const char *label;
+    const char *const *values;
+    int count;
+    /* ...or a writer for what is more than that (the per-route figures). */
+    void (*write)(const struct metrics_out *m, const char *name);
+};
+
+/* The C type of a figure picks its kind. */
+#define METRIC_FIGURE(f) (((const struct status_totals *)0)->f)
+#define METRIC_KIND(f) _Generic(METRIC_FIGURE(f), int: METRIC_INT, uint64_t: METRIC_COUNT, double: METRIC_WALL_S)
+/* One sample. */
+#define METRIC_ONE(f) .at = offsetof(struct status_totals, f), .kind = METRIC_KIND(f)
+#define METRIC_US(f) .at = offsetof(struct status_totals, f), .kind = METRIC_US_AS_S
+/* A sample per element of the array f, labelled with the names. */
+#define METRIC_BY(lbl, names, f)                                                                                      \
+    .at = offsetof(struct status_totals, f), .kind = METRIC_KIND(f[0]), .label = lbl, .values = names,               \
+    .count = (int)(sizeof METRIC_FIGURE(f) / sizeof METRIC_FIGURE(f)[0])
+
+static const char *const metrics_worker_states[STATUS_WORKER_STATES] = {"idle", "active"};
+static const char *const metrics_pool_states[STATUS_POOL_STATES] = {"open", "busy"};
+static const char *const metrics_cache_results[CACHE_COUNT] = {"hit", "miss", "bypass"};
+static const char *const metrics_status_classes[CLASS_COUNT] = {"2xx", "4xx", "5xx"};
+
+static void metrics_requests(const struct metrics_out *m, const char *name);
+static void metrics_durations(const struct metrics_out *m, const char *name);
+
+static const struct metric_row metric_rows[] = {
+    {"start_time_seconds", "gauge", "When the master started, in seconds since the epoch.", METRIC_ONE(start_wall_s)},
+    {"accepted_connections_total", "counter", "Requests accepted by the workers.", METRIC_ONE(accepted)},
+    {"listen_queue", "gauge", "Connections waiting in the kernel's accept queues.", METRIC_ONE(listen_queue)},
+    {"listen_queue_max", "gauge", "Most connections seen waiting in the accept queues.", METRIC_ONE(max_listen_queue)},
+    {"listen_queue_length", "gauge", "Size of the accept queues.", METRIC_ONE(listen_queue_len)},
+    {"processes", "gauge", "Worker processes by state.", METRIC_BY("state", metrics_worker_states, workers)},
+    {"processes_max_active", "gauge", "Most workers seen busy at once.", METRIC_ONE(max_active)},
+    {"max_children_reached_total", "counter", "Times every worker was seen busy.", METRIC_ONE(max_children_reached)},
+    {"slow_requests_total", "counter", "Requests that took more than half of timeout.", METRIC_ONE(c.slow_requests)},
+    {"worker_restarts_total", "counter", "Workers replaced, by reason.",
+     METRIC_BY("reason", restart_reason_names, restarts)},
+    {"requests_total", "counter", "Requests answered, by endpoint and status class.", .write = metrics_requests},
+    {"request_duration_seconds", "histogram", "Time spent in the worker per request, by endpoint.",
+     .write = metrics_durations},
+    {"cache_requests_total", "counter", "Redis cache lookups of /cached-data, by result.",
+     METRIC_BY("result", metrics_cache_results, c.cache)},
+    {"pool_connections", "gauge", "PostgreSQL connections of every worker's pool, by state.",
+     METRIC_BY("state", metrics_pool_states, pool)},
+    {"pool_checkouts_total", "counter", "PostgreSQL connections checked out of the pools.",
+     METRIC_ONE(c.pool_checkouts)},
+    {"pool_timeouts_total", "counter", "Checkouts that gave up after pool_timeout.", METRIC_ONE(c.pool_timeouts)},
+    {"pool_wait_seconds_total", "counter", "Time requests waited for a PostgreSQL connection of their pool.",
+     METRIC_US(c.pool_wait_us)},
+    {"pool_connects_total", "counter", "PostgreSQL connections opened.", METRIC_ONE(c.pool_connects)},
+    {"pool_connect_failures_total", "counter", "PostgreSQL connections that failed to open.",
+     METRIC_ONE(c.pool_connect_failures)},
+};
+
+static void metrics_sample(FILE *out, enum metric_kind kind, const void *figure)
+{
+    switch (kind) {
+    case METRIC_INT: fprintf(out, " %d\n", *(const int *)figure); break;
+    case METRIC_COUNT: fprintf(out, " %" PRIu64 "\n", *(const uint64_t *)figure); break;
+    case METRIC_WALL_S: fprintf(out, " %.3f\n", *(const double *)figure); break;
+    case METRIC_US_AS_S: fprintf(out, " %.6f\n", (double)*(const uint64_t *)figure / 1e6); break;
+    }
+}
+
+/* The samples of a row that reads figures. */
+static void metrics_figures(const struct metrics_out *m, const struct metric_row *row)
+{
+    static const size_t size[] = {[METRIC_INT] = sizeof(int), [METRIC_COUNT] = sizeof(uint64_t),
+                                  [METRIC_WALL_S] = sizeof(double), [METRIC_US_AS_S] = sizeof(uint64_t)};
+    const char *figure = (const char *)m->t + row->at;
+    for (int i = 0; i < (row->label ? row->count : 1); i++, figure += size[row->kind]) {
+        fprintf(m->out, "perfcgi_%s", row->name);
+        if (row->label) fprintf(m->out, "{%s=\"%s\"}", row->label, row->values[i]);
+        metrics_sample(m->out, row->kind, figure);
+    }
+}
+
+static void metrics_requests(const struct metrics_out *m, const char *name)
+{
+    const struct scoreboard_counters *c = &m->t->c;
+    for (int r = 0; r < SCOREBOARD_ROUTES; r++)
+        for (int k = 0; k < CLASS_COUNT; k++)
+            fprintf(m->out, "perfcgi_%s{endpoint=\"%s\",status=\"%s\"} %" PRIu64 "\n", name, m->endpoint[r],
+                    metrics_status_classes[k], c->requests[r][k]);
+}
+
+static void metrics_durations(const struct metrics_out *m, const char *name)
+{
+    const struct scoreboard_counters *c = &m->t->c;
+    for (int r = 0; r < SCOREBOARD_ROUTES; r++) {
+        const char *e = m->endpoint[r];
+        uint64_t cumulative = 0;
+        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) {
+            cumulative += c->latency_bucket[r][b];
+            fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, e,
+                    scoreboard_bucket_le[b], cumulative);
+        }
+        fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, e,
+                c->latency_count[r]);
+        fprintf(m->out, "perfcgi_%s_sum{endpoint=\"%s\"} %.6f\n", name, e, (double)c->latency_sum_us[r] / 1e6);
+        fprintf(m->out, "perfcgi_%s_count{endpoint=\"%s\"} %" PRIu64 "\n", name, e, c->latency_count[r]);
+    }
+}
+
+void status_metrics_text(const struct status_view *v, const struct status_peaks *p, FILE *out)
+{
+    struct status_totals t;
+    status_add_up(v, p, &t);
+    struct metrics_out m = {.out = out, .t = &t};
+    for (int r = 0; r < ROUTE_COUNT; r++) m.endpoint[r] = route_table[r]->name;
+    m.endpoint[ROUTE_NONE] = "other"; /* answers no route gave */
+    for (size_t i = 0; i < sizeof metric_rows / sizeof metric_rows[0]; i++) {
+        const struct metric_row *row = &metric_rows[i];
+        fprintf(out, "# HELP perfcgi_%s %s\n# TYPE perfcgi_%s %s\n", row->name, row->help, row->name, row->type);
+        if (row->write) row->write(&m, row->name);
+        else metrics_figures(&m, row);
+    }
+}
