@@ -16,7 +16,9 @@
 #include "backends/pg_async.h"
 #include "backends/redis_async.h"
 #include "base/scoreboard.h"
+#include "fastcgi/fcgi_params.h"
 #include "worker/worker.h"
+#include "worker/worker_request.h"
 
 struct ev_conn;
 
@@ -116,7 +118,7 @@ static struct ev_req *req_new(struct ev_conn *c, const struct fcgi_event *e)
     if (!r) return NULL;
     struct request req;
     char path[1024];
-    worker_request_from_params(&req, e->envp, path, sizeof path);
+    fcgi_params_to_request(&req, e->envp, path, sizeof path);
     const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
                          e->too_large ? e->error : ""};
     enum { NSTR = sizeof src / sizeof src[0] };

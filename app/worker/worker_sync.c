@@ -1,5 +1,5 @@
-/* worker_sync: the sync and thread classes: libfcgi requests served blocking,
- * one per thread (sync: the process's only thread; thread: `threads` of them). */
+/* worker_sync: the libfcgi serving loop: requests served blocking, one at a time per thread
+ * (the sync class runs one in its only thread; the thread class, one per serving thread). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
@@ -19,19 +19,13 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/scoreboard.h"
-#include "worker/worker.h"
-
-/* One serving thread: its own FastCGI requests and Redis connection; the
- * process's PostgreSQL pool is shared. */
-struct server {
-    const struct worker_env *env;
-    struct pg_pool *pool;
-    pthread_t thread;
-    int started;
-};
+#include "fastcgi/fcgi_params.h"
+#include "worker/worker_blocking.h"
+#include "worker/worker_request.h"
+#include "worker/worker_sync.h"
 
 /* Writes the answer of a finished exchange; a HEAD answer has no body. */
-static void respond(FCGX_Request *fr, const struct exchange *ex)
+static void sync_respond(FCGX_Request *fr, const struct exchange *ex)
 {
     char head[512];
     size_t n = exchange_head(ex, head, sizeof head);
@@ -174,11 +168,11 @@ static void serve_one(struct waiter *w, struct blocking_backends *b, struct work
     struct request req;
     char path[1024];
     struct exchange ex;
-    worker_request_from_params(&req, fr->envp, path, sizeof path);
+    fcgi_params_to_request(&req, fr->envp, path, sizeof path);
     exchange_start(&ex, &req, w->env->cfg);
     worker_request_begin(wr, &ex);
     worker_run_blocking(&ex, b);
-    respond(fr, &ex);
+    sync_respond(fr, &ex);
     drain_stdin(fr);
     /* A connection waits, or this was the last request before max_requests:
      * close this one with the answer instead of keeping it, so the web server
@@ -208,9 +202,9 @@ static int read_request(struct waiter *w, struct worker_request *wr)
     return -1;
 }
 
-static void *serve(void *arg)
+void *worker_sync_serve(void *server)
 {
-    struct server *sv = arg;
+    struct sync_server *sv = server;
     const struct worker_env *env = sv->env;
     char err[256];
     struct blocking_backends b = {redis_client_new(env->cfg->redis_url, err, sizeof err), sv->pool, NULL};
@@ -276,8 +270,7 @@ static void *serve(void *arg)
     return NULL;
 }
 
-/* What both classes do before serving; NULL pool on failure. */
-static struct pg_pool *boot(const struct worker_env *env)
+struct pg_pool *worker_sync_boot(const struct worker_env *env)
 {
     const struct settings *cfg = env->cfg;
     if (FCGX_Init() != 0) {
@@ -291,69 +284,10 @@ static struct pg_pool *boot(const struct worker_env *env)
 
 int worker_sync_run(const struct worker_env *env)
 {
-    struct server sv = {.env = env, .pool = boot(env)};
+    struct sync_server sv = {.env = env, .pool = worker_sync_boot(env)};
     if (!sv.pool) return WORKER_EXIT_BOOT_FAILED;
     worker_ready(env);
-    serve(&sv);
+    worker_sync_serve(&sv);
     pg_pool_free(sv.pool);
     return 0;
-}
-
-static void on_wakeup(int sig)
-{
-    (void)sig; /* only interrupts a serving thread's wait */
-}
-
-/* The main thread takes the signals and does the housekeeping; the serving
- * threads block them, and get SIGUSR2 to leave their wait at the end. */
-int worker_thread_run(const struct worker_env *env)
-{
-    struct pg_pool *pool = boot(env);
-    if (!pool) return WORKER_EXIT_BOOT_FAILED;
-    int n = env->cfg->threads;
-    struct server *servers = calloc((size_t)n, sizeof *servers);
-    if (!servers) return WORKER_EXIT_BOOT_FAILED;
-
-    struct sigaction sa = {0};
-    sa.sa_handler = on_wakeup;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR2, &sa, NULL);
-    sigset_t handled, previous;
-    sigemptyset(&handled);
-    int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&handled, sigs[i]);
-    pthread_sigmask(SIG_BLOCK, &handled, &previous);
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        servers[i] = (struct server){.env = env, .pool = pool};
-        if (pthread_create(&servers[i].thread, NULL, serve, &servers[i]) != 0) {
-            log_error("cannot start thread %d of %d", i + 1, n);
-            worker_stopping = 1;
-            rc = WORKER_EXIT_BOOT_FAILED;
-            break;
-        }
-        servers[i].started = 1;
-    }
-    if (rc == 0) worker_ready(env);
-    /* Signals are blocked here except inside the wait, so none is lost
-     * between the check and the wait. The wait also ends every
-     * PG_OVERFLOW_SWEEP_MS, to close the pool's lingering overflow
-     * connections even when no request comes. */
-    const struct timespec sweep = {PG_OVERFLOW_SWEEP_MS / 1000, PG_OVERFLOW_SWEEP_MS % 1000 * 1000000L};
-    while (!worker_stopping) {
-        ppoll(NULL, 0, &sweep, &previous);
-        worker_housekeeping();
-        if (pg_pool_trim(pool) > 0) {
-            struct pg_pool_stats ps;
-            pg_pool_stats(pool, &ps);
-            worker_publish_pool(&ps);
-        }
-    }
-    for (int i = 0; i < n; i++)
-        if (servers[i].started) pthread_kill(servers[i].thread, SIGUSR2);
-    for (int i = 0; i < n; i++)
-        if (servers[i].started) pthread_join(servers[i].thread, NULL);
-    free(servers);
-    pg_pool_free(pool);
-    return rc;
 }

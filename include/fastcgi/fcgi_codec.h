@@ -99,7 +99,7 @@ struct fcgi_event {
     const uint8_t *data;
     size_t len;
     /* PARAMS_DONE: valid until fcgi_parser_reset_request. envp is a
-     * NULL-terminated "NAME=value" array, as worker_request_from_params takes. */
+     * NULL-terminated "NAME=value" array, as fcgi_params_to_request takes. */
     const struct fcgi_pair *pairs;
     size_t npairs;
     char **envp;

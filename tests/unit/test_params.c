@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "backends/redis_client.h"
-#include "worker/worker.h"
+#include "fastcgi/fcgi_params.h"
 
 static void nginx_params_use_document_uri(void **state)
 {
@@ -17,7 +17,7 @@ static void nginx_params_use_document_uri(void **state)
                     "QUERY_STRING=n=5", "CONTENT_LENGTH=", NULL};
     struct request req;
     char path[64];
-    worker_request_from_params(&req, envp, path, sizeof path);
+    fcgi_params_to_request(&req, envp, path, sizeof path);
     assert_string_equal(req.method, "HEAD");
     assert_string_equal(req.path, "/cpu-intensive");
     assert_string_equal(req.query, "n=5");
@@ -30,13 +30,13 @@ static void other_clients_fall_back_to_request_uri(void **state)
     char *envp[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/mixed?n=5&ms=1", "CONTENT_LENGTH=12", NULL};
     struct request req;
     char path[64];
-    worker_request_from_params(&req, envp, path, sizeof path);
+    fcgi_params_to_request(&req, envp, path, sizeof path);
     assert_string_equal(req.path, "/mixed");
     assert_string_equal(req.query, "");
     assert_int_equal(req.content_length, 12);
 
     char *bad[] = {"CONTENT_LENGTH=12x", NULL};
-    worker_request_from_params(&req, bad, path, sizeof path);
+    fcgi_params_to_request(&req, bad, path, sizeof path);
     assert_int_equal(req.content_length, -1);
     assert_string_equal(req.method, "GET");
     assert_string_equal(req.path, "/");
@@ -50,19 +50,19 @@ static void empty_variables_count_as_missing(void **state)
                      "REQUEST_URI=/cpu-intensive?n=7", "QUERY_STRING=n=7", "CONTENT_LENGTH=", NULL};
     struct request req;
     char path[64];
-    worker_request_from_params(&req, caddy, path, sizeof path);
+    fcgi_params_to_request(&req, caddy, path, sizeof path);
     assert_string_equal(req.path, "/cpu-intensive");
     assert_string_equal(req.query, "n=7");
     assert_int_equal(req.content_length, 0);
 
     char *root[] = {"REQUEST_METHOD=", "DOCUMENT_URI=", "SCRIPT_NAME=", "REQUEST_URI=/?x=1", NULL};
-    worker_request_from_params(&req, root, path, sizeof path);
+    fcgi_params_to_request(&req, root, path, sizeof path);
     assert_string_equal(req.path, "/");
     assert_string_equal(req.method, "GET");
 
     /* A REQUEST_URI that is only a query names no path: the CGI pair does. */
     char *query_only[] = {"REQUEST_URI=?x=1", "SCRIPT_NAME=/mixed", NULL};
-    worker_request_from_params(&req, query_only, path, sizeof path);
+    fcgi_params_to_request(&req, query_only, path, sizeof path);
     assert_string_equal(req.path, "/mixed");
 }
 
@@ -84,7 +84,7 @@ static void cgi_pair_names_the_path(void **state)
         char *envp[] = {(char *)cases[i].script_name, (char *)cases[i].path_info, NULL};
         struct request req;
         char path[16];
-        worker_request_from_params(&req, envp, path, sizeof path);
+        fcgi_params_to_request(&req, envp, path, sizeof path);
         assert_string_equal(req.path, cases[i].path);
     }
 }

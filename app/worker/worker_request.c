@@ -1,0 +1,146 @@
+/* worker_request: the bookkeeping around each request of any class: scoreboard, access log, max_requests. */
+#define _GNU_SOURCE
+#include "worker/worker_request.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/scoreboard.h"
+#include "core/routes.h"
+
+/* max_requests plus this worker's share of the jitter (0 = never), drawn once
+ * at start-up, before any thread serves; and the requests taken so far. */
+static long request_limit;
+static atomic_long requests_taken;
+
+void worker_request_limit_draw(const struct settings *cfg)
+{
+    unsigned seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    long jitter = cfg->max_requests_jitter ? (long)(rand_r(&seed) % (cfg->max_requests_jitter + 1)) : 0;
+    request_limit = cfg->max_requests ? cfg->max_requests + jitter : 0;
+}
+
+/* The requests in flight, oldest first (requests begin in time order). */
+static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct list_node inflight = {&inflight, &inflight};
+static int inflight_count;
+
+static void publish_inflight(void)
+{
+    struct list_node *first = list_first(&inflight);
+    const struct worker_request *oldest = first ? list_entry(first, struct worker_request, link) : NULL;
+    scoreboard_set_busy(scoreboard_self, inflight_count, oldest ? oldest->started_us : 0, oldest ? oldest->uri : "");
+}
+
+static void inflight_link(struct worker_request *wr)
+{
+    list_push_back(&inflight, &wr->link);
+    inflight_count++;
+}
+
+static void inflight_unlink(struct worker_request *wr)
+{
+    list_remove(&wr->link);
+    inflight_count--;
+}
+
+void worker_request_reading(struct worker_request *wr)
+{
+    wr->started_us = clock_us();
+    wr->reading = 1;
+    snprintf(wr->uri, sizeof wr->uri, "(reading a request)");
+    pthread_mutex_lock(&inflight_lock);
+    inflight_link(wr);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_drop(struct worker_request *wr)
+{
+    pthread_mutex_lock(&inflight_lock);
+    inflight_unlink(wr);
+    wr->reading = 0;
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
+{
+    wr->begun_us = clock_us();
+    const struct request *q = &ex->req;
+    pthread_mutex_lock(&inflight_lock);
+    if ((size_t)snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query) >=
+        sizeof wr->uri)
+        scoreboard_cut_utf8(wr->uri);
+    if (wr->reading) { /* already in flight, in its place by age */
+        wr->reading = 0;
+    } else {
+        wr->started_us = wr->begun_us;
+        inflight_link(wr);
+    }
+    scoreboard_set_uri(scoreboard_self, wr->uri);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+}
+
+int worker_take_request(void)
+{
+    if (!request_limit) return 1;
+    if (atomic_fetch_add(&requests_taken, 1) < request_limit) return 1;
+    atomic_fetch_sub(&requests_taken, 1);
+    return 0;
+}
+
+void worker_give_back_request(void)
+{
+    if (request_limit) atomic_fetch_sub(&requests_taken, 1);
+}
+
+int worker_at_limit(void)
+{
+    return request_limit && atomic_load(&requests_taken) >= request_limit;
+}
+
+void worker_publish_pool(const struct pg_pool_stats *pool)
+{
+    struct scoreboard_slot *s = scoreboard_self;
+    if (!s) return;
+    atomic_store(&s->pool_open, pool->open);
+    atomic_store(&s->pool_busy, pool->busy);
+    s->counters.pool_checkouts = pool->checkouts;
+    s->counters.pool_timeouts = pool->timeouts;
+    s->counters.pool_connects = pool->connects;
+    s->counters.pool_connect_failures = pool->connect_failures;
+}
+
+void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
+                        const struct pg_pool_stats *pool)
+{
+    struct scoreboard_slot *s = scoreboard_self;
+    const struct settings *cfg = env->cfg;
+    int route = route_index(ex->route);
+    int64_t took_us = clock_us() - wr->begun_us;
+    pthread_mutex_lock(&inflight_lock);
+    inflight_unlink(wr);
+    scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
+    publish_inflight();
+    pthread_mutex_unlock(&inflight_lock);
+    log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
+               ex->head_only ? 0 : ex->resp.body_len, (double)took_us / 1e3);
+    if (!s) return;
+    if (ex->pool_wait_ms > 0)
+        __atomic_fetch_add(&s->counters.pool_wait_us, (uint64_t)(ex->pool_wait_ms * 1e3), __ATOMIC_RELAXED);
+    if (pool) worker_publish_pool(pool);
+    long limit = request_limit;
+    if (limit && (long)atomic_load(&s->requests) >= limit && !atomic_exchange(&s->wants_retire, 1)) {
+        log_debug("served %ld requests; asking to be replaced", limit);
+        worker_wake_master(env);
+    }
+}
+
