@@ -20,6 +20,7 @@
 #include "base/proc.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
+#include "base/signals.h"
 #include "master/status_http.h"
 #include "worker/worker.h"
 
@@ -78,37 +79,11 @@ static int signal_pipe[2] = {-1, -1};
 /* Workers write a byte here when their slot changed in a way the master must see now. */
 static int wake_pipe[2] = {-1, -1};
 
-static void on_signal(int sig)
-{
-    int saved = errno;
-    unsigned char b = (unsigned char)sig;
-    ssize_t w = write(signal_pipe[1], &b, 1);
-    (void)w;
-    errno = saved;
-}
-
 static int install_signals(void)
 {
     if (pipe2(signal_pipe, O_NONBLOCK | O_CLOEXEC) != 0 || pipe2(wake_pipe, O_NONBLOCK | O_CLOEXEC) != 0) return -1;
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
-    struct sigaction sa = {0};
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESTART;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
+    signals_master(signal_pipe[1]);
     return 0;
-}
-
-/* In a fresh child: the master's handlers would write into the master's pipe. */
-static void child_default_signals(void)
-{
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGCHLD, SIGHUP, SIGTTIN, SIGTTOU, SIGUSR1, SIGUSR2};
-    struct sigaction sa = {0};
-    sa.sa_handler = SIG_DFL;
-    sigemptyset(&sa.sa_mask);
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaction(sigs[i], &sa, NULL);
 }
 
 /* In a fresh child: closes every socket and epoll instance it inherited (the
@@ -138,17 +113,14 @@ static void close_inherited(const struct listener *keep, int nkeep)
  * nor any socket but `keep`. Returns as fork(). */
 static pid_t fork_child(const struct listener *keep, int nkeep, int wake)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
+    sigset_t old;
+    signals_block_all(&old);
     pid_t pid = fork();
     if (pid != 0) {
-        int saved = errno;
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
-        errno = saved;
+        signals_restore(&old);
         return pid;
     }
-    child_default_signals();
+    signals_child_default();
     close(signal_pipe[0]);
     close(signal_pipe[1]);
     close(wake_pipe[0]);

@@ -17,6 +17,7 @@
 #include "backends/pg_pool.h"
 #include "backends/redis_client.h"
 #include "base/scoreboard.h"
+#include "base/signals.h"
 #include "master/status_utf8.h"
 #include "worker/worker.h"
 
@@ -167,15 +168,7 @@ void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_
 {
     log_set_role("probe");
     prctl(PR_SET_NAME, "perfcgi-probe"); /* tells it from the workers in ps and /proc */
-    struct sigaction sa = {0};
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    static const int quiet[] = {SIGHUP, SIGUSR1, SIGUSR2, SIGTTIN, SIGTTOU};
-    for (size_t i = 0; i < sizeof quiet / sizeof quiet[0]; i++) sigaction(quiet[i], &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    signals_probe();
     if (worker_drop_privileges(cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     /* Dies with the master, even while stuck in a backend call (set after the
      * privilege drop, which clears it). */

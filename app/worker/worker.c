@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <grp.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -12,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/scoreboard.h"
+#include "base/signals.h"
 #include "worker/worker_request.h"
 
 volatile sig_atomic_t worker_stopping;
@@ -26,59 +26,6 @@ static const struct worker_driver drivers[] = {
 const struct worker_driver *worker_driver_for(enum worker_class c)
 {
     return &drivers[c];
-}
-
-static void on_term(int sig)
-{
-    (void)sig;
-    worker_stopping = 1;
-}
-
-static void on_usr1(int sig)
-{
-    (void)sig;
-    worker_reopen_logs = 1;
-}
-
-static void on_quit(int sig)
-{
-    (void)sig;
-    _exit(0);
-}
-
-/* The master aborts a worker stuck on one request; it has logged why. */
-static void on_abort(int sig)
-{
-    (void)sig;
-    _exit(1);
-}
-
-/* No SA_RESTART: a blocking accept must return so the worker sees the flag. */
-static void worker_signals(void)
-{
-    struct sigaction sa = {0};
-    sigemptyset(&sa.sa_mask);
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
-    sa.sa_handler = on_quit;
-    sigaction(SIGQUIT, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sa.sa_handler = on_abort;
-    sigaction(SIGABRT, &sa, NULL);
-    sa.sa_handler = SIG_IGN;
-    sigaction(SIGPIPE, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
-    sigaction(SIGTTIN, &sa, NULL);
-    sigaction(SIGTTOU, &sa, NULL);
-    /* A handler, not SIG_IGN: libfcgi replaces an ignored SIGUSR1 with its
-     * own, which stops accepting. */
-    sa.sa_handler = on_usr1;
-    sigaction(SIGUSR1, &sa, NULL);
-    sa.sa_handler = SIG_DFL;
-    sigaction(SIGCHLD, &sa, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
 int worker_drop_privileges(const struct settings *cfg)
@@ -103,7 +50,7 @@ int worker_drop_privileges(const struct settings *cfg)
 void worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
-    worker_signals();
+    signals_worker(&worker_stopping, &worker_reopen_logs);
     if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     /* Do not outlive the master. After the privilege drop: a change of
      * credentials clears the parent-death signal. */

@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/scoreboard.h"
+#include "base/signals.h"
 #include "fastcgi/fcgi_params.h"
 #include "worker/worker_blocking.h"
 #include "worker/worker_request.h"
@@ -221,18 +222,14 @@ void *worker_sync_serve(void *server)
     }
     /* The stop and wake-up signals are taken only inside the wait, so one that
      * comes just before it is not lost, and none interrupts a request. */
-    sigset_t wake;
-    sigemptyset(&wake);
-    int sigs[] = {SIGTERM, SIGUSR1, SIGUSR2};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&wake, sigs[i]);
-    pthread_sigmask(SIG_BLOCK, &wake, &w.wait_mask);
+    signals_serving_thread(&w.wait_mask);
     while (!worker_stopping) {
         if (env->cfg->worker_class == WORKER_SYNC) worker_housekeeping();
         if (!worker_take_request()) {
             /* max_requests reached: the master retires this worker (a thread
              * just ends; the process waits for its signal). */
             if (env->cfg->worker_class == WORKER_SYNC) {
-                pthread_sigmask(SIG_SETMASK, &w.wait_mask, NULL); /* TERM must reach it now */
+                signals_set_mask(&w.wait_mask); /* TERM must reach it now */
                 worker_idle_until_stopped();
             }
             break;

@@ -8,13 +8,9 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/signals.h"
 #include "worker/worker_request.h"
 #include "worker/worker_sync.h"
-
-static void on_wakeup(int sig)
-{
-    (void)sig; /* only interrupts a serving thread's wait */
-}
 
 /* The main thread takes the signals and does the housekeeping; the serving
  * threads block them, and get SIGUSR2 to leave their wait at the end. */
@@ -26,15 +22,8 @@ int worker_thread_run(const struct worker_env *env)
     struct sync_server *servers = calloc((size_t)n, sizeof *servers);
     if (!servers) return WORKER_EXIT_BOOT_FAILED;
 
-    struct sigaction sa = {0};
-    sa.sa_handler = on_wakeup;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR2, &sa, NULL);
-    sigset_t handled, previous;
-    sigemptyset(&handled);
-    int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP, SIGTTIN, SIGTTOU};
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) sigaddset(&handled, sigs[i]);
-    pthread_sigmask(SIG_BLOCK, &handled, &previous);
+    sigset_t previous;
+    signals_thread_main(&previous);
     int rc = 0;
     for (int i = 0; i < n; i++) {
         servers[i] = (struct sync_server){.env = env, .pool = pool};

@@ -1,0 +1,42 @@
+/* signals: which signals each process and thread of perfcgi takes, and how: every handler,
+ * signal list and signal mask is set here (as PHP-FPM's fpm_signals.c). The roles keep the
+ * flags; the handlers here only set them, or write the signal to the master's pipe. */
+#ifndef PERFCGI_SIGNALS_H
+#define PERFCGI_SIGNALS_H
+
+#include <signal.h>
+
+/* The master: each signal it acts on only writes its number to notify_fd,
+ * for the master's loop to act on; interrupted calls restart. SIGPIPE is
+ * ignored. */
+void signals_master(int notify_fd);
+/* In a fresh child of the master: the master's handlers, which would write
+ * into the master's pipe, back to their defaults. */
+void signals_child_default(void);
+/* Around fork: every signal blocked, so that the child runs no handler until
+ * it has set its own; the parent then restores old (errno kept). */
+void signals_block_all(sigset_t *old);
+void signals_restore(const sigset_t *old);
+
+/* A worker process: TERM sets *stop, USR1 sets *reopen, QUIT and INT exit
+ * at once, ABRT (the master's "stuck on one request") exits 1, the terminal
+ * and job signals are ignored; then every signal is unblocked. */
+void signals_worker(volatile sig_atomic_t *stop, volatile sig_atomic_t *reopen);
+/* A thread that serves FastCGI requests blocking (sync and thread classes):
+ * blocks the stop and wake-up signals but inside its wait, so one that comes
+ * just before the wait is not lost and none interrupts a request. wait_mask
+ * gets the mask for the wait (epoll_pwait). */
+void signals_serving_thread(sigset_t *wait_mask);
+/* The thread class's main thread, before it starts the serving threads
+ * (which inherit its mask): SIGUSR2 only ends a serving thread's wait; the
+ * process's signals are blocked but inside the main thread's own wait, whose
+ * mask wait_mask gets (ppoll). */
+void signals_thread_main(sigset_t *wait_mask);
+/* Sets the calling thread's mask (a sync worker at max_requests: TERM must
+ * reach it while it idles). */
+void signals_set_mask(const sigset_t *mask);
+
+/* The backend prober: dies on TERM, INT and QUIT, ignores the rest. */
+void signals_probe(void);
+
+#endif
