@@ -58,7 +58,7 @@ int fcgi_buf_reserve(struct fcgi_buf *b, size_t extra)
 }
 
 /* Appends without checking: the caller reserved the room. */
-static void put(struct fcgi_buf *b, const void *src, size_t n)
+static void buf_put(struct fcgi_buf *b, const void *src, size_t n)
 {
     if (n) memcpy(b->data + b->len, src, n);
     b->len += n;
@@ -106,10 +106,10 @@ static void put_pair_len(struct fcgi_buf *b, size_t len)
 {
     if (len < 0x80) {
         uint8_t c = (uint8_t)len;
-        put(b, &c, 1);
+        buf_put(b, &c, 1);
     } else {
         uint8_t q[4] = {(uint8_t)(0x80 | (len >> 24)), (uint8_t)(len >> 16), (uint8_t)(len >> 8), (uint8_t)len};
-        put(b, q, 4);
+        buf_put(b, q, 4);
     }
 }
 
@@ -120,8 +120,8 @@ int fcgi_encode_param(struct fcgi_buf *b, const char *name, size_t name_len, con
     if (value_len > SIZE_MAX - total || fcgi_buf_reserve(b, total + value_len) != 0) return -1;
     put_pair_len(b, name_len);
     put_pair_len(b, value_len);
-    put(b, name, name_len);
-    put(b, value, value_len);
+    buf_put(b, name, name_len);
+    buf_put(b, value, value_len);
     return 0;
 }
 
@@ -168,11 +168,11 @@ void fcgi_parser_reset_request(struct fcgi_parser *p)
     if (p->action == ACT_PARAMS || p->action == ACT_STDIN || p->action == ACT_ABORT) p->action = ACT_SKIP;
 }
 
-static enum fcgi_event_type fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
+static enum fcgi_event_type parser_fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 /* Makes the parser fail for good: the connection cannot be resynchronised. */
-static enum fcgi_event_type fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
+static enum fcgi_event_type parser_fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -230,7 +230,7 @@ static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event
         size_t from = pos;
         if (next_pair(s, n, &pos, &at, &nl, &vl) != 0) {
             if (p->params_over) break;
-            return fail(p, ev, "request %u: malformed name-value pair in FCGI_PARAMS", p->request_id);
+            return parser_fail(p, ev, "request %u: malformed name-value pair in FCGI_PARAMS", p->request_id);
         }
         if (count == p->limits.max_params) {
             params_over(p, "more than %zu FastCGI params (headers and CGI variables)", p->limits.max_params);
@@ -241,10 +241,10 @@ static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event
     }
     if (count + 1 > p->pairs_cap) {
         struct fcgi_pair *pairs = realloc(p->pairs, (count + 1) * sizeof *pairs);
-        if (!pairs) return fail(p, ev, "out of memory for %zu params", count);
+        if (!pairs) return parser_fail(p, ev, "out of memory for %zu params", count);
         p->pairs = pairs;
         char **envp = realloc(p->envp, (count + 1) * sizeof *envp);
-        if (!envp) return fail(p, ev, "out of memory for %zu params", count);
+        if (!envp) return parser_fail(p, ev, "out of memory for %zu params", count);
         p->envp = envp;
         p->pairs_cap = count + 1;
     }
@@ -276,7 +276,7 @@ static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event
 static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *ev)
 {
     const uint8_t *h = p->header;
-    if (h[0] != VERSION_1) return fail(p, ev, "unsupported FastCGI version %u", h[0]);
+    if (h[0] != VERSION_1) return parser_fail(p, ev, "unsupported FastCGI version %u", h[0]);
     p->rec_type = h[1];
     p->rec_id = (uint16_t)(h[2] << 8 | h[3]);
     p->rec_len = (size_t)h[4] << 8 | h[5];
@@ -293,15 +293,15 @@ static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *
             return FCGI_EV_NEED_MORE;
         }
         p->mgmt.len = 0;
-        if (fcgi_buf_reserve(&p->mgmt, p->rec_len) != 0) return fail(p, ev, "out of memory for FCGI_GET_VALUES");
+        if (fcgi_buf_reserve(&p->mgmt, p->rec_len) != 0) return parser_fail(p, ev, "out of memory for FCGI_GET_VALUES");
         p->action = ACT_GET_VALUES;
         return FCGI_EV_NEED_MORE;
     }
     switch (p->rec_type) {
     case FCGI_REC_BEGIN_REQUEST:
         if (p->rec_len != sizeof p->begin)
-            return fail(p, ev, "FCGI_BEGIN_REQUEST of %zu bytes instead of 8", p->rec_len);
-        if (active) return fail(p, ev, "FCGI_BEGIN_REQUEST for request %u, which is already active", id);
+            return parser_fail(p, ev, "FCGI_BEGIN_REQUEST of %zu bytes instead of 8", p->rec_len);
+        if (active) return parser_fail(p, ev, "FCGI_BEGIN_REQUEST for request %u, which is already active", id);
         p->begin_len = 0;
         p->action = ACT_BEGIN;
         break;
@@ -316,12 +316,12 @@ static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *
             break;
         }
         if (p->request_state != REQ_PARAMS)
-            return fail(p, ev, "request %u: FCGI_PARAMS after the end of its params", id);
+            return parser_fail(p, ev, "request %u: FCGI_PARAMS after the end of its params", id);
         p->action = ACT_PARAMS;
         if (p->rec_len > p->limits.max_params_bytes - p->params.len)
             params_over(p, "the FastCGI params (headers and CGI variables) are over %zu bytes", p->limits.max_params_bytes);
         if (p->params_over) break; /* its content is dropped */
-        if (fcgi_buf_reserve(&p->params, p->rec_len) != 0) return fail(p, ev, "out of memory for params");
+        if (fcgi_buf_reserve(&p->params, p->rec_len) != 0) return parser_fail(p, ev, "out of memory for params");
         break;
     case FCGI_REC_STDIN:
         if (!active) {
@@ -329,15 +329,15 @@ static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *
             break;
         }
         if (p->request_state == REQ_PARAMS)
-            return fail(p, ev, "request %u: FCGI_STDIN before the end of its params", id);
+            return parser_fail(p, ev, "request %u: FCGI_STDIN before the end of its params", id);
         if (p->request_state == REQ_DONE)
-            return fail(p, ev, "request %u: FCGI_STDIN after the end of its body", id);
+            return parser_fail(p, ev, "request %u: FCGI_STDIN after the end of its body", id);
         if (p->rec_len > p->limits.max_stdin_bytes - p->stdin_bytes)
-            return fail(p, ev, "request %u: body over %zu bytes", id, p->limits.max_stdin_bytes);
+            return parser_fail(p, ev, "request %u: body over %zu bytes", id, p->limits.max_stdin_bytes);
         p->action = ACT_STDIN;
         break;
     case FCGI_REC_DATA:
-        if (active) return fail(p, ev, "request %u: FCGI_DATA is not part of the responder role", id);
+        if (active) return parser_fail(p, ev, "request %u: FCGI_DATA is not part of the responder role", id);
         p->action = ACT_SKIP;
         break;
     case FCGI_REC_END_REQUEST:
@@ -346,7 +346,7 @@ static enum fcgi_event_type on_header(struct fcgi_parser *p, struct fcgi_event *
     case FCGI_REC_GET_VALUES:
     case FCGI_REC_GET_VALUES_RESULT:
     case FCGI_REC_UNKNOWN_TYPE:
-        return fail(p, ev, "FCGI_%s record (request %u) sent to the application", type_name(p->rec_type), id);
+        return parser_fail(p, ev, "FCGI_%s record (request %u) sent to the application", type_name(p->rec_type), id);
     default:
         p->action = ACT_UNKNOWN;
         break;
@@ -391,7 +391,7 @@ static enum fcgi_event_type on_content_end(struct fcgi_parser *p, struct fcgi_ev
         size_t pos = 0, at, nl, vl;
         while (pos < p->mgmt.len)
             if (next_pair(p->mgmt.data, p->mgmt.len, &pos, &at, &nl, &vl) != 0)
-                return fail(p, ev, "malformed name-value pair in FCGI_GET_VALUES");
+                return parser_fail(p, ev, "malformed name-value pair in FCGI_GET_VALUES");
         ev->data = p->mgmt.data;
         ev->len = p->mgmt.len;
         return emit(ev, FCGI_EV_GET_VALUES, 0);
@@ -422,10 +422,10 @@ static enum fcgi_event_type on_content(struct fcgi_parser *p, const uint8_t *dat
         p->begin_len += n;
         break;
     case ACT_PARAMS:
-        if (!p->params_over) put(&p->params, data, n); /* on_header reserved rec_len */
+        if (!p->params_over) buf_put(&p->params, data, n); /* on_header reserved rec_len */
         break;
     case ACT_GET_VALUES:
-        put(&p->mgmt, data, n);
+        buf_put(&p->mgmt, data, n);
         break;
     default:
         break;
@@ -503,9 +503,9 @@ static void put_record(struct fcgi_buf *b, int type, uint16_t request_id, const 
     size_t pad = padding_for(len);
     uint8_t h[HEADER_LEN] = {VERSION_1,      (uint8_t)type, (uint8_t)(request_id >> 8), (uint8_t)request_id,
                              (uint8_t)(len >> 8), (uint8_t)len, (uint8_t)pad,              0};
-    put(b, h, sizeof h);
-    put(b, content, len);
-    put(b, zeros, pad);
+    buf_put(b, h, sizeof h);
+    buf_put(b, content, len);
+    buf_put(b, zeros, pad);
 }
 
 int fcgi_write_record(struct fcgi_buf *b, int type, uint16_t request_id, const void *content, size_t len)
@@ -593,8 +593,8 @@ int fcgi_write_get_values_result(struct fcgi_buf *b, const uint8_t *query, size_
         size_t name_len = strlen(known[i].name);
         put_pair_len(&content, name_len);
         put_pair_len(&content, (size_t)n);
-        put(&content, known[i].name, name_len);
-        put(&content, num, (size_t)n);
+        buf_put(&content, known[i].name, name_len);
+        buf_put(&content, num, (size_t)n);
     }
     return fcgi_write_record(b, FCGI_REC_GET_VALUES_RESULT, 0, content.data, content.len);
 }

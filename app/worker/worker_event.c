@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "fastcgi/fcgi_codec.h"
+#include "base/list.h"
 #include "base/log.h"
 #include "backends/http_async.h"
 #include "backends/pg_async.h"
@@ -35,7 +36,7 @@ struct ev_conn;
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
 struct ev_req {
-    struct worker *w;
+    struct event_worker *w;
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
     struct exchange ex;
@@ -49,8 +50,8 @@ struct ev_req {
 };
 
 struct ev_conn {
-    struct worker *w;
-    struct ev_conn *prev, *next;
+    struct event_worker *w;
+    struct list_node link; /* in w->conns */
     int fd;
     uv_poll_t poll;
     uv_timer_t timer; /* keepalive_timeout between requests, request_read_timeout while one arrives */
@@ -64,7 +65,7 @@ struct ev_conn {
     int close_after_flush, closing;
 };
 
-struct worker {
+struct event_worker {
     uv_loop_t loop;
     const struct worker_env *env;
     const struct settings *cfg;
@@ -75,35 +76,35 @@ struct worker {
     int accepting;
     uv_signal_t sig_term, sig_usr1;
     uv_timer_t yield; /* listeners paused while siblings take new connections */
-    struct ev_conn *conns;
+    struct list_node conns; /* newest first */
     int nconns, nreqs;
     int stopping;
     int draining; /* max_requests taken: no new connection, kept ones close */
 };
 
-static void conn_close(struct ev_conn *c);
-static void conn_flush(struct ev_conn *c);
-static void on_accept(uv_poll_t *h, int status, int events);
-static void publish_connections(struct worker *w);
-static void listeners_start(struct worker *w);
-static void maybe_exit(struct worker *w);
-static void drain(struct worker *w);
+static void ev_conn_close(struct ev_conn *c);
+static void ev_conn_flush(struct ev_conn *c);
+static void event_worker_on_accept(uv_poll_t *h, int status, int events);
+static void event_worker_publish_connections(struct event_worker *w);
+static void event_worker_listen(struct event_worker *w);
+static void event_worker_maybe_exit(struct event_worker *w);
+static void event_worker_drain(struct event_worker *w);
 
 /* ---- requests ---- */
 
-static void req_free_cb(uv_handle_t *h)
+static void ev_req_free_cb(uv_handle_t *h)
 {
     free(h->data);
 }
 
-static void req_free(struct ev_req *r)
+static void ev_req_free(struct ev_req *r)
 {
     r->w->nreqs--;
     exchange_clear(&r->ex);
     free(r->strings);
     if (r->sleep_ready) {
         r->sleep.data = r;
-        uv_close((uv_handle_t *)&r->sleep, req_free_cb);
+        uv_close((uv_handle_t *)&r->sleep, ev_req_free_cb);
     } else {
         free(r);
     }
@@ -112,7 +113,7 @@ static void req_free(struct ev_req *r)
 /* Copies the strings the exchange needs, since the parser drops its params
  * when the request ends (or the connection goes). Params over the codec's
  * limits are answered 413 (with the params kept before the limit, for the log). */
-static struct ev_req *req_new(struct ev_conn *c, const struct fcgi_event *e)
+static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
     struct ev_req *r = calloc(1, sizeof *r);
     if (!r) return NULL;
@@ -150,10 +151,10 @@ static struct ev_req *req_new(struct ev_conn *c, const struct fcgi_event *e)
 }
 
 /* The answer is ready: write it (if anyone still listens), count it, let go. */
-static void req_finish(struct ev_req *r)
+static void ev_req_finish(struct ev_req *r)
 {
     struct ev_conn *c = r->conn;
-    struct worker *w = r->w;
+    struct event_worker *w = r->w;
     struct pg_pool_stats ps;
     pg_async_stats(w->pool, &ps);
     worker_request_end(w->env, &r->wr, &r->ex, &ps);
@@ -169,45 +170,45 @@ static void req_finish(struct ev_req *r)
         c->served++;
         if (failed || !c->parser.keep_conn) c->close_after_flush = 1;
         fcgi_parser_reset_request(&c->parser);
-        conn_flush(c);
+        ev_conn_flush(c);
     }
-    req_free(r);
-    maybe_exit(w);
+    ev_req_free(r);
+    event_worker_maybe_exit(w);
 }
 
 /* The client is gone (hung up, or aborted the request). A request under way
  * finishes unheard; one that never began is over now, counted as 499 (client
  * closed), so that it does not stay "in flight" on the scoreboard. */
-static void req_abandon(struct ev_req *r)
+static void ev_req_abandon(struct ev_req *r)
 {
     r->conn = NULL;
     if (r->started) return;
     r->started = 1;
     r->ex.resp.status = 499;
-    req_finish(r);
+    ev_req_finish(r);
 }
 
-static void op_done(void *ctx, const struct backend_result *res);
+static void ev_op_done(void *ctx, const struct backend_result *res);
 
-static void on_sleep(uv_timer_t *t)
+static void ev_op_on_sleep(uv_timer_t *t)
 {
     struct backend_result res = {.status = BACKEND_OK};
-    op_done(t->data, &res);
+    ev_op_done(t->data, &res);
 }
 
-/* Starts ex.op; its result comes back through op_done. */
-static void op_start(struct ev_req *r)
+/* Starts ex.op; its result comes back through ev_op_done. */
+static void ev_op_start(struct ev_req *r)
 {
-    struct worker *w = r->w;
+    struct event_worker *w = r->w;
     switch (r->ex.op.kind) {
     case BACKEND_REDIS:
-        redis_async_run(w->redis, &r->ex.op, op_done, r);
+        redis_async_run(w->redis, &r->ex.op, ev_op_done, r);
         break;
     case BACKEND_PG:
-        pg_async_run(w->pool, &r->ex.op, r->ex.deadline_ms, op_done, r);
+        pg_async_run(w->pool, &r->ex.op, r->ex.deadline_ms, ev_op_done, r);
         break;
     case BACKEND_HTTP:
-        http_async_run(w->http, &r->ex.op, r->ex.deadline_ms, op_done, r);
+        http_async_run(w->http, &r->ex.op, r->ex.deadline_ms, ev_op_done, r);
         break;
     case BACKEND_SLEEP:
         if (!r->sleep_ready) {
@@ -215,34 +216,34 @@ static void op_start(struct ev_req *r)
             r->sleep_ready = 1;
         }
         r->sleep.data = r;
-        uv_timer_start(&r->sleep, on_sleep, (uint64_t)r->ex.op.sleep_ms, 0);
+        uv_timer_start(&r->sleep, ev_op_on_sleep, (uint64_t)r->ex.op.sleep_ms, 0);
         break;
     case BACKEND_NONE: {
         struct backend_result res = {.status = BACKEND_OK};
-        op_done(r, &res);
+        ev_op_done(r, &res);
         break;
     }
     }
 }
 
 /* Steps the endpoint from res until it answers or waits on a backend. An
- * operation that fails at once answers inside op_start: that result is
+ * operation that fails at once answers inside ev_op_start: that result is
  * carried here instead of recursing. */
-static void advance(struct ev_req *r, const struct backend_result *res)
+static void ev_req_advance(struct ev_req *r, const struct backend_result *res)
 {
     enum step s = exchange_step(&r->ex, res);
     while (s == STEP_BACKEND) {
         r->in_start = 1;
         r->finished_early = 0;
-        op_start(r);
+        ev_op_start(r);
         r->in_start = 0;
         if (!r->finished_early) return;
         s = exchange_step(&r->ex, &r->early);
     }
-    req_finish(r);
+    ev_req_finish(r);
 }
 
-static void op_done(void *ctx, const struct backend_result *res)
+static void ev_op_done(void *ctx, const struct backend_result *res)
 {
     struct ev_req *r = ctx;
     if (r->in_start) { /* only failures come back this early: no reply memory to keep */
@@ -251,12 +252,12 @@ static void op_done(void *ctx, const struct backend_result *res)
         r->finished_early = 1;
         return;
     }
-    advance(r, res);
+    ev_req_advance(r, res);
 }
 
 /* ---- connections ---- */
 
-static void conn_handle_closed(uv_handle_t *h)
+static void ev_conn_handle_closed(uv_handle_t *h)
 {
     struct ev_conn *c = h->data;
     if (--c->handles_open == 0) {
@@ -266,118 +267,116 @@ static void conn_handle_closed(uv_handle_t *h)
     }
 }
 
-static void conn_close(struct ev_conn *c)
+static void ev_conn_close(struct ev_conn *c)
 {
     if (c->closing) return;
     c->closing = 1;
-    struct worker *w = c->w;
+    struct event_worker *w = c->w;
     if (c->req) {
         struct ev_req *r = c->req;
         c->req = NULL;
-        req_abandon(r);
+        ev_req_abandon(r);
     }
-    if (c->prev) c->prev->next = c->next;
-    else w->conns = c->next;
-    if (c->next) c->next->prev = c->prev;
+    list_remove(&c->link);
     w->nconns--;
     uv_poll_stop(&c->poll);
     uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
+    uv_close((uv_handle_t *)&c->poll, ev_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, ev_conn_handle_closed);
     close(c->fd);
-    publish_connections(w);
+    event_worker_publish_connections(w);
     if (!w->accepting && !w->stopping && !w->draining) { /* room again under worker_connections */
         w->accepting = 1;
-        listeners_start(w);
+        event_worker_listen(w);
     }
-    maybe_exit(w);
+    event_worker_maybe_exit(w);
 }
 
-static void on_idle(uv_timer_t *t)
+static void ev_conn_on_idle(uv_timer_t *t)
 {
-    conn_close(t->data);
+    ev_conn_close(t->data);
 }
 
-static void on_read_timeout(uv_timer_t *t)
+static void ev_conn_on_read_timeout(uv_timer_t *t)
 {
     struct ev_conn *c = t->data;
     log_info("closing a FastCGI connection: request %u not received within request_read_timeout (%g s)",
              c->parser.request_id, c->w->cfg->request_read_timeout);
-    conn_close(c);
+    ev_conn_close(c);
 }
 
-static uint64_t timer_ms(double seconds)
+static uint64_t ev_timer_ms(double seconds)
 {
     uint64_t ms = (uint64_t)(seconds * 1e3);
     return ms ? ms : 1;
 }
 
-static void on_conn_io(uv_poll_t *h, int status, int events);
+static void ev_conn_on_io(uv_poll_t *h, int status, int events);
 
-static size_t conn_pending(const struct ev_conn *c)
+static size_t ev_conn_pending(const struct ev_conn *c)
 {
     return c->out.len - c->out_off;
 }
 
 /* Reads while the output is under OUT_CAP; writes while there is output. */
-static void conn_watch(struct ev_conn *c)
+static void ev_conn_watch(struct ev_conn *c)
 {
-    size_t pending = conn_pending(c);
-    uv_poll_start(&c->poll, (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0), on_conn_io);
+    size_t pending = ev_conn_pending(c);
+    uv_poll_start(&c->poll, (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0), ev_conn_on_io);
 }
 
 /* With no request under way a connection waits keepalive_timeout for the next
  * one, from the last time it made progress (an answer taken in part counts:
  * a client that stops reading is idle too). */
-static void conn_idle(struct ev_conn *c)
+static void ev_conn_idle(struct ev_conn *c)
 {
     if (c->req || c->reading || c->closing) return;
     /* Past max_requests the served ones go (Nginx retries a request that meets
-     * the closed connection); a stop closes none (see on_term). */
+     * the closed connection); a stop closes none (see event_worker_on_term). */
     if (c->w->draining && c->served) {
-        conn_close(c);
+        ev_conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, on_idle, timer_ms(c->w->cfg->keepalive_timeout), 0);
+    uv_timer_start(&c->timer, ev_conn_on_idle, ev_timer_ms(c->w->cfg->keepalive_timeout), 0);
 }
 
-static void conn_flush(struct ev_conn *c)
+static void ev_conn_flush(struct ev_conn *c)
 {
     int progress = 0;
-    while (conn_pending(c)) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, conn_pending(c), MSG_NOSIGNAL);
+    while (ev_conn_pending(c)) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, ev_conn_pending(c), MSG_NOSIGNAL);
         if (n > 0) {
             c->out_off += (size_t)n;
             progress = 1;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-            conn_watch(c);
-            if (progress || !uv_is_active((uv_handle_t *)&c->timer)) conn_idle(c);
+            ev_conn_watch(c);
+            if (progress || !uv_is_active((uv_handle_t *)&c->timer)) ev_conn_idle(c);
             return;
         }
-        conn_close(c);
+        ev_conn_close(c);
         return;
     }
     c->out.len = c->out_off = 0;
     if (c->close_after_flush) {
-        conn_close(c);
+        ev_conn_close(c);
         return;
     }
-    conn_watch(c);
-    conn_idle(c);
+    ev_conn_watch(c);
+    ev_conn_idle(c);
 }
 
 /* Acts on one parser event; returns -1 once the connection is closed. Answers
- * to records are queued in c->out; conn_read writes them once per read. */
-static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
+ * to records are queued in c->out; ev_conn_read writes them once per read. */
+static int ev_conn_event(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct worker *w = c->w;
+    struct event_worker *w = c->w;
     switch (e->type) {
     case FCGI_EV_BEGIN:
         /* From here the request must arrive whole within request_read_timeout. */
         c->reading = 1;
-        uv_timer_start(&c->timer, on_read_timeout, timer_ms(w->cfg->request_read_timeout), 0);
+        uv_timer_start(&c->timer, ev_conn_on_read_timeout, ev_timer_ms(w->cfg->request_read_timeout), 0);
         return 0;
     case FCGI_EV_PARAMS_DONE: {
         /* Past max_requests, a kept connection is closed unanswered: Nginx
@@ -386,17 +385,17 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
          * retry a request that fails on a fresh connection). */
         int taken = worker_take_request();
         if (!taken && c->served) {
-            conn_close(c);
+            ev_conn_close(c);
             return -1;
         }
-        c->req = req_new(c, e);
+        c->req = ev_req_new(c, e);
         if (!c->req) {
             if (taken) worker_give_back_request();
-            conn_close(c);
+            ev_conn_close(c);
             return -1;
         }
         worker_request_begin(&c->req->wr, &c->req->ex);
-        if (worker_at_limit()) drain(w);
+        if (worker_at_limit()) event_worker_drain(w);
         return 0;
     }
     case FCGI_EV_STDIN_END: {
@@ -405,7 +404,7 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         uv_timer_stop(&c->timer);
         if (r && !r->started) {
             r->started = 1;
-            advance(r, NULL);
+            ev_req_advance(r, NULL);
         }
         return c->closing ? -1 : 0;
     }
@@ -415,7 +414,7 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         if (c->req) {
             struct ev_req *r = c->req;
             c->req = NULL;
-            req_abandon(r);
+            ev_req_abandon(r);
         }
         c->reading = 0;
         fcgi_write_end_request(&c->out, e->request_id, 0, FCGI_STATUS_REQUEST_COMPLETE);
@@ -438,7 +437,7 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
         return 0;
     case FCGI_EV_ERROR:
         log_debug("closing a FastCGI connection: %s", e->error);
-        conn_close(c);
+        ev_conn_close(c);
         return -1;
     case FCGI_EV_STDIN:
     case FCGI_EV_NEED_MORE:
@@ -448,15 +447,15 @@ static int conn_event(struct ev_conn *c, const struct fcgi_event *e)
 }
 
 /* Reads and acts on what the client sent, at most 16 reads at a time, and not
- * while the client leaves more than OUT_CAP of answers unread (conn_watch
+ * while the client leaves more than OUT_CAP of answers unread (ev_conn_watch
  * resumes reading once it takes them). */
-static void conn_read(struct ev_conn *c)
+static void ev_conn_read(struct ev_conn *c)
 {
     uint8_t buf[16384];
-    for (int rounds = 0; rounds < 16 && conn_pending(c) <= OUT_CAP; rounds++) {
+    for (int rounds = 0; rounds < 16 && ev_conn_pending(c) <= OUT_CAP; rounds++) {
         ssize_t n = recv(c->fd, buf, sizeof buf, 0);
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            conn_close(c);
+            ev_conn_close(c);
             return;
         }
         if (n < 0) return;
@@ -466,57 +465,57 @@ static void conn_read(struct ev_conn *c)
             size_t used = 0;
             enum fcgi_event_type t = fcgi_parser_feed(&c->parser, buf + pos, (size_t)n - pos, &used, &e);
             pos += used;
-            if (conn_event(c, &e) != 0) return;
+            if (ev_conn_event(c, &e) != 0) return;
             if (t == FCGI_EV_NEED_MORE) break;
         }
-        if (conn_pending(c) || c->close_after_flush) conn_flush(c);
+        if (ev_conn_pending(c) || c->close_after_flush) ev_conn_flush(c);
         if (c->closing || c->close_after_flush || (size_t)n < sizeof buf) return;
     }
 }
 
-static void on_conn_io(uv_poll_t *h, int status, int events)
+static void ev_conn_on_io(uv_poll_t *h, int status, int events)
 {
     struct ev_conn *c = h->data;
     if (status < 0) {
-        conn_close(c);
+        ev_conn_close(c);
         return;
     }
-    if (events & UV_WRITABLE) conn_flush(c);
-    if (!c->closing && (events & UV_READABLE)) conn_read(c);
+    if (events & UV_WRITABLE) ev_conn_flush(c);
+    if (!c->closing && (events & UV_READABLE)) ev_conn_read(c);
 }
 
-static void publish_connections(struct worker *w)
+static void event_worker_publish_connections(struct event_worker *w)
 {
     if (scoreboard_self) atomic_store(&scoreboard_self->connections, w->nconns);
 }
 
-static void listeners_start(struct worker *w)
+static void event_worker_listen(struct event_worker *w)
 {
-    for (int i = 0; i < w->env->nlisteners; i++) uv_poll_start(&w->listeners[i], UV_READABLE, on_accept);
+    for (int i = 0; i < w->env->nlisteners; i++) uv_poll_start(&w->listeners[i], UV_READABLE, event_worker_on_accept);
 }
 
-static void listeners_stop(struct worker *w)
+static void event_worker_unlisten(struct event_worker *w)
 {
     for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
 }
 
-static void on_yield_over(uv_timer_t *t)
+static void event_worker_on_yield_over(uv_timer_t *t)
 {
-    struct worker *w = t->data;
-    if (!w->stopping && !w->draining && w->accepting) listeners_start(w);
+    struct event_worker *w = t->data;
+    if (!w->stopping && !w->draining && w->accepting) event_worker_listen(w);
 }
 
-static void on_accept(uv_poll_t *h, int status, int events)
+static void event_worker_on_accept(uv_poll_t *h, int status, int events)
 {
     (void)events;
-    struct worker *w = h->data;
+    struct event_worker *w = h->data;
     if (status < 0 || w->stopping || w->draining) return;
     /* Every event worker wakes for a new connection. One that holds clearly more
      * connections than a sibling steps back for a moment, so that kept-alive
      * connections (and the load they carry) spread across the workers. */
     if (scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
-        listeners_stop(w);
-        uv_timer_start(&w->yield, on_yield_over, ACCEPT_YIELD_MS, 0);
+        event_worker_unlisten(w);
+        uv_timer_start(&w->yield, event_worker_on_yield_over, ACCEPT_YIELD_MS, 0);
         return;
     }
     int fd_listen = -1;
@@ -540,23 +539,21 @@ static void on_accept(uv_poll_t *h, int status, int events)
         c->handles_open = 2;
         fcgi_parser_init(&c->parser, NULL);
         fcgi_buf_init(&c->out);
-        c->next = w->conns;
-        if (w->conns) w->conns->prev = c;
-        w->conns = c;
+        list_push_front(&w->conns, &c->link);
         w->nconns++;
-        uv_poll_start(&c->poll, UV_READABLE, on_conn_io);
-        conn_idle(c);
+        uv_poll_start(&c->poll, UV_READABLE, ev_conn_on_io);
+        ev_conn_idle(c);
     }
-    publish_connections(w);
+    event_worker_publish_connections(w);
     if (w->nconns >= w->cfg->worker_connections) { /* full: stop accepting until one closes */
         w->accepting = 0;
-        listeners_stop(w);
+        event_worker_unlisten(w);
     }
 }
 
 /* ---- the worker ---- */
 
-static void close_handle(uv_handle_t *h, void *arg)
+static void event_worker_close_handle(uv_handle_t *h, void *arg)
 {
     (void)arg;
     if (!uv_is_closing(h)) uv_close(h, NULL);
@@ -564,9 +561,9 @@ static void close_handle(uv_handle_t *h, void *arg)
 
 /* Stopping, nothing in flight and no connection left: close the rest; the
  * loop then ends. */
-static void maybe_exit(struct worker *w)
+static void event_worker_maybe_exit(struct event_worker *w)
 {
-    if (!w->stopping || w->nreqs > 0 || w->conns) return;
+    if (!w->stopping || w->nreqs > 0 || !list_empty(&w->conns)) return;
     if (w->redis) {
         redis_async_free(w->redis);
         w->redis = NULL;
@@ -579,33 +576,34 @@ static void maybe_exit(struct worker *w)
         http_async_free(w->http);
         w->http = NULL;
     }
-    uv_walk(&w->loop, close_handle, NULL);
+    uv_walk(&w->loop, event_worker_close_handle, NULL);
 }
 
 /* Every request of max_requests taken: take no new connection, and close the
- * kept ones once idle (now, or after their answer: conn_idle), so that Nginx
+ * kept ones once idle (now, or after their answer: ev_conn_idle), so that Nginx
  * sends the next requests to the other workers while the master replaces
  * this one. */
-static void drain(struct worker *w)
+static void event_worker_drain(struct event_worker *w)
 {
     if (w->draining || w->stopping) return;
     w->draining = 1;
-    listeners_stop(w);
+    event_worker_unlisten(w);
     uv_timer_stop(&w->yield);
-    for (struct ev_conn *c = w->conns, *next; c; c = next) {
-        next = c->next;
-        if (!c->req && !c->reading && !conn_pending(c) && c->served) conn_close(c);
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, &w->conns) {
+        struct ev_conn *c = list_entry(pos, struct ev_conn, link);
+        if (!c->req && !c->reading && !ev_conn_pending(c) && c->served) ev_conn_close(c);
     }
 }
 
-static void on_term(uv_signal_t *s, int signum)
+static void event_worker_on_term(uv_signal_t *s, int signum)
 {
     (void)signum;
-    struct worker *w = s->data;
+    struct event_worker *w = s->data;
     if (w->stopping) return;
     w->stopping = 1;
     worker_stopping = 1;
-    listeners_stop(w);
+    event_worker_unlisten(w);
     uv_timer_stop(&w->yield);
     /* Kept connections are not closed here, nor after their next answer: a
      * server-side close races with the request its client may be sending on
@@ -613,10 +611,10 @@ static void on_term(uv_signal_t *s, int signum)
      * The client closes them (Nginx drops idle ones a second before
      * keepalive_timeout, and every one after its keepalive_time), else their
      * keepalive timer does, else the master at graceful_timeout. */
-    maybe_exit(w);
+    event_worker_maybe_exit(w);
 }
 
-static void on_usr1(uv_signal_t *s, int signum)
+static void event_worker_on_usr1(uv_signal_t *s, int signum)
 {
     (void)s;
     (void)signum;
@@ -625,9 +623,10 @@ static void on_usr1(uv_signal_t *s, int signum)
 
 int worker_event_run(const struct worker_env *env)
 {
-    struct worker *w = calloc(1, sizeof *w);
+    struct event_worker *w = calloc(1, sizeof *w);
     char err[256];
     if (!w || uv_loop_init(&w->loop) != 0) return WORKER_EXIT_BOOT_FAILED;
+    list_init(&w->conns);
     w->env = env;
     w->cfg = env->cfg;
     w->redis = redis_async_new(&w->loop, env->cfg->redis_url, err, sizeof err);
@@ -643,7 +642,7 @@ int worker_event_run(const struct worker_env *env)
             return WORKER_EXIT_BOOT_FAILED;
         }
         w->listeners[i].data = w;
-        uv_poll_start(&w->listeners[i], UV_READABLE, on_accept);
+        uv_poll_start(&w->listeners[i], UV_READABLE, event_worker_on_accept);
     }
     w->accepting = 1;
     uv_timer_init(&w->loop, &w->yield);
@@ -652,12 +651,12 @@ int worker_event_run(const struct worker_env *env)
      * flag-only handlers the other classes use. */
     uv_signal_init(&w->loop, &w->sig_term);
     w->sig_term.data = w;
-    uv_signal_start(&w->sig_term, on_term, SIGTERM);
+    uv_signal_start(&w->sig_term, event_worker_on_term, SIGTERM);
     uv_signal_init(&w->loop, &w->sig_usr1);
-    uv_signal_start(&w->sig_usr1, on_usr1, SIGUSR1);
+    uv_signal_start(&w->sig_usr1, event_worker_on_usr1, SIGUSR1);
     /* A TERM that came while booting (the master retires workers still starting
      * on a HUP) only set the flag: act on it now. */
-    if (worker_stopping) on_term(&w->sig_term, SIGTERM);
+    if (worker_stopping) event_worker_on_term(&w->sig_term, SIGTERM);
     worker_ready(env);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
