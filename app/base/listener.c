@@ -18,6 +18,8 @@
 #include <linux/sock_diag.h>
 #include <linux/unix_diag.h>
 
+#include "base/query.h"
+
 /* A unix socket file nobody accepts on is left over from a crash. */
 static int unix_socket_stale(const struct sockaddr_un *sa)
 {
@@ -28,14 +30,71 @@ static int unix_socket_stale(const struct sockaddr_un *sa)
     return stale;
 }
 
+int listener_parse(const char *addr, struct listener_address *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (strncmp(addr, "unix:", 5) == 0) {
+        size_t len = strlen(addr + 5);
+        if (len == 0 || len >= sizeof out->unix_path) {
+            snprintf(err, errlen, "'%s': a unix socket path must have 1 to %zu characters", addr,
+                     sizeof out->unix_path - 1);
+            return -1;
+        }
+        memcpy(out->unix_path, addr + 5, len + 1);
+        return 0;
+    }
+    const char *colon = strrchr(addr, ':');
+    long port;
+    if (!colon || colon == addr || query_parse_long(colon + 1, &port) != 0 || port < 1 || port > 65535) {
+        snprintf(err, errlen, "'%s' must be unix:PATH or HOST:PORT with a port in [1, 65535]", addr);
+        return -1;
+    }
+    size_t hostlen = (size_t)(colon - addr);
+    if (hostlen >= sizeof out->host) hostlen = sizeof out->host - 1;
+    memcpy(out->host, addr, hostlen);
+    if (out->host[0] == '[' && hostlen >= 2 && out->host[hostlen - 1] == ']') { /* [::1]:9000 */
+        memmove(out->host, out->host + 1, hostlen - 2);
+        out->host[hostlen - 2] = '\0';
+    }
+    snprintf(out->port, sizeof out->port, "%ld", port);
+    return 0;
+}
+
+/* The one way a listening socket is made, unix or TCP: a non-blocking socket
+ * bound to sa, listening. 0, or -1 with errno, the socket closed (and a unix
+ * socket file it made removed). */
+static int bind_listen(struct listener *l, const struct sockaddr *sa, socklen_t salen, int backlog, int unix_mode)
+{
+    l->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (l->fd < 0) return -1;
+    int rc;
+    if (sa->sa_family == AF_UNIX) {
+        /* The socket file is born with the asked mode (bind applies the umask
+         * to 0777): no window in which it is wider open, and no chmod by
+         * path, which would follow a symlink planted in its place. */
+        mode_t old = umask(~(mode_t)unix_mode & 0777);
+        rc = bind(l->fd, sa, salen);
+        umask(old);
+        if (rc == 0) snprintf(l->unix_path, sizeof l->unix_path, "%s", ((const struct sockaddr_un *)sa)->sun_path);
+    } else {
+        int one = 1;
+        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        rc = bind(l->fd, sa, salen);
+    }
+    if (rc == 0 && listen(l->fd, backlog) == 0) return 0;
+    int saved = errno;
+    listener_close(l);
+    errno = saved;
+    return -1;
+}
+
+/* A stale socket file (left over from a crash) is replaced; one a server
+ * still answers on, or any other file, is an error. */
 static int open_unix(struct listener *l, const char *path, int backlog, int mode, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "%s: the path is longer than %zu bytes", l->addr, sizeof sa.sun_path - 1);
-        return -1;
-    }
-    strcpy(sa.sun_path, path);
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
@@ -48,53 +107,25 @@ static int open_unix(struct listener *l, const char *path, int backlog, int mode
         }
         unlink(path);
     }
-    l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (l->fd < 0) goto fail;
-    /* The socket file is born with the asked mode (bind applies the umask to
-     * 0777): no window in which it is wider open, and no chmod by path, which
-     * would follow a symlink planted in its place. */
-    mode_t old = umask(~(mode_t)mode & 0777);
-    int rc = bind(l->fd, (struct sockaddr *)&sa, sizeof sa);
-    umask(old);
-    if (rc != 0) goto fail;
-    snprintf(l->unix_path, sizeof l->unix_path, "%s", path);
-    if (listen(l->fd, backlog) != 0) goto fail;
-    return 0;
-fail:
+    if (bind_listen(l, (const struct sockaddr *)&sa, sizeof sa, backlog, mode) == 0) return 0;
     snprintf(err, errlen, "%s: %s", l->addr, strerror(errno));
-    listener_close(l);
     return -1;
 }
 
-static int open_tcp(struct listener *l, const char *addr, int backlog, char *err, size_t errlen)
+/* The first of the host's addresses that binds (an empty host: every address). */
+static int open_tcp(struct listener *l, const struct listener_address *a, int backlog, char *err, size_t errlen)
 {
-    char host[128];
-    const char *colon = strrchr(addr, ':');
-    size_t hostlen = (size_t)(colon - addr);
-    if (hostlen >= sizeof host) hostlen = sizeof host - 1;
-    memcpy(host, addr, hostlen);
-    host[hostlen] = '\0';
-    if (host[0] == '[' && hostlen >= 2 && host[hostlen - 1] == ']') { /* [::1]:9000 */
-        memmove(host, host + 1, hostlen - 2);
-        host[hostlen - 2] = '\0';
-    }
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
-    int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
+    int gai = getaddrinfo(a->host[0] ? a->host : NULL, a->port, &hints, &res);
     if (gai != 0) {
         snprintf(err, errlen, "%s: %s", l->addr, gai_strerror(gai));
         return -1;
     }
-    int one = 1, saved = 0;
+    int saved = 0;
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        l->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (l->fd < 0) continue;
-        setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        setsockopt(l->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        if (bind(l->fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(l->fd, backlog) == 0) break;
+        if (bind_listen(l, ai->ai_addr, ai->ai_addrlen, backlog, 0) == 0) break;
         saved = errno;
-        close(l->fd);
-        l->fd = -1;
     }
     freeaddrinfo(res);
     if (l->fd < 0) {
@@ -109,8 +140,10 @@ int listener_open(struct listener *l, const char *addr, int backlog, int unix_mo
     memset(l, 0, sizeof *l);
     l->fd = -1;
     snprintf(l->addr, sizeof l->addr, "%s", addr);
-    if (strncmp(addr, "unix:", 5) == 0) return open_unix(l, addr + 5, backlog, unix_mode, err, errlen);
-    return open_tcp(l, addr, backlog, err, errlen);
+    struct listener_address a;
+    if (listener_parse(addr, &a, err, errlen) != 0) return -1;
+    if (a.unix_path[0]) return open_unix(l, a.unix_path, backlog, unix_mode, err, errlen);
+    return open_tcp(l, &a, backlog, err, errlen);
 }
 
 /* The path may have been replaced since bind (its directory may belong to the

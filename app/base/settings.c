@@ -14,6 +14,7 @@
 
 #include <ini.h>
 
+#include "base/listener.h"
 #include "base/query.h"
 #include "base/redis_url.h"
 
@@ -81,26 +82,6 @@ static int pick(const char *value, const char *const *names, int count)
     return -1;
 }
 
-/* unix:PATH or HOST:PORT (with [v6]:PORT); the listener checks the rest. */
-static int check_bind(const char *addr, char *err, size_t errlen)
-{
-    if (strncmp(addr, "unix:", 5) == 0) {
-        size_t len = strlen(addr + 5);
-        if (len == 0 || len >= 108) {
-            snprintf(err, errlen, "'%s': a unix socket path must have 1 to 107 characters", addr);
-            return -1;
-        }
-        return 0;
-    }
-    const char *colon = strrchr(addr, ':');
-    long port;
-    if (!colon || colon == addr || query_parse_long(colon + 1, &port) != 0 || port < 1 || port > 65535) {
-        snprintf(err, errlen, "'%s' must be unix:PATH or HOST:PORT with a port in [1, 65535]", addr);
-        return -1;
-    }
-    return 0;
-}
-
 static void binds_clear(struct settings_binds *b)
 {
     for (int i = 0; i < b->count; i++) free(b->addr[i]);
@@ -113,8 +94,9 @@ static int set_binds(struct settings_binds *b, const char *value, int replace, c
     if (!copy) return -1;
     if (replace) binds_clear(b);
     int rc = 0;
+    struct listener_address parsed;
     for (char *tok = strtok_r(copy, ", \t", &save); tok; tok = strtok_r(NULL, ", \t", &save)) {
-        if (check_bind(tok, err, errlen) != 0) {
+        if (listener_parse(tok, &parsed, err, errlen) != 0) { /* as listener_open will read it */
             rc = -1;
             break;
         }

@@ -11,6 +11,16 @@ struct listener {
     char unix_path[108]; /* "" for TCP */
 };
 
+/* An address as configured, taken apart: unix:PATH, or HOST:PORT ([v6]:PORT). */
+struct listener_address {
+    char unix_path[108]; /* "" for TCP */
+    char host[128];      /* without the brackets of [v6] */
+    char port[8];
+};
+/* Takes addr apart, 0; or -1 with the reason in err. The settings check each
+ * bind with it, so that what they accept is what listener_open can open. */
+int listener_parse(const char *addr, struct listener_address *out, char *err, size_t errlen);
+
 /*
  * Binds and listens on addr (unix:PATH or HOST:PORT, [v6]:PORT), non-blocking:
  * every worker class waits for readiness, then accepts (a worker that loses
