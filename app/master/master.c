@@ -22,7 +22,7 @@
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "master/status_http.h"
-#include "worker/worker.h"
+#include "worker/worker_main.h"
 
 /* Slots for the largest pool plus as many replacements starting beside it. */
 #define MAX_SLOTS (2 * 1024 + 16)

@@ -1,4 +1,4 @@
-/* worker: a worker process: its start-up, its stop and log flags, and the class table. */
+/* worker: what every worker class shares in its process: flags, privileges, the master. */
 #ifndef PERFCGI_WORKER_H
 #define PERFCGI_WORKER_H
 
@@ -20,15 +20,7 @@ struct worker_env {
     int wake_fd; /* a byte here makes the master look at our slot now */
 };
 
-struct worker_driver {
-    const char *name;
-    /* Serves until told to stop; returns the process exit code. */
-    int (*run)(const struct worker_env *env);
-};
-
-const struct worker_driver *worker_driver_for(enum worker_class c);
-
-/* The classes (worker_sync.c, worker_thread.c, worker_event.c). */
+/* The classes, each run by worker_main (worker_sync.c, worker_thread.c, worker_event.c). */
 int worker_sync_run(const struct worker_env *env);
 int worker_thread_run(const struct worker_env *env);
 int worker_event_run(const struct worker_env *env);
@@ -36,10 +28,6 @@ int worker_event_run(const struct worker_env *env);
 /* Started as root with `user` (and `group`) set: become them for good (the
  * workers and the backend prober). 0, or -1 after logging why. */
 int worker_drop_privileges(const struct settings *cfg);
-
-/* Entry point of a freshly forked worker process (signals blocked on entry
- * until its handlers are set); never returns. */
-void worker_main(const struct worker_env *env) __attribute__((noreturn));
 
 /* Set by the worker's signal handlers. */
 extern volatile sig_atomic_t worker_stopping, worker_reopen_logs;

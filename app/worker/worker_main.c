@@ -1,0 +1,41 @@
+/* worker_main: a freshly forked worker process: signals, privileges, then its class runs
+ * (the class table). The top of the worker layer: the classes below it never call it. */
+#define _GNU_SOURCE
+#include "worker/worker_main.h"
+
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "base/signals.h"
+#include "worker/worker.h"
+#include "worker/worker_request.h"
+
+static const struct worker_driver drivers[] = {
+    [WORKER_SYNC] = {"sync", worker_sync_run},
+    [WORKER_THREAD] = {"thread", worker_thread_run},
+    [WORKER_EVENT] = {"event", worker_event_run},
+};
+
+const struct worker_driver *worker_driver_for(enum worker_class c)
+{
+    return &drivers[c];
+}
+
+void worker_main(const struct worker_env *env)
+{
+    log_set_role("worker");
+    signals_worker(&worker_stopping, &worker_reopen_logs);
+    if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
+    /* Do not outlive the master. After the privilege drop: a change of
+     * credentials clears the parent-death signal. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != env->master_pid) _exit(0);
+    worker_request_limit_draw(env->cfg);
+    const struct worker_driver *wc = worker_driver_for(env->cfg->worker_class);
+    if (!wc->run) {
+        log_error("worker class %s is not available in this build", wc->name);
+        _exit(WORKER_EXIT_BOOT_FAILED);
+    }
+    _exit(wc->run(env));
+}
