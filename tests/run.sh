@@ -55,10 +55,14 @@ tier_asan() {
         CMOCKA_MESSAGE_OUTPUT=stdout run_cmocka build/asan/tests
 }
 
-# The README's settings table is the one the binary's settings table generates.
+# The README's settings table is the one the binary's settings table generates, and the
+# layers of app/ its Layout section draws stay one way, without loops (tests/layers.py).
 tier_docs() {
     echo "== README settings table"
     if python3 tests/readme_settings.py; then count 1 0; else count 0 1; fi
+    echo "== layers of app/, from the includes and the objects"
+    make -s all >/dev/null || { count 0 1; return; }
+    if python3 tests/layers.py; then count 1 0; else count 0 1; fi
 }
 
 # One pass per worker class (the modules without a stack run in the sync pass), and
