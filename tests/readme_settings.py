@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The README's settings table, generated from `bin/perfcgi --help` (itself generated
-from the one settings table in include/settings.h).
+from the one settings table in include/base/settings.h).
 
     python3 tests/readme_settings.py           # exit 1 and a diff if README.md is stale
     python3 tests/readme_settings.py --write   # rewrite the table in README.md
