@@ -86,17 +86,24 @@ build/asan/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The benchmark's calibration baselines (bench/baselines/): a bare libfcgi accept loop
-# and a bare non-blocking FastCGI responder, the bounds of the sync and event classes.
+# and a bare non-blocking FastCGI responder, the bounds of the sync and event classes, and
+# /memory-test served from one block kept and reused (the Python peer's allocator).
 BENCH_BIN     := $(BUILD)/bench
 BENCH_SRC     := bench/baselines
 BENCH_CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
-# Each is built from its sources in one command: every header is a prerequisite of both.
+# Each is built from its sources in one command: every header is a prerequisite of each.
 BENCH_COMMON  := $(BENCH_SRC)/prefork.c $(wildcard $(BENCH_SRC)/*.h)
 
 .PHONY: bench-bins
-bench-bins: $(BENCH_BIN)/fcgi-loop $(BENCH_BIN)/fcgi-nonblocking
+bench-bins: $(BENCH_BIN)/fcgi-loop $(BENCH_BIN)/fcgi-nonblocking $(BENCH_BIN)/fcgi-memory-reuse
 
-$(BENCH_BIN)/fcgi-loop: $(BENCH_SRC)/fcgi_loop.c $(BENCH_COMMON)
+# The two libfcgi loops share the loop; each adds its answer.
+BENCH_LIBFCGI := $(BENCH_SRC)/libfcgi_loop.c $(BENCH_COMMON)
+$(BENCH_BIN)/fcgi-loop: $(BENCH_SRC)/fcgi_loop.c $(BENCH_LIBFCGI)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --libs fcgi)
+
+$(BENCH_BIN)/fcgi-memory-reuse: $(BENCH_SRC)/fcgi_memory_reuse.c $(BENCH_LIBFCGI)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --libs fcgi)
 

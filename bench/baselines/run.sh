@@ -6,13 +6,22 @@
 #   /baseline/libfcgi-loop        build/bench/fcgi-loop, 2·cores+1 processes (perfcgi's sync `auto`)
 #   /baseline/nonblocking-fcgi    build/bench/fcgi-nonblocking, cores·4 processes (event `auto`),
 #                                 with kept-alive FastCGI connections
+#   /baseline/memory-reuse?mb=10  build/bench/fcgi-memory-reuse, 2·cores+1 processes: /memory-test
+#                                 from one block per process kept and reused, never returned
+#
+# With BENCH_PERFCGI_SOCKET (perfcgi's FastCGI socket, unix:/abs/path.sock or HOST:PORT),
+# the same Nginx also fronts that perfcgi, whole, on two more ports: BENCH_PERFCGI_PORT
+# with a connection per request (as the stack fronts the sync and thread classes) and
+# BENCH_PERFCGI_KEPT_PORT with kept-alive connections (as it fronts the event class).
 #
 # Usage: bench/baselines/run.sh start RUN_DIR PORT    (waits until all three answer 200)
 #        bench/baselines/run.sh stop RUN_DIR [PORT]   (waits until all have exited)
 #
 # It builds nothing: `make bench-bins` first. In RUN_DIR: fcgi-loop.{pid,sock,log},
-# fcgi-nonblocking.{pid,sock,log}, baseline-nginx.{conf,pid} and baseline-nginx-error.log.
-# Environment (optional): BENCH_LOOP_PROCESSES, BENCH_NB_PROCESSES (defaults above),
+# fcgi-nonblocking.{pid,sock,log}, fcgi-memory-reuse.{pid,sock,log},
+# baseline-nginx.{conf,pid}, perfcgi-fronts.conf and baseline-nginx-error.log.
+# Environment (optional): BENCH_LOOP_PROCESSES (fcgi-loop and fcgi-memory-reuse),
+# BENCH_NB_PROCESSES (defaults above), BENCH_PERFCGI_SOCKET and its two ports (above),
 # BENCH_NGINX_WORKERS (Nginx worker_processes, default auto as the stack's Nginx).
 set -euo pipefail
 
@@ -23,9 +32,12 @@ START_TIMEOUT=10
 STOP_TIMEOUT=10
 # envsubst replaces only these, so Nginx's own $variables survive the rendering.
 # shellcheck disable=SC2016 # the names themselves, not their values
-NGINX_VARS='${BENCH_PORT} ${BENCH_RUN_DIR} ${BENCH_LOOP_SOCKET} ${BENCH_NB_SOCKET} ${BENCH_NGINX_WORKERS} ${BENCH_NGINX_USER_DIRECTIVE}'
+NGINX_VARS='${BENCH_PORT} ${BENCH_RUN_DIR} ${BENCH_LOOP_SOCKET} ${BENCH_NB_SOCKET} ${BENCH_MEMORY_SOCKET} ${BENCH_NGINX_WORKERS} ${BENCH_NGINX_USER_DIRECTIVE}'
+# shellcheck disable=SC2016 # the names themselves, not their values
+FRONT_VARS='${BENCH_PERFCGI_SOCKET} ${BENCH_PERFCGI_PORT} ${BENCH_PERFCGI_KEPT_PORT}'
 # The URL paths, each served by one of the processes above.
-PATHS=(/baseline/return-200 /baseline/libfcgi-loop /baseline/nonblocking-fcgi)
+PATHS=(/baseline/return-200 /baseline/libfcgi-loop /baseline/nonblocking-fcgi '/baseline/memory-reuse?mb=10')
+PROGRAMS=(fcgi-loop fcgi-nonblocking fcgi-memory-reuse)
 
 say() { printf 'baselines: %s\n' "$*"; }
 die() {
@@ -71,9 +83,11 @@ stop_one() {
 
 stop_all() {
     stop_one "$RUN_DIR/baseline-nginx.pid" nginx
-    stop_one "$RUN_DIR/fcgi-loop.pid" fcgi-loop
-    stop_one "$RUN_DIR/fcgi-nonblocking.pid" fcgi-nonblocking
-    rm -f "$RUN_DIR/fcgi-loop.sock" "$RUN_DIR/fcgi-nonblocking.sock"
+    local program
+    for program in "${PROGRAMS[@]}"; do
+        stop_one "$RUN_DIR/$program.pid" "$program"
+        rm -f "$RUN_DIR/$program.sock"
+    done
 }
 
 # [--log FILE] MESSAGE: the end of FILE, then MESSAGE; everything started so far is
@@ -103,6 +117,7 @@ start_nginx() {
     command -v nginx >/dev/null || fail_start "nginx is missing (apt-get install -y nginx)"
     export BENCH_PORT=$PORT BENCH_RUN_DIR=$RUN_DIR
     export BENCH_LOOP_SOCKET=unix:$RUN_DIR/fcgi-loop.sock BENCH_NB_SOCKET=unix:$RUN_DIR/fcgi-nonblocking.sock
+    export BENCH_MEMORY_SOCKET=unix:$RUN_DIR/fcgi-memory-reuse.sock
     export BENCH_NGINX_WORKERS=${BENCH_NGINX_WORKERS:-auto}
     # Started as root, Nginx would run its workers as nobody, who may not reach RUN_DIR's sockets.
     BENCH_NGINX_USER_DIRECTIVE='# not started as root: workers run as the invoking user'
@@ -110,6 +125,18 @@ start_nginx() {
     export BENCH_NGINX_USER_DIRECTIVE
     mkdir -p "$RUN_DIR/baseline-nginx"
     envsubst "$NGINX_VARS" <"$HERE/nginx.conf.in" >"$conf"
+    # Included by the configuration above: empty unless a perfcgi is to be fronted too.
+    : >"$RUN_DIR/perfcgi-fronts.conf"
+    if [[ -n ${BENCH_PERFCGI_SOCKET:-} ]]; then
+        local port
+        for port in "${BENCH_PERFCGI_PORT:-}" "${BENCH_PERFCGI_KEPT_PORT:-}"; do
+            if ! [[ $port =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+                fail_start "BENCH_PERFCGI_SOCKET needs BENCH_PERFCGI_PORT and BENCH_PERFCGI_KEPT_PORT (ports), not '$port'"
+            fi
+        done
+        export BENCH_PERFCGI_SOCKET BENCH_PERFCGI_PORT BENCH_PERFCGI_KEPT_PORT
+        envsubst "$FRONT_VARS" <"$HERE/perfcgi-fronts.conf.in" >"$RUN_DIR/perfcgi-fronts.conf"
+    fi
     # Nginx and its messages before -e takes effect both append to the log; nothing reads it.
     # shellcheck disable=SC2094
     nginx -p "$RUN_DIR/" -c "$conf" -e "$log" -t -q </dev/null >>"$log" 2>&1 ||
@@ -128,10 +155,11 @@ status_of() { # URL: the HTTP status it answers with, 000 when nothing answers
 wait_ready() {
     local path code program deadline=$((SECONDS + START_TIMEOUT))
     declare -A log_of=([/baseline/return-200]=baseline-nginx-error.log
-        [/baseline/libfcgi-loop]=fcgi-loop.log [/baseline/nonblocking-fcgi]=fcgi-nonblocking.log)
+        [/baseline/libfcgi-loop]=fcgi-loop.log [/baseline/nonblocking-fcgi]=fcgi-nonblocking.log
+        ['/baseline/memory-reuse?mb=10']=fcgi-memory-reuse.log)
     for path in "${PATHS[@]}"; do
         until [[ $(status_of "http://127.0.0.1:$PORT$path") == 200 ]]; do
-            for program in fcgi-loop fcgi-nonblocking; do
+            for program in "${PROGRAMS[@]}"; do
                 running_pid "$RUN_DIR/$program.pid" "$program" >/dev/null ||
                     fail_start --log "$RUN_DIR/$program.log" "$program exited during start-up; read $RUN_DIR/$program.log"
             done
@@ -147,7 +175,7 @@ wait_ready() {
 start() {
     local cores program
     if ! [[ $PORT =~ ^[0-9]+$ ]] || ((PORT < 1 || PORT > 65535)); then usage; fi
-    for program in fcgi-loop fcgi-nonblocking; do
+    for program in "${PROGRAMS[@]}"; do
         if running_pid "$RUN_DIR/$program.pid" "$program" >/dev/null; then
             die "$program already runs (pid file $RUN_DIR/$program.pid): run '$0 stop $RUN_DIR' first"
         fi
@@ -161,6 +189,7 @@ start() {
     cores=$(getconf _NPROCESSORS_ONLN)
     start_fcgi fcgi-loop "${BENCH_LOOP_PROCESSES:-$((2 * cores + 1))}"
     start_fcgi fcgi-nonblocking "${BENCH_NB_PROCESSES:-$((cores * 4))}"
+    start_fcgi fcgi-memory-reuse "${BENCH_LOOP_PROCESSES:-$((2 * cores + 1))}"
     start_nginx
     wait_ready
     say "ready: ${PATHS[*]} answer 200 on http://127.0.0.1:$PORT"
