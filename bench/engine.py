@@ -119,7 +119,8 @@ def new_doc(run_id, p, main, p99_bound, planned):
                              "p99_bound_ms": p99_bound, "reference_concurrency": p.reference,
                              "max_minutes": p.max_minutes, "steps_planned": planned, "steps_done": 0},
                     "notes": []},
-            "machine": machine.describe(main.versions()), "steps": [], "rows": [], "recommendations": {}}
+            "machine": machine.describe(main.versions()), "steps": [], "rows": [], "idle_workers": [],
+            "recommendations": {}}
 
 
 def print_ab(steps):
@@ -163,7 +164,8 @@ def cmd_run(a):
         print(f"bench: {'measuring ' + a.url if a.url else 'starting a private stack'} ...", flush=True)
         main.up()
         if p.baselines:
-            targets["baseline"] = target.BaselineTarget()
+            # The minimal Nginx fronts the stack's perfcgi too (the "front" steps).
+            targets["baseline"] = target.BaselineTarget(main.app_socket() if main.kind == "stack" else None)
             targets["baseline"].up()
         eps = served(main.base_url, p.endpoints)
         missing = [e for e in p.endpoints if e not in eps]

@@ -25,7 +25,7 @@ MIX_ENDPOINT = "mix"
 
 @dataclass
 class Step:
-    kind: str                 # matrix (cache bypassed or on) | cold_wave | sweep | baseline | openloop | tune
+    kind: str                 # matrix (cache bypassed or on) | front | cold_wave | sweep | baseline | openloop | tune
     endpoint: str
     concurrency: int
     cls: str = None
@@ -36,11 +36,14 @@ class Step:
     rate_fraction: float = None  # openloop: of the closed-loop req/s of the same class and endpoint
     path: str = None
     mix: dict = None          # tune: {path: weight}
+    front: str = None         # the Nginx in front: stack (its own) | minimal (the baselines'); --url: None
 
     def __post_init__(self):
         self.group = self.group or self.kind
         if self.path is None:
             self.path = PATHS.get(self.endpoint, self.endpoint)
+        if self.front is None and self.cls != "url":
+            self.front = "minimal" if self.baseline else "stack"
 
     @property
     def id(self):
@@ -50,6 +53,8 @@ class Step:
             parts.append(f"{self.group}={self.sweep_value}")
         if self.rate_fraction is not None:
             parts.append(f"rate{round(self.rate_fraction * 100)}pct")
+        if self.front == "minimal" and not self.baseline:
+            parts.append("front=minimal")
         return "/".join(parts)
 
 
@@ -59,6 +64,7 @@ class Phase:
     settings: dict = field(default_factory=dict)  # perfcgi settings given (the rest default)
     steps: list = field(default_factory=list)
     label: str = ""
+    idle_probe: bool = False  # after its steps: each idle worker's resident memory (runner.py)
 
 
 @dataclass
@@ -77,6 +83,9 @@ class Profile:
     cache_on: bool = True
     cold_wave: tuple = ("created", "expired")  # the first second of an entry's life, or after it expired
     baselines: bool = True
+    # perfcgi's `/` also measured behind the baselines' minimal Nginx, next to the same
+    # step behind the stack's (needs the baselines)
+    front_classes: tuple = ("sync", "event")
     sweeps: dict = field(default_factory=dict)  # group -> (class, values, endpoints, concurrency)
     openloop: dict = field(default_factory=dict)  # endpoint -> fractions
     openloop_classes: tuple = CLASSES
@@ -92,7 +101,7 @@ def profiles():
     return {
         "quick": Profile(
             "quick", warmup_s=1, duration_s=1, reps=1, max_minutes=4,
-            endpoints=("/", "/cpu-intensive", "/io-intensive", "/cached-data"),
+            endpoints=("/", "/cpu-intensive", "/io-intensive", "/cached-data", "/memory-test"),
             sweeps={"workers": ("sync", (c, 2 * c + 1), ("/cpu-intensive",), 64),
                     "threads": ("thread", (4, 16), ("/io-intensive",), 64),
                     "pool_size": ("event", (2, 8), ("/io-intensive",), 64),
@@ -113,7 +122,7 @@ def profiles():
         # The tuning chapter's benchmark_test.sh: each class, each endpoint, one level.
         "chapter": Profile(
             "chapter", warmup_s=1, duration_s=10, reps=1, max_minutes=120,
-            cache_on=False, cold_wave=(), baselines=False),
+            cache_on=False, cold_wave=(), baselines=False, front_classes=()),
     }
 
 
@@ -130,6 +139,9 @@ def _matrix_steps(p, cls, served):
         levels = p.concurrency if ep in p.wide_endpoints or not p.wide_endpoints else (p.reference,)
         for conc in levels:
             steps.append(Step("matrix", ep, conc, cls=cls))
+            # Right after the same step behind the stack's Nginx: the two alternate closely.
+            if ep == "/" and conc == p.reference and p.baselines and cls in p.front_classes:
+                steps.append(Step("front", ep, conc, cls=cls, front="minimal"))
         if p.extreme and ep in p.extreme[1]:
             steps.append(Step("matrix", ep, p.extreme[0], cls=cls))
         if p.cache_on and ep in CACHEABLE:
@@ -152,11 +164,14 @@ def build(p, served, target="stack"):
     phases = []
     if p.baselines:
         levels = sorted(set(p.concurrency) | ({p.extreme[0]} if p.extreme else set()))
-        phases.append(Phase("baseline", label="baselines", steps=[
-            Step("baseline", "/", conc, baseline=b) for b in ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi")
-            for conc in levels]))
+        steps = [Step("baseline", "/", conc, baseline=b) for b in ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi")
+                 for conc in levels]
+        if "/memory-test" in served and "/memory-test" in p.endpoints:
+            steps.append(Step("baseline", "/memory-test", p.reference, baseline="memory-reuse"))
+        phases.append(Phase("baseline", label="baselines", steps=steps))
     for cls in p.classes:
-        phases.append(Phase("stack", {"worker_class": cls}, _matrix_steps(p, cls, served), label=f"{cls} workers"))
+        phases.append(Phase("stack", {"worker_class": cls}, _matrix_steps(p, cls, served), label=f"{cls} workers",
+                            idle_probe=True))
     for group, (classes, values, endpoints, conc) in p.sweeps.items():
         for cls in (classes,) if isinstance(classes, str) else classes:
             if cls not in p.classes:

@@ -112,3 +112,43 @@ class Sampler:
             out[g.name] = {"cpu_s": round(max(ticks, 0) / TICK, 3), "peak_rss_kb": self.peak[g.name],
                            "processes": self.most[g.name]}
         return out
+
+
+def _tcp_peer_ports():
+    """{socket inode: remote port} of every established TCP connection (IPv4 and IPv6)."""
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "01":  # 01: ESTABLISHED
+                out[fields[9]] = int(fields[2].rsplit(":", 1)[1], 16)
+    return out
+
+
+def peer_ports(pids):
+    """{pid: [remote port of each established TCP connection it holds]}: which backends a
+    process has a connection open to."""
+    peers = _tcp_peer_ports()
+    out = {}
+    for pid in pids:
+        ports = []
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            fds = []
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                port = peers.get(link[8:-1])
+                if port is not None:
+                    ports.append(port)
+        out[pid] = ports
+    return out

@@ -31,7 +31,7 @@ def make_row(step, rep, rate, figures, resources, metrics_delta, settings):
     row = {"step_id": step.id, "kind": step.kind, "group": step.group, "class": step.cls,
            "baseline": step.baseline, "endpoint": step.endpoint, "path": step.path,
            "concurrency": step.concurrency, "cache": step.cache, "rate": rate,
-           "sweep_value": step.sweep_value, "rep": rep}
+           "sweep_value": step.sweep_value, "rep": rep, "front": step.front, "rss_return_kb": None}
     row.update({k: _round(figures.get(k)) for k in ("rps", *LATENCY, "requests", *FAILURES.values())})
     row["cache_hit_ratio"] = hit_ratio(figures.get("cache_hits"), figures.get("cache_misses"))
     for column, group, figure in RESOURCE_COLUMNS:
@@ -57,7 +57,7 @@ def aggregate(step, rows, note=""):
     out = {"id": step.id, "kind": step.kind, "group": step.group, "class": step.cls, "baseline": step.baseline,
            "endpoint": step.endpoint, "path": step.path, "concurrency": step.concurrency, "cache": step.cache,
            "rate": _median(r["rate"] for r in rows), "settings": first["settings"],
-           "sweep_value": step.sweep_value, "reps": len(rows)}
+           "sweep_value": step.sweep_value, "front": step.front, "reps": len(rows)}
     rps = [r["rps"] for r in rows if r["rps"] is not None]
     p99 = [r["p99_ms"] for r in rows if r["p99_ms"] is not None]
     out.update(rps=_median(rps), rps_min=min(rps, default=None), rps_max=max(rps, default=None))
@@ -74,7 +74,24 @@ def aggregate(step, rows, note=""):
                             for f in ("cpu_s", "peak_rss_kb", "processes")} for g in groups}
     keys = sorted({k for r in rows for k in r["metrics_delta"]})
     out["metrics_delta"] = {k: _median(r["metrics_delta"].get(k, 0) for r in rows) for k in keys}
+    # The worst repetition: the target is RSS back after every request.
+    returns = [r.get("rss_return_kb") for r in rows if r.get("rss_return_kb") is not None]
+    out["rss_return_kb"] = max(returns, default=None)
     out["note"] = note
+    return out
+
+
+def aggregate_idle(probes):
+    """The idle probes (one per class and round) -> one entry per class: the median of the
+    rounds' medians over the workers, the largest worker of any round."""
+    out = []
+    for cls in dict.fromkeys(p["class"] for p in probes):
+        mine = [p for p in probes if p["class"] == cls]
+        out.append({"class": cls, "reps": len(mine), "workers": max(len(p["workers"]) for p in mine),
+                    "idle_worker_rss_kb": {"median": _median(p["median_kb"] for p in mine),
+                                           "max": max(p["max_kb"] for p in mine)},
+                    "workers_with_both_backends": min(p["with_both_backends"] for p in mine),
+                    "settings": mine[0]["settings"], "probes": mine})
     return out
 
 

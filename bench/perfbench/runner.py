@@ -4,7 +4,9 @@ results.json/results.csv current after every measurement, so Ctrl-C or the time 
 stops the run with everything measured so far kept."""
 import datetime
 import itertools
+import json
 import resource
+import statistics
 import sys
 import time
 
@@ -20,6 +22,14 @@ METRIC_PREFIXES = ("perfcgi_pool_", "perfcgi_cache_requests_total", "perfcgi_wor
 CACHED_DATA_MAX_AGE_S = 5
 # Open-loop rates stay where the open-loop tool itself keeps up on one core.
 OPENLOOP_MAX_RATE = 3000
+# /memory-test requests sent one by one after a /memory-test step, each answer telling the
+# serving worker's RSS before and after: does the memory go back after every request?
+MEMORY_PROBES = 5
+# The idle probe's burst: /cached-data opens each worker's Redis connection (a cache hit
+# goes no further), /io-intensive?ms=0 its PostgreSQL one. The workers then settle this
+# long before their RSS is read.
+IDLE_BURST_MIX = {"/cached-data?category=7": 1, "/io-intensive?ms=0": 1}
+IDLE_SETTLE_S = 1.0
 
 
 def now_iso():
@@ -54,6 +64,7 @@ class Run:
         self.started = time.monotonic()
         self.deadline = self.started + profile.max_minutes * 60
         self.wave = itertools.count(1)
+        self.idle = []       # one idle probe per class phase and round (_idle_probe)
 
     # --- progress ---
     def _eta(self):
@@ -89,16 +100,34 @@ class Run:
         target = self.targets[phase.target]
         in_force = target.configure(phase.settings) if phase.target == "stack" else {}
         for step in phase.steps:
-            if time.monotonic() > self.deadline:
-                self.doc["run"]["notes"].append(f"stopped by the time bound ({self.p.max_minutes} min) after "
-                                                f"{self.done} of {self.total} measurements")
-                self.doc["run"]["interrupted"] = True
+            if self._out_of_time():
                 return False
             self._measure(target, step, rep, in_force)
+        if phase.idle_probe and isinstance(target, StackTarget):
+            if self._out_of_time():
+                return False
+            self._idle_probe(target, rep, in_force)
+        return True
+
+    def _out_of_time(self):
+        if time.monotonic() <= self.deadline:
+            return False
+        self.doc["run"]["notes"].append(f"stopped by the time bound ({self.p.max_minutes} min) after "
+                                        f"{self.done} of {self.total} measurements")
+        self.doc["run"]["interrupted"] = True
         return True
 
     def _url(self, target, step):
-        return target.base_url + (target.PATHS[step.baseline] if step.baseline else step.path)
+        if step.baseline:
+            return target.url(step)
+        if step.kind == "front":  # the stack's perfcgi behind the baselines' minimal Nginx
+            return self.targets["baseline"].front_url(step.cls) + step.path
+        return target.base_url + step.path
+
+    def _groups(self, target, step):
+        """The processes sampled: a front step's Nginx is the baselines' one."""
+        extra = self.targets["baseline"].groups() if step.kind == "front" else []
+        return target.groups() + extra
 
     def _measure(self, target, step, rep, in_force):
         headers = () if step.cache == "on" else (load.NO_CACHE,)
@@ -127,7 +156,7 @@ class Run:
             if rate is None:
                 return
         before = target.metrics()
-        with procs.Sampler(target.groups()) as sampler:
+        with procs.Sampler(self._groups(target, step)) as sampler:
             if step.kind == "openloop":
                 figures = load.openloop(url, rate, seconds, headers)
             else:
@@ -135,10 +164,55 @@ class Run:
                                    count_cache=step.cache == "on")
         row = results.make_row(step, rep, rate, figures, sampler.result(),
                                metrics_delta(before, target.metrics()), in_force)
+        if step.endpoint == "/memory-test" and step.kind == "matrix" and isinstance(target, StackTarget):
+            row["rss_return_kb"] = self._rss_return(target, step)
         self.rows.setdefault(step.id, []).append(row)
         self.steps[step.id] = step
         self.done += 1
         self._say(step, row)
+        self.save()
+
+    def _rss_return(self, target, step):
+        """The most a worker's RSS stayed above its level before the request, over
+        MEMORY_PROBES requests sent one by one (KiB, from perfcgi's own answers); None
+        when no answer told it."""
+        target.wait_idle()
+        deltas = []
+        for _ in range(MEMORY_PROBES):
+            status, body = http_get(target.base_url + step.path, timeout=30, headers={"X-No-Cache": "1"})
+            try:
+                answer = json.loads(body) if status == 200 else {}
+                deltas.append(answer["rss_after_kb"] - answer["rss_before_kb"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return max(deltas) if deltas else None
+
+    def _idle_probe(self, target, rep, in_force):
+        """Each worker's resident memory at rest with its backend connections open: a
+        short burst reaches every worker (opening its Redis and PostgreSQL connections),
+        then the workers rest, then /proc is read."""
+        load.wrk(target.base_url + "/", self.p.reference, 1, (load.NO_CACHE,), mix=IDLE_BURST_MIX)
+        target.wait_idle()
+        time.sleep(IDLE_SETTLE_S)
+        pids = target.workers()
+        peers = procs.peer_ports(pids)
+        workers = []
+        for pid in pids:
+            st = procs.stat(pid)
+            if st is not None:
+                workers.append({"pid": pid, "rss_kb": st[2],
+                                "redis": peers[pid].count(target.redis_port),
+                                "postgresql": peers[pid].count(target.pg_port)})
+        if not workers:
+            return
+        rss = [w["rss_kb"] for w in workers]
+        self.idle.append({"class": in_force.get("worker_class"), "rep": rep, "settings": in_force,
+                          "median_kb": statistics.median(rss), "max_kb": max(rss),
+                          "with_both_backends": sum(1 for w in workers if w["redis"] and w["postgresql"]),
+                          "workers": workers})
+        self.log(f"idle {in_force.get('worker_class')} workers: RSS median {statistics.median(rss):.0f} KiB, "
+                 f"max {max(rss)} KiB over {len(rss)} ({self.idle[-1]['with_both_backends']} with both "
+                 f"backend connections open)")
         self.save()
 
     def _rate(self, step):
@@ -154,6 +228,7 @@ class Run:
 
     def save(self):
         self.doc["steps"] = [results.aggregate(self.steps[sid], rows) for sid, rows in self.rows.items()]
+        self.doc["idle_workers"] = results.aggregate_idle(self.idle)
         self.doc["rows"] = [r for rows in self.rows.values() for r in rows]
         self.doc["run"]["plan"]["steps_done"] = len(self.rows)
         self.doc["run"]["finished"] = now_iso()

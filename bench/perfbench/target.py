@@ -3,7 +3,7 @@
 StackTarget: a private perfcgi stack (PostgreSQL, Redis, perfcgi, Nginx, deploy/stack.sh)
 on free loopback ports, reconfigured between steps. UrlTarget: any server that serves the
 same endpoints (--url), measured only. BaselineTarget: the calibration servers of
-bench/baselines behind their own minimal Nginx."""
+bench/baselines behind their own minimal Nginx, which also fronts the stack's perfcgi."""
 import json
 import os
 import random
@@ -146,9 +146,12 @@ class StackTarget:
         os.chmod(self.run_dir, 0o755)
         for attempt in range(3):
             self.port, self.redis_port, self.pg_port = _free_port(), _free_port(), _free_port()
+            # The external API's port too: its default is shared by every stack on the machine.
+            upstream_port = _free_port()
             self.env = {k: v for k, v in os.environ.items() if not k.startswith("PERFCGI_")}
             self.env.update(RUN_DIR=self.run_dir, PORT=str(self.port), REDIS_PORT=str(self.redis_port),
-                            PG_PORT=str(self.pg_port), PERFCGI_BIN=str(self.perfcgi_bin))
+                            PG_PORT=str(self.pg_port), UPSTREAM_PORT=str(upstream_port),
+                            PERFCGI_BIN=str(self.perfcgi_bin))
             r = self._stack("up", check=False)
             if r.returncode == 0:
                 self.base_url = f"http://127.0.0.1:{self.port}"
@@ -163,6 +166,10 @@ class StackTarget:
             if not self.keep_dir:
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             self.run_dir = None
+
+    def app_socket(self):
+        """perfcgi's FastCGI socket (deploy/stack.sh's default bind), the same across restarts."""
+        return f"unix:{self.run_dir}/perfcgi.sock"
 
     def _stack(self, *args, env=None, check=True):
         r = subprocess.run([str(STACK_SH), *args], env=env or self.env, cwd=str(REPO),
@@ -228,6 +235,13 @@ class StackTarget:
         raise TargetError("the stack did not become ready after a restart")
 
     # --- what the sampler and the report read ---
+    def workers(self):
+        """perfcgi's worker processes now (the master's children but its prober)."""
+        master = _pid_file(Path(self.run_dir) / "perfcgi.pid")
+        if not master or procs.stat(master) is None:
+            return []
+        return [c for c in procs.children(master) if procs.comm(c) != "perfcgi-probe"]
+
     def groups(self):
         rd = Path(self.run_dir)
         master = _pid_file(rd / "perfcgi.pid")
@@ -236,8 +250,7 @@ class StackTarget:
         pg = _pid_file(Path(os.path.realpath(rd / "postgres")) / "data" / "postmaster.pid")
         is_prober = lambda p: procs.comm(p) == "perfcgi-probe"
         return [
-            procs.Group("perfcgi_workers", lambda: [c for c in procs.children(master) if not is_prober(c)]
-                        if master and procs.stat(master) else [], reaper=master),
+            procs.Group("perfcgi_workers", self.workers, reaper=master),
             procs.Group("perfcgi_master", _tree(master, is_prober)),
             procs.Group("nginx", _tree(nginx), reaper=nginx),
             procs.Group("redis", _tree(redis), reaper=redis),
@@ -274,20 +287,38 @@ class StackTarget:
 
 
 class BaselineTarget:
-    """bench/baselines: Nginx alone, a bare libfcgi loop, a bare non-blocking responder."""
+    """bench/baselines: Nginx alone, a bare libfcgi loop, a bare non-blocking responder, a
+    libfcgi loop serving /memory-test from a kept block; and the same minimal Nginx in front
+    of a perfcgi (perfcgi_socket), one port per upstream kind."""
     kind = "baseline"
-    NAMES = ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi")
+    NAMES = ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi", "memory-reuse")
     PATHS = {"nginx-return-200": "/baseline/return-200", "libfcgi-loop": "/baseline/libfcgi-loop",
-             "nonblocking-fcgi": "/baseline/nonblocking-fcgi"}
+             "nonblocking-fcgi": "/baseline/nonblocking-fcgi", "memory-reuse": "/baseline/memory-reuse"}
 
-    def __init__(self):
+    def __init__(self, perfcgi_socket=None):
         self.run_dir = None
+        self.perfcgi_socket = perfcgi_socket
+
+    def url(self, step):
+        """A baseline step's URL: its path, with the query of the endpoint's request."""
+        query = step.path.partition("?")[2]
+        return self.base_url + self.PATHS[step.baseline] + (f"?{query}" if query else "")
+
+    def front_url(self, cls):
+        """Base URL of perfcgi behind this Nginx: kept-alive connections for the event class,
+        as the stack's Nginx has them, a connection per request otherwise."""
+        return f"http://127.0.0.1:{self.kept_port if cls == 'event' else self.closed_port}"
 
     def up(self):
         self.run_dir = tempfile.mkdtemp(prefix="pcgi-base-", dir="/tmp")
         os.chmod(self.run_dir, 0o755)
         self.port = _free_port()
-        r = subprocess.run([str(BASELINES_SH), "start", self.run_dir, str(self.port)], cwd=str(REPO),
+        env = dict(os.environ)
+        if self.perfcgi_socket:
+            self.closed_port, self.kept_port = _free_port(), _free_port()
+            env.update(BENCH_PERFCGI_SOCKET=self.perfcgi_socket, BENCH_PERFCGI_PORT=str(self.closed_port),
+                       BENCH_PERFCGI_KEPT_PORT=str(self.kept_port))
+        r = subprocess.run([str(BASELINES_SH), "start", self.run_dir, str(self.port)], cwd=str(REPO), env=env,
                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             self.down()
