@@ -19,6 +19,7 @@ from perfbench.recommend import recommend  # noqa: E402
 from perfbench.report_charts import fmt, reference_concurrency  # noqa: E402
 from perfbench.report_render import (Bullets, Heading, Image, Paragraph, Table,  # noqa: E402
                                      to_html, to_markdown)
+from perfbench.report_targets import targets_section  # noqa: E402
 
 
 def yes_no(value):
@@ -208,7 +209,8 @@ def how_to_read(results):
 
 
 def document(results, charts_dir):
-    return (run_section(results) + headline_section(results) + recommendations_section(results)
+    return (run_section(results) + headline_section(results) + targets_section(results)
+            + recommendations_section(results)
             + chart_sections(results, charts_dir) + how_to_read(results) + every_step(results))
 
 
