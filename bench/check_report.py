@@ -17,6 +17,8 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from perfbench.report_render import markdown_cell  # noqa: E402
+from perfbench.report_targets import MET, NOT_MEASURED, NOT_MET, target_rows  # noqa: E402
 from perfbench.results import CSV_COLUMNS  # noqa: E402  (the engine's own column list)
 
 RUN_KEYS = {"id": str, "profile": str, "started": str, "interrupted": bool, "target": str,
@@ -27,6 +29,8 @@ STEP_KEYS = {"id": str, "kind": str, "endpoint": str, "concurrency": int, "cache
              "settings": dict, "reps": int, "failed_by_kind": dict, "resources": dict}
 STEP_NUMBERS = ("rps", "rps_min", "rps_max", "mean_ms", "p50_ms", "p90_ms", "p99_ms",
                 "p99_min", "p99_max", "max_ms", "requests", "failed", "rate", "cache_hit_ratio")
+# Where a step's figures come from: the Nginx in front (None: a --url server).
+FRONTS = ("stack", "minimal", None)
 # A row's figures: every CSV column but the labels (a sweep's value may be a word: a class).
 ROW_NUMBERS = tuple(c for c in CSV_COLUMNS if c not in (
     "step_id", "kind", "group", "class", "baseline", "endpoint", "path", "cache", "sweep_value", "worker_class"))
@@ -92,6 +96,9 @@ def schema_problems(results):
     if not isinstance(results.get("recommendations"), dict):
         problems.append("recommendations is missing")
     step_ids = set()
+    # Runs from before the front steps (the kept reference, the tests' fixture) have
+    # neither these fields nor idle_workers; a run that has one has them all.
+    current = any("front" in step for step in steps)
     for step in steps:
         label = f"step {step.get('id')}"
         problems += [f"{label}: {k} missing or not {t.__name__}" for k, t in STEP_KEYS.items()
@@ -102,11 +109,67 @@ def schema_problems(results):
         if step.get("id") in step_ids:
             problems.append(f"{label}: id repeated")
         step_ids.add(step.get("id"))
+        if current:
+            problems += front_problems(step, label, run.get("target"))
     for index, row in enumerate(rows):
         if row.get("step_id") not in step_ids:
             problems.append(f"row {index}: step_id {row.get('step_id')!r} is not a step")
         problems += bad_numbers(row, f"row {index}", ROW_NUMBERS)
+    if current:
+        problems += idle_problems(results.get("idle_workers"))
     return problems
+
+
+def front_problems(step, label, target):
+    """The front and the RSS-return fields: present, of their kind, and where they belong."""
+    problems = []
+    if "front" not in step or step["front"] not in FRONTS:
+        problems.append(f"{label}: front is {step.get('front')!r}, not one of {FRONTS}")
+    elif step.get("kind") == "front" and (step["front"] != "minimal" or "front=minimal" not in step["id"]):
+        problems.append(f"{label}: a front step must be front=minimal, in its id too")
+    if "rss_return_kb" not in step:
+        problems.append(f"{label}: rss_return_kb missing")
+    else:
+        problems += bad_numbers(step, label, ("rss_return_kb",))
+        memory_step = (target == "stack" and step.get("kind") == "matrix"
+                       and step.get("endpoint") == "/memory-test" and step.get("requests"))
+        if memory_step and step["rss_return_kb"] is None:
+            problems.append(f"{label}: a /memory-test step of the stack without rss_return_kb")
+    return problems
+
+
+def idle_problems(idle):
+    """idle_workers: one entry per class, RSS figures positive and ordered."""
+    if not isinstance(idle, list):
+        return ["idle_workers is missing or not a list"]
+    problems = []
+    for entry in idle:
+        label = f"idle_workers {entry.get('class')}"
+        rss = entry.get("idle_worker_rss_kb")
+        if not isinstance(rss, dict) or not all(isinstance(rss.get(k), numbers.Number) and rss[k] > 0
+                                                 for k in ("median", "max")):
+            problems.append(f"{label}: idle_worker_rss_kb needs a positive median and max")
+        elif rss["median"] > rss["max"]:
+            problems.append(f"{label}: median {rss['median']} above max {rss['max']}")
+        if not isinstance(entry.get("workers"), int) or entry["workers"] < 1:
+            problems.append(f"{label}: workers is not a positive count")
+        problems += bad_numbers(entry, label, ("reps", "workers", "workers_with_both_backends"))
+    return problems
+
+
+def targets_problem(results, markdown):
+    """The Targets section of a stack run: each target computed from results.json is a
+    row of report.md, with a verdict of the three words."""
+    if (results.get("run") or {}).get("target") != "stack":
+        return None
+    if "\n## Targets\n" not in markdown:
+        return "no Targets section"
+    rows = target_rows(results)
+    missing = [r[0] for r in rows if "| " + " | ".join(markdown_cell(c) for c in r) + " |" not in markdown]
+    if missing:
+        return f"rows missing or different: {'; '.join(missing[:3])}"
+    odd = [r[0] for r in rows if r[3] not in (MET, NOT_MET, NOT_MEASURED)]
+    return f"verdicts not met/not met/not measured: {'; '.join(odd)}" if odd else None
 
 
 def csv_problem(path, expected_rows):
@@ -213,6 +276,8 @@ def check(run_dir):
     missing = [e for e in endpoints if f"`{e}`" not in markdown and f" {e} " not in markdown]
     checker.report(f"report.md mentions the {len(endpoints)} matrix endpoints",
                    f"missing {', '.join(missing)}" if missing else None)
+    checker.report("report.md's Targets section has every target, computed from the steps",
+                   targets_problem(results, markdown))
     charts = referenced_charts(markdown)
     broken = [c for c in charts if not (run_dir / c).is_file()
               or (run_dir / c).read_bytes()[:8] != PNG_MAGIC]

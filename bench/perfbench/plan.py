@@ -100,7 +100,7 @@ def profiles():
     workers = sorted({1, c, 2 * c + 1, 4 * c, 8 * c})
     return {
         "quick": Profile(
-            "quick", warmup_s=1, duration_s=1, reps=1, max_minutes=4,
+            "quick", warmup_s=1, duration_s=1, reps=1, max_minutes=5,
             endpoints=("/", "/cpu-intensive", "/io-intensive", "/cached-data", "/memory-test"),
             sweeps={"workers": ("sync", (c, 2 * c + 1), ("/cpu-intensive",), 64),
                     "threads": ("thread", (4, 16), ("/io-intensive",), 64),
