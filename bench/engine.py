@@ -129,6 +129,7 @@ def print_ab(steps):
         rps, conc = s["rps"] or 0, s["concurrency"]
         who = f"{s['class']} workers" if s["class"] not in (None, "url") else (s["baseline"] or "server")
         how = f"concurrency {conc}" + (", cache on" if s["cache"] == "on" else "")
+        how += ", behind the minimal Nginx" if s["kind"] == "front" else ""
         how += f", open loop at {s['rate']} req/s" if s["rate"] else ""
         print(f"\n== {who}: {s['path']}  ({how})")
         print(f"Requests per second:    {rps:.2f} [#/sec] (mean)")

@@ -41,10 +41,19 @@ def _find(steps, **equal):
     return next((s for s in steps if all(s.get(k) == v for k, v in equal.items())), None)
 
 
+def _spread(step, versus):
+    """The ratio's range over the repetitions (lowest of one side over highest of the
+    other, and the reverse), or "" after a single repetition."""
+    if min(step.get("reps") or 1, versus.get("reps") or 1) < 2:
+        return ""
+    low, high = _ratio(step.get("rps_min"), versus.get("rps_max")), _ratio(step.get("rps_max"), versus.get("rps_min"))
+    return "" if low is None or high is None else f", repetitions {_times(low)}..{_times(high)}"
+
+
 def _rps_ratio_line(what, step, versus, goal, versus_name):
     ratio = _ratio(step.get("rps"), (versus or {}).get("rps"))
     measured = "–" if ratio is None else (f"{_times(ratio)} ({fmt(step.get('rps'))} / "
-                                          f"{fmt(versus.get('rps'))} req/s)")
+                                          f"{fmt(versus.get('rps'))} req/s{_spread(step, versus)})")
     return [what, measured, f"≥ {goal}x {versus_name}", _at_least(ratio, goal)]
 
 
