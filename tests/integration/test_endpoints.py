@@ -229,6 +229,18 @@ def test_memory_test_default_is_10_mb():
     assert obj["rss_peak_kb"] >= obj["rss_before_kb"] + 0.9 * 10 * 1024, obj
 
 
+def test_memory_test_gives_back_every_size_at_once():
+    # The block is back with the OS before the answer leaves, whatever backs it: 2 MiB
+    # pages (10), a block under one (1), 2 MiB pages and a 1 MiB tail (11). Sixteen
+    # requests of each reach every worker.
+    for mb in (10, 1, 11):
+        for _ in range(16):
+            status, h, body = get(f"/memory-test?mb={mb}")
+            obj = assert_app_answer(status, h, body)
+            assert obj["rss_peak_kb"] >= obj["rss_before_kb"] + 0.9 * mb * 1024, f"peak too low: {obj}"
+            assert obj["rss_after_kb"] - obj["rss_before_kb"] <= 1024, f"not given back: {obj}"
+
+
 def test_memory_test_checksum_depends_only_on_size():
     sums = {}
     for mb in (1, 2, 3, 1, 2, 3, 1, 2, 3):
