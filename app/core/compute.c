@@ -84,29 +84,30 @@ static long held_adjust(long delta_mb)
  * Maps len bytes with its start on a huge-page boundary and asks for huge pages
  * over it, so that touching the block takes one page fault per 2 MiB instead
  * of 512 (the kernel zeroes the same bytes either way; the faults are what
- * cost). mmap only
- * promises page alignment: over-map by one huge page and give back the head
- * and the tail. A tail shorter than a huge page (odd mb) stays on 4 KiB pages:
- * the block is exactly len bytes, so the RSS it shows is what was asked.
+ * cost). mmap only promises page alignment: when the start is not on a huge
+ * page, over-map by one huge page and give back the head and the tail. A
+ * tail shorter than a huge page (odd mb) stays on 4 KiB pages: the block is
+ * exactly len bytes, so the RSS it shows is what was asked.
  * Where the over-map or madvise fails (no THP, THP "never") the block is
  * still correct, only slower to touch.
  */
 static unsigned char *compute_map_block(size_t len)
 {
     int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
-    if (len < COMPUTE_HUGE_PAGE) {
-        void *small = mmap(NULL, len, prot, flags, -1, 0);
-        return small == MAP_FAILED ? NULL : small;
+    unsigned char *block = mmap(NULL, len, prot, flags, -1, 0);
+    if (block == MAP_FAILED) return NULL;
+    if (len < COMPUTE_HUGE_PAGE) return block;
+    if ((uintptr_t)block % COMPUTE_HUGE_PAGE) { /* newer kernels align a multiple of 2 MiB themselves */
+        unsigned char *raw = mmap(NULL, len + COMPUTE_HUGE_PAGE, prot, flags, -1, 0);
+        if (raw != MAP_FAILED) {
+            munmap(block, len);
+            size_t head = COMPUTE_HUGE_PAGE - (uintptr_t)raw % COMPUTE_HUGE_PAGE;
+            if (head == COMPUTE_HUGE_PAGE) head = 0;
+            block = raw + head;
+            if (head) munmap(raw, head);
+            munmap(block + len, COMPUTE_HUGE_PAGE - head);
+        }
     }
-    unsigned char *raw = mmap(NULL, len + COMPUTE_HUGE_PAGE, prot, flags, -1, 0);
-    if (raw == MAP_FAILED) {
-        raw = mmap(NULL, len, prot, flags, -1, 0);
-        return raw == MAP_FAILED ? NULL : raw;
-    }
-    size_t head = (COMPUTE_HUGE_PAGE - (uintptr_t)raw % COMPUTE_HUGE_PAGE) % COMPUTE_HUGE_PAGE;
-    unsigned char *block = raw + head;
-    if (head) munmap(raw, head);
-    munmap(block + len, COMPUTE_HUGE_PAGE - head);
     madvise(block, len - len % COMPUTE_HUGE_PAGE, MADV_HUGEPAGE);
     return block;
 }
