@@ -9,6 +9,12 @@ CFLAGS  += $(OPT) $(SAN) -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Werro
            $(shell pkg-config --cflags $(PKGS))
 LDFLAGS += $(SAN)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread
+# Every symbol bound at start, in the master (-z now), and jansson, the one library here
+# built for lazy binding, linked in: else each worker looks symbols up on first use,
+# which maps in the dynamic linker and every library's symbol tables (~600 KiB a worker).
+LDFLAGS += -Wl,-z,now
+JANSSON_A := $(wildcard $(shell pkg-config --variable=libdir jansson)/libjansson.a)
+LDLIBS  := $(if $(JANSSON_A),$(patsubst -ljansson,$(JANSSON_A),$(LDLIBS)),$(LDLIBS))
 
 BUILD   ?= build
 # app/<layer>/*.c, the endpoints app/core/endpoints/*.c, and app/main.c on top (see README: the layers).

@@ -14,6 +14,7 @@
 #include "master/master.h"
 #include "backends/redis_client.h"
 #include "base/settings.h"
+#include "worker/worker_main.h"
 
 extern char **environ;
 
@@ -164,6 +165,7 @@ int main(int argc, char **argv)
         return quit(cfg, 1);
     }
 
+    worker_main_prefork(cfg);
     /* The master owns cfg and the sockets from here on, and closes them. */
     int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns);
     if (pidfile) unlink(pidfile);

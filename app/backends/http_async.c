@@ -151,13 +151,13 @@ static int http_async_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+/* libcurl starts on the first GET, not with the worker: its global set-up (the TLS
+ * library's included) maps in pages that a worker never asked for /async-request would
+ * keep resident for nothing. */
 struct http_async *http_async_new(uv_loop_t *loop, char *err, size_t errlen)
 {
-    if (http_common_init(err, errlen) != 0) return NULL;
     struct http_async *a = calloc(1, sizeof *a);
-    if (a) a->multi = curl_multi_init();
-    if (!a || !a->multi) {
-        free(a);
+    if (!a) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
@@ -166,11 +166,23 @@ struct http_async *http_async_new(uv_loop_t *loop, char *err, size_t errlen)
     list_init(&a->sockets);
     uv_timer_init(loop, &a->timer);
     a->timer.data = a;
+    return a;
+}
+
+/* The multi handle, made on the first GET; 0, or -1 and why. */
+static int http_async_start(struct http_async *a, char *err, size_t errlen)
+{
+    if (a->multi) return 0;
+    if (http_common_init(err, errlen) != 0) return -1;
+    if (!(a->multi = curl_multi_init())) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     curl_multi_setopt(a->multi, CURLMOPT_SOCKETFUNCTION, http_async_socket_cb);
     curl_multi_setopt(a->multi, CURLMOPT_SOCKETDATA, a);
     curl_multi_setopt(a->multi, CURLMOPT_TIMERFUNCTION, http_async_timer_cb);
     curl_multi_setopt(a->multi, CURLMOPT_TIMERDATA, a);
-    return a;
+    return 0;
 }
 
 static void http_async_timer_closed(uv_handle_t *h)
@@ -190,7 +202,7 @@ static void http_async_destroy(struct http_async *a)
         http_transfer_free(a, t);
         cb(ctx, &res);
     }
-    curl_multi_cleanup(a->multi); /* closes the kept connections, through socket_cb */
+    if (a->multi) curl_multi_cleanup(a->multi); /* closes the kept connections, through socket_cb */
     while ((n = list_first(&a->sockets))) http_socket_close(list_entry(n, struct http_socket, node));
     uv_timer_stop(&a->timer);
     if (!uv_is_closing((uv_handle_t *)&a->timer)) uv_close((uv_handle_t *)&a->timer, http_async_timer_closed);
@@ -209,6 +221,12 @@ void http_async_run(struct http_async *a, const struct backend_op *op, double de
                     void *ctx)
 {
     struct backend_result res;
+    memset(&res, 0, sizeof res);
+    if (http_async_start(a, res.message, sizeof res.message) != 0) {
+        res.status = BACKEND_DOWN;
+        cb(ctx, &res);
+        return;
+    }
     struct http_transfer *t = calloc(1, sizeof *t);
     if (!t || !(t->easy = curl_easy_init())) {
         free(t);

@@ -3,6 +3,8 @@
 #define _GNU_SOURCE
 #include "worker/worker_main.h"
 
+#include <pthread.h>
+#include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -20,6 +22,29 @@ static const struct worker_driver drivers[] = {
 const struct worker_driver *worker_driver_for(enum worker_class c)
 {
     return &drivers[c];
+}
+
+static void *worker_main_no_work(void *arg)
+{
+    return arg;
+}
+
+void worker_main_prefork(const struct settings *cfg)
+{
+    /* libpq's default gssencmode=prefer loads Kerberos and reads its configuration in
+     * every process that connects (about 1.5 MiB resident a worker) for a handshake
+     * that fails without a ticket. A database_url naming gssencmode, or PGGSSENCMODE
+     * set by the operator, still decides. */
+    setenv("PGGSSENCMODE", "disable", 0);
+    /* libc reaches the dynamic linker's TLS set-up through lazily bound calls: each
+     * thread worker's first threads would look them up themselves, mapping in the
+     * symbol tables of every loaded library (~850 KiB a worker). Two threads bind both
+     * calls here once: the first allocates a stack, the second reuses it. */
+    if (cfg->worker_class != WORKER_THREAD) return;
+    for (int i = 0; i < 2; i++) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, worker_main_no_work, NULL) == 0) pthread_join(t, NULL);
+    }
 }
 
 void worker_main(const struct worker_env *env)

@@ -15,7 +15,8 @@ struct http_async;
  * A call made before http_async_run returns carries no body (only a failure). */
 typedef void (*http_async_cb)(void *ctx, const struct backend_result *res);
 
-/* NULL with err when libcurl cannot start. Connections are kept for reuse. */
+/* NULL with err when out of memory. libcurl starts on the first GET (if it cannot, that
+ * GET fails with BACKEND_DOWN and why). Connections are kept for reuse. */
 struct http_async *http_async_new(uv_loop_t *loop, char *err, size_t errlen);
 /* Fails the transfers under way with BACKEND_DOWN and closes every connection. */
 void http_async_free(struct http_async *a);

@@ -12,6 +12,10 @@ struct worker_driver {
 
 const struct worker_driver *worker_driver_for(enum worker_class c);
 
+/* In the master, once before it forks the first worker: start-up work that every
+ * worker would otherwise do, and keep resident, on its own. */
+void worker_main_prefork(const struct settings *cfg);
+
 /* Entry point of a freshly forked worker process (signals blocked on entry
  * until its handlers are set); never returns. */
 void worker_main(const struct worker_env *env) __attribute__((noreturn));
