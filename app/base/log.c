@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/self.h"
+
 static int log_fd = STDERR_FILENO;
 static enum log_level log_threshold = LOG_INFO;
 static char log_path[4096];
@@ -125,7 +127,7 @@ void log_access(const char *remote, const char *method, const char *path, const 
                      remote && *remote ? log_escape(remote, eremote, sizeof eremote) : "-", when,
                      log_escape(method, emethod, sizeof emethod), log_escape(path, epath, sizeof epath),
                      query && *query ? "?" : "", log_escape(query, equery, sizeof equery), status, bytes,
-                     duration_ms, (long)getpid());
+                     duration_ms, (long)self_pid());
     if (n < 0) return;
     if ((size_t)n >= sizeof line) {
         n = sizeof line - 1;
@@ -152,7 +154,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     localtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     n += (size_t)snprintf(line + n, sizeof line - n, ".%03ld [%ld] [%s] %s: ", (long)tv.tv_usec / 1000,
-                          (long)getpid(), log_role, names[level]);
+                          (long)self_pid(), log_role, names[level]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/clock.h"
+#include "base/self.h"
 #include "core/endpoint.h"
 #include "core/exchange.h"
 
@@ -30,7 +30,7 @@ enum step exchange_reply(struct exchange *ex, json_t *obj)
 {
     double elapsed = clock_ms() - ex->started_ms;
     json_object_set_new(obj, "elapsed_ms", json_real(round(elapsed * 1e3) / 1e3));
-    json_object_set_new(obj, "worker", json_integer(getpid()));
+    json_object_set_new(obj, "worker", json_integer(self_pid()));
     ex->resp.cache_control = ex->route->cache_control;
     return finish(ex, 200, obj);
 }

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/clock.h"
+#include "base/self.h"
 #include "core/endpoint.h"
 #include "core/routes.h"
 
@@ -97,7 +97,7 @@ size_t exchange_head(const struct exchange *ex, char *buf, size_t buflen)
                      "X-Worker: %ld\r\n"
                      "Cache-Control: %s\r\n"
                      "%s%s%s\r\n",
-                     r->status, reason(r->status), r->body_len, (long)getpid(),
+                     r->status, reason(r->status), r->body_len, (long)self_pid(),
                      r->cache_control ? r->cache_control : "no-store", x_cache, retry_after,
                      r->allow ? "Allow: GET, HEAD\r\n" : "");
     return n < 0 || (size_t)n >= buflen ? 0 : (size_t)n;
