@@ -54,6 +54,7 @@ struct ev_conn {
     struct list_node link; /* in w->conns */
     int fd;
     uv_poll_t poll;
+    int watching; /* the UV_READABLE | UV_WRITABLE events poll watches now */
     uv_timer_t timer; /* keepalive_timeout between requests, request_read_timeout while one arrives */
     int handles_open;
     struct fcgi_parser parser;
@@ -280,6 +281,7 @@ static void ev_conn_close(struct ev_conn *c)
     list_remove(&c->link);
     w->nconns--;
     uv_poll_stop(&c->poll);
+    c->watching = 0;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->poll, ev_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, ev_conn_handle_closed);
@@ -318,11 +320,16 @@ static size_t ev_conn_pending(const struct ev_conn *c)
     return c->out.len - c->out_off;
 }
 
-/* Reads while the output is under OUT_CAP; writes while there is output. */
+/* Reads while the output is under OUT_CAP; writes while there is output. Only
+ * a change reaches libuv: each uv_poll_start takes the descriptor out of epoll
+ * and puts it back, two system calls. */
 static void ev_conn_watch(struct ev_conn *c)
 {
     size_t pending = ev_conn_pending(c);
-    uv_poll_start(&c->poll, (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0), ev_conn_on_io);
+    int events = (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0);
+    if (events == c->watching) return;
+    c->watching = events;
+    uv_poll_start(&c->poll, events, ev_conn_on_io);
 }
 
 /* With no request under way a connection waits keepalive_timeout for the next
@@ -541,7 +548,8 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
         fcgi_buf_init(&c->out);
         list_push_front(&w->conns, &c->link);
         w->nconns++;
-        uv_poll_start(&c->poll, UV_READABLE, ev_conn_on_io);
+        c->watching = UV_READABLE;
+        uv_poll_start(&c->poll, c->watching, ev_conn_on_io);
         ev_conn_idle(c);
     }
     event_worker_publish_connections(w);
