@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/clock.h"
+#include "base/decimal.h"
 #include "base/self.h"
 #include "core/endpoint.h"
 #include "core/exchange.h"
@@ -44,15 +45,9 @@ size_t exchange_elapsed_text(double ms, char out[EXCHANGE_ELAPSED_TEXT])
         out[n] = '\0';
         return n;
     }
-    unsigned long long k = (unsigned long long)thousandths, whole = k / 1000;
+    unsigned long long k = (unsigned long long)thousandths;
     unsigned frac = (unsigned)(k % 1000);
-    char digits[24];
-    size_t nd = 0, n = 0;
-    do {
-        digits[nd++] = (char)('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-    while (nd) out[n++] = digits[--nd];
+    size_t n = decimal_write(out, k / 1000);
     out[n++] = '.';
     /* %g drops the fraction's trailing zeros; jansson adds ".0" to a whole number. */
     out[n++] = (char)('0' + frac / 100);
@@ -67,11 +62,11 @@ size_t exchange_elapsed_text(double ms, char out[EXCHANGE_ELAPSED_TEXT])
 enum step exchange_reply_members(struct exchange *ex, const char *members)
 {
     char elapsed[EXCHANGE_ELAPSED_TEXT];
-    char worker[24];
+    char worker[DECIMAL_MAX];
     size_t members_len = strlen(members), elapsed_len = exchange_elapsed_text(clock_ms() - ex->started_ms, elapsed);
-    int worker_len = snprintf(worker, sizeof worker, "%ld", (long)self_pid());
+    size_t worker_len = decimal_write(worker, (unsigned long long)self_pid());
     static const char elapsed_key[] = ",\"elapsed_ms\":", worker_key[] = ",\"worker\":";
-    size_t len = members_len + sizeof elapsed_key - 1 + elapsed_len + sizeof worker_key - 1 + (size_t)worker_len + 1;
+    size_t len = members_len + sizeof elapsed_key - 1 + elapsed_len + sizeof worker_key - 1 + worker_len + 1;
     char *body = malloc(len + 1);
     if (!body) return finish(ex, 500, NULL); /* out of memory: still answer in JSON */
     char *at = body;
@@ -82,7 +77,7 @@ enum step exchange_reply_members(struct exchange *ex, const char *members)
                  {elapsed_key, sizeof elapsed_key - 1},
                  {elapsed, elapsed_len},
                  {worker_key, sizeof worker_key - 1},
-                 {worker, (size_t)worker_len},
+                 {worker, worker_len},
                  {"}", 2}}; /* with the NUL */
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
         memcpy(at, parts[i].text, parts[i].len);

@@ -49,7 +49,7 @@ struct exchange {
     union {
         max_align_t align;
         unsigned char bytes[EXCHANGE_STATE_MAX];
-    } state; /* zeroed by exchange_start */
+    } state; /* its endpoint's state_size bytes zeroed once routed */
 };
 
 /* Begins an exchange; the strings of req must outlive it. */
