@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,7 +40,6 @@ struct ev_req {
     struct event_worker *w;
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
-    struct exchange ex;
     struct worker_request wr;
     char *strings; /* the request's strings, owned here */
     uv_timer_t sleep;
@@ -47,6 +47,8 @@ struct ev_req {
     int started;                  /* the exchange runs (the body has arrived) */
     int in_start, finished_early; /* a backend answered before its start returned */
     struct backend_result early;
+    /* Last: exchange_start sets it up, so a new request zeroes only what comes before. */
+    struct exchange ex;
 };
 
 struct ev_conn {
@@ -116,8 +118,9 @@ static void ev_req_free(struct ev_req *r)
  * limits are answered 413 (with the params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct ev_req *r = calloc(1, sizeof *r);
+    struct ev_req *r = malloc(sizeof *r);
     if (!r) return NULL;
+    memset(r, 0, offsetof(struct ev_req, ex));
     struct request req;
     char path[1024];
     fcgi_params_to_request(&req, e->envp, path, sizeof path);
