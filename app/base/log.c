@@ -118,11 +118,17 @@ void log_access(const char *remote, const char *method, const char *path, const 
     if (access_fd < 0) return;
     /* Request data is escaped: a CR/LF or a quote in a decoded path or a raw
      * FastCGI parameter must not forge a line or end the quoted field. */
-    char when[64], line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
+    char line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
+    /* The date changes once a second: each thread keeps the one it wrote last. */
+    static _Thread_local time_t when_at = -1;
+    static _Thread_local char when[64];
     time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    if (now != when_at) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+        when_at = now;
+    }
     int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%s\" %d %zu %.3f %ld\n",
                      remote && *remote ? log_escape(remote, eremote, sizeof eremote) : "-", when,
                      log_escape(method, emethod, sizeof emethod), log_escape(path, epath, sizeof epath),
