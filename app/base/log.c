@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/self.h"
+
 static int log_fd = STDERR_FILENO;
 static enum log_level log_threshold = LOG_INFO;
 static char log_path[4096];
@@ -116,16 +118,22 @@ void log_access(const char *remote, const char *method, const char *path, const 
     if (access_fd < 0) return;
     /* Request data is escaped: a CR/LF or a quote in a decoded path or a raw
      * FastCGI parameter must not forge a line or end the quoted field. */
-    char when[64], line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
+    char line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
+    /* The date changes once a second: each thread keeps the one it wrote last. */
+    static _Thread_local time_t when_at = -1;
+    static _Thread_local char when[64];
     time_t now = time(NULL);
-    struct tm tm;
-    localtime_r(&now, &tm);
-    strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+    if (now != when_at) {
+        struct tm tm;
+        localtime_r(&now, &tm);
+        strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
+        when_at = now;
+    }
     int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%s\" %d %zu %.3f %ld\n",
                      remote && *remote ? log_escape(remote, eremote, sizeof eremote) : "-", when,
                      log_escape(method, emethod, sizeof emethod), log_escape(path, epath, sizeof epath),
                      query && *query ? "?" : "", log_escape(query, equery, sizeof equery), status, bytes,
-                     duration_ms, (long)getpid());
+                     duration_ms, (long)self_pid());
     if (n < 0) return;
     if ((size_t)n >= sizeof line) {
         n = sizeof line - 1;
@@ -152,7 +160,7 @@ void log_msg(enum log_level level, const char *fmt, ...)
     localtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(line, sizeof line, "%Y-%m-%dT%H:%M:%S", &tm);
     n += (size_t)snprintf(line + n, sizeof line - n, ".%03ld [%ld] [%s] %s: ", (long)tv.tv_usec / 1000,
-                          (long)getpid(), log_role, names[level]);
+                          (long)self_pid(), log_role, names[level]);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);

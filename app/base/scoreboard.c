@@ -2,7 +2,6 @@
 #define _GNU_SOURCE
 #include "base/scoreboard.h"
 
-#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -114,7 +113,12 @@ void scoreboard_cut_utf8(char *s)
 /* A URI cut to fit its field ends on a whole character. */
 static void copy_uri(char *dst, size_t size, const char *uri)
 {
-    if ((size_t)snprintf(dst, size, "%s", uri) >= size) scoreboard_cut_utf8(dst);
+    size_t n = strnlen(uri, size);
+    int cut = n == size;
+    if (cut) n = size - 1;
+    memcpy(dst, uri, n);
+    dst[n] = '\0';
+    if (cut) scoreboard_cut_utf8(dst);
 }
 
 void scoreboard_set_busy(struct scoreboard_slot *s, int active, int64_t oldest_us, const char *oldest_uri)

@@ -2,12 +2,14 @@
  * themselves are made in answer.c, which the endpoints call: no loop through the routes). */
 #include "core/exchange.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/clock.h"
+#include "base/decimal.h"
+#include "base/self.h"
 #include "core/endpoint.h"
 #include "core/routes.h"
 
@@ -18,9 +20,14 @@
  * 504 before the master would kill the worker. */
 #define DEADLINE_MARGIN_MS 1000.0
 
+/* What exchange_start and exchange_clear zero: all but the endpoint's state,
+ * whose state_size bytes are zeroed once the exchange is routed (a request
+ * zeroes only what its endpoint uses). */
+#define EXCHANGE_COMMON_BYTES offsetof(struct exchange, state)
+
 void exchange_start(struct exchange *ex, const struct request *req, const struct settings *cfg)
 {
-    memset(ex, 0, sizeof *ex);
+    memset(ex, 0, EXCHANGE_COMMON_BYTES);
     ex->req = *req;
     if (!ex->req.query) ex->req.query = "";
     if (!ex->req.path) ex->req.path = "";
@@ -35,7 +42,7 @@ void exchange_clear(struct exchange *ex)
 {
     if (ex->route && ex->route->clear) ex->route->clear(ex);
     free(ex->resp.body);
-    memset(ex, 0, sizeof *ex);
+    memset(ex, 0, EXCHANGE_COMMON_BYTES);
 }
 
 /* Routing and the checks every endpoint shares, in the order a client expects:
@@ -44,6 +51,7 @@ static enum step begin(struct exchange *ex)
 {
     ex->route = route_find(ex->req.path);
     if (!ex->route) return exchange_error(ex, 404, "not_found", "no endpoint at this path");
+    memset(ex->state.bytes, 0, ex->route->state_size);
     if (strcmp(ex->req.method, "HEAD") == 0) {
         ex->head_only = 1;
     } else if (strcmp(ex->req.method, "GET") != 0) {
@@ -84,21 +92,67 @@ static const char *reason(int status)
     }
 }
 
+/* Appends to the head being written; `at` becomes NULL once it does not fit
+ * (the last byte of the buffer stays for the NUL). */
+struct exchange_head_writer {
+    char *at, *end;
+};
+
+static void head_put(struct exchange_head_writer *w, const char *s, size_t n)
+{
+    if (!w->at) return;
+    if ((size_t)(w->end - w->at) <= n) {
+        w->at = NULL;
+        return;
+    }
+    memcpy(w->at, s, n);
+    w->at += n;
+}
+
+static void head_text(struct exchange_head_writer *w, const char *s)
+{
+    head_put(w, s, strlen(s));
+}
+
+static void head_number(struct exchange_head_writer *w, long long v)
+{
+    char digits[DECIMAL_MAX + 1];
+    size_t n = 0;
+    if (v < 0) digits[n++] = '-';
+    n += decimal_write(digits + n, v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v);
+    head_put(w, digits, n);
+}
+
+/* Written piece by piece, not with printf: every answer has one. */
 size_t exchange_head(const struct exchange *ex, char *buf, size_t buflen)
 {
     const struct response *r = &ex->resp;
-    char x_cache[32] = "", retry_after[32] = "";
-    if (r->x_cache) snprintf(x_cache, sizeof x_cache, "X-Cache: %s\r\n", r->x_cache);
-    if (r->retry_after > 0) snprintf(retry_after, sizeof retry_after, "Retry-After: %d\r\n", r->retry_after);
-    int n = snprintf(buf, buflen,
-                     "Status: %d %s\r\n"
-                     "Content-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n"
-                     "X-Worker: %ld\r\n"
-                     "Cache-Control: %s\r\n"
-                     "%s%s%s\r\n",
-                     r->status, reason(r->status), r->body_len, (long)getpid(),
-                     r->cache_control ? r->cache_control : "no-store", x_cache, retry_after,
-                     r->allow ? "Allow: GET, HEAD\r\n" : "");
-    return n < 0 || (size_t)n >= buflen ? 0 : (size_t)n;
+    struct exchange_head_writer w = {buf, buf + buflen};
+    if (!buflen) return 0;
+    head_text(&w, "Status: ");
+    head_number(&w, r->status);
+    head_text(&w, " ");
+    head_text(&w, reason(r->status));
+    head_text(&w, "\r\nContent-Type: application/json\r\nContent-Length: ");
+    head_number(&w, (long long)r->body_len);
+    head_text(&w, "\r\nX-Worker: ");
+    head_number(&w, self_pid());
+    head_text(&w, "\r\nCache-Control: ");
+    head_text(&w, r->cache_control ? r->cache_control : "no-store");
+    head_text(&w, "\r\n");
+    if (r->x_cache) {
+        head_text(&w, "X-Cache: ");
+        head_text(&w, r->x_cache);
+        head_text(&w, "\r\n");
+    }
+    if (r->retry_after > 0) {
+        head_text(&w, "Retry-After: ");
+        head_number(&w, r->retry_after);
+        head_text(&w, "\r\n");
+    }
+    if (r->allow) head_text(&w, "Allow: GET, HEAD\r\n");
+    head_text(&w, "\r\n");
+    if (!w.at) return 0;
+    *w.at = '\0';
+    return (size_t)(w.at - buf);
 }

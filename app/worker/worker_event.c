@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -39,7 +40,6 @@ struct ev_req {
     struct event_worker *w;
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
-    struct exchange ex;
     struct worker_request wr;
     char *strings; /* the request's strings, owned here */
     uv_timer_t sleep;
@@ -47,6 +47,8 @@ struct ev_req {
     int started;                  /* the exchange runs (the body has arrived) */
     int in_start, finished_early; /* a backend answered before its start returned */
     struct backend_result early;
+    /* Last: exchange_start sets it up, so a new request zeroes only what comes before. */
+    struct exchange ex;
 };
 
 struct ev_conn {
@@ -54,6 +56,7 @@ struct ev_conn {
     struct list_node link; /* in w->conns */
     int fd;
     uv_poll_t poll;
+    int watching; /* the UV_READABLE | UV_WRITABLE events poll watches now */
     uv_timer_t timer; /* keepalive_timeout between requests, request_read_timeout while one arrives */
     int handles_open;
     struct fcgi_parser parser;
@@ -115,8 +118,9 @@ static void ev_req_free(struct ev_req *r)
  * limits are answered 413 (with the params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct ev_req *r = calloc(1, sizeof *r);
+    struct ev_req *r = malloc(sizeof *r);
     if (!r) return NULL;
+    memset(r, 0, offsetof(struct ev_req, ex));
     struct request req;
     char path[1024];
     fcgi_params_to_request(&req, e->envp, path, sizeof path);
@@ -280,6 +284,7 @@ static void ev_conn_close(struct ev_conn *c)
     list_remove(&c->link);
     w->nconns--;
     uv_poll_stop(&c->poll);
+    c->watching = 0;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->poll, ev_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, ev_conn_handle_closed);
@@ -318,11 +323,16 @@ static size_t ev_conn_pending(const struct ev_conn *c)
     return c->out.len - c->out_off;
 }
 
-/* Reads while the output is under OUT_CAP; writes while there is output. */
+/* Reads while the output is under OUT_CAP; writes while there is output. Only
+ * a change reaches libuv: each uv_poll_start takes the descriptor out of epoll
+ * and puts it back, two system calls. */
 static void ev_conn_watch(struct ev_conn *c)
 {
     size_t pending = ev_conn_pending(c);
-    uv_poll_start(&c->poll, (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0), ev_conn_on_io);
+    int events = (pending <= OUT_CAP ? UV_READABLE : 0) | (pending ? UV_WRITABLE : 0);
+    if (events == c->watching) return;
+    c->watching = events;
+    uv_poll_start(&c->poll, events, ev_conn_on_io);
 }
 
 /* With no request under way a connection waits keepalive_timeout for the next
@@ -541,7 +551,8 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
         fcgi_buf_init(&c->out);
         list_push_front(&w->conns, &c->link);
         w->nconns++;
-        uv_poll_start(&c->poll, UV_READABLE, ev_conn_on_io);
+        c->watching = UV_READABLE;
+        uv_poll_start(&c->poll, c->watching, ev_conn_on_io);
         ev_conn_idle(c);
     }
     event_worker_publish_connections(w);

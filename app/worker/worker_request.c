@@ -4,8 +4,8 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +54,9 @@ void worker_request_reading(struct worker_request *wr)
 {
     wr->started_us = clock_us();
     wr->reading = 1;
-    snprintf(wr->uri, sizeof wr->uri, "(reading a request)");
+    static const char reading[] = "(reading a request)";
+    _Static_assert(sizeof reading <= sizeof wr->uri, "the placeholder fits");
+    memcpy(wr->uri, reading, sizeof reading);
     pthread_mutex_lock(&inflight_lock);
     inflight_link(wr);
     publish_inflight();
@@ -75,9 +77,21 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
     wr->begun_us = clock_us();
     const struct request *q = &ex->req;
     pthread_mutex_lock(&inflight_lock);
-    if ((size_t)snprintf(wr->uri, sizeof wr->uri, "%s %s%s%s", q->method, q->path, q->query[0] ? "?" : "", q->query) >=
-        sizeof wr->uri)
-        scoreboard_cut_utf8(wr->uri);
+    /* "METHOD /path?query", cut on a whole character when it does not fit. */
+    const char *parts[] = {q->method, " ", q->path, q->query[0] ? "?" : "", q->query};
+    size_t at = 0;
+    int cut = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && !cut; i++) {
+        size_t n = strlen(parts[i]);
+        if (n >= sizeof wr->uri - at) {
+            n = sizeof wr->uri - 1 - at;
+            cut = 1;
+        }
+        memcpy(wr->uri + at, parts[i], n);
+        at += n;
+    }
+    wr->uri[at] = '\0';
+    if (cut) scoreboard_cut_utf8(wr->uri);
     if (wr->reading) { /* already in flight, in its place by age */
         wr->reading = 0;
     } else {

@@ -11,14 +11,15 @@
  * An endpoint is one file, app/core/endpoints/<name>.c, that defines
  * `const struct endpoint endpoint_<name>`: the Makefile lists those files and
  * core/routes.c routes to each (README: adding an endpoint). It keeps what it needs
- * between steps in a private struct, exchange_state(ex), zeroed when the exchange
- * starts; ENDPOINT_STATE_FITS checks at compile time that the struct fits.
+ * between steps in a private struct, exchange_state(ex), whose state_size bytes are
+ * zeroed before its parse and first step; ENDPOINT_STATE_FITS checks at compile time
+ * that the struct fits.
  */
 struct endpoint {
     const char *path;
     const char *name;          /* label in logs and metrics */
     const char *cache_control; /* of a successful answer */
-    size_t state_size;         /* of its private state; at most EXCHANGE_STATE_MAX */
+    size_t state_size;         /* of its private state (the bytes zeroed); at most EXCHANGE_STATE_MAX */
     /* Reads and checks the parameters into its state; answers 400 itself and returns -1
      * when one is bad. NULL: it takes none. */
     int (*parse)(struct exchange *ex);

@@ -49,7 +49,7 @@ struct exchange {
     union {
         max_align_t align;
         unsigned char bytes[EXCHANGE_STATE_MAX];
-    } state; /* zeroed by exchange_start */
+    } state; /* its endpoint's state_size bytes zeroed once routed */
 };
 
 /* Begins an exchange; the strings of req must outlive it. */
@@ -73,6 +73,14 @@ static inline void *exchange_state(struct exchange *ex)
 /* Answers 200 with obj (its reference taken) plus elapsed_ms and worker, and the
  * route's Cache-Control. */
 enum step exchange_reply(struct exchange *ex, json_t *obj);
+/* The same answer for a body known in advance: members is the start of its JSON
+ * object, without the closing brace ("{\"message\":\"...\""), the bytes
+ * exchange_reply would write for that object; no JSON is built. */
+enum step exchange_reply_members(struct exchange *ex, const char *members);
+/* elapsed_ms (milliseconds) as every answer writes it, rounded to the microsecond,
+ * into out; returns its length. */
+#define EXCHANGE_ELAPSED_TEXT 32
+size_t exchange_elapsed_text(double ms, char out[EXCHANGE_ELAPSED_TEXT]);
 enum step exchange_error(struct exchange *ex, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 enum step exchange_bad_param(struct exchange *ex, const char *param, const char *fmt, ...)

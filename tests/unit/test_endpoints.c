@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,56 @@ static void hello_answers_at_once(void **state)
     assert_true(json_is_real(json_object_get(doc, "elapsed_ms")));
     json_decref(doc);
     exchange_clear(&ex);
+}
+
+/* jansson's rendering of doc, as the answers write their JSON. */
+static char *jansson_text(const json_t *doc)
+{
+    char *text = json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
+    assert_non_null(text);
+    return text;
+}
+
+/* `/` writes its body without building JSON: the bytes are the ones jansson writes. */
+static void hello_body_is_what_jansson_writes(void **state)
+{
+    (void)state;
+    struct exchange ex;
+    assert_int_equal(start(&ex, "GET", "/", ""), STEP_DONE);
+    json_t *doc = body(&ex);
+    char *expect = jansson_text(doc);
+    assert_string_equal(ex.resp.body, expect);
+    assert_int_equal(ex.resp.body_len, strlen(expect));
+    assert_string_equal(ex.resp.cache_control, "public, max-age=1");
+    assert_int_equal(json_object_size(doc), 3);
+    free(expect);
+    json_decref(doc);
+    exchange_clear(&ex);
+}
+
+/* elapsed_ms written from its thousandths is what jansson writes for the rounded real. */
+static void elapsed_text_is_what_jansson_writes(void **state)
+{
+    (void)state;
+    const double fixed[] = {0,       0.0004,   0.0005,  0.001,     0.01,        0.1,       0.12,
+                            0.216,   0.26,     0.9995,  1,         1.5,         9.999,     10,
+                            12.3456, 100.0004, 999.999, 1000.0005, 123456.789,  1e6,       86400000.001,
+                            1e9,     1e11 + 0.5, 1e12,  1e13,      -0.4,        -1.25,     -3000.5};
+    unsigned seed = 11;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] + 20000; i++) {
+        double ms;
+        if (i < sizeof fixed / sizeof fixed[0]) ms = fixed[i];
+        else if (i % 2) ms = (double)rand_r(&seed) / RAND_MAX * 50.0; /* the usual range */
+        else ms = (double)rand_r(&seed) * (double)rand_r(&seed) / 1e3;
+        char text[EXCHANGE_ELAPSED_TEXT];
+        size_t n = exchange_elapsed_text(ms, text);
+        json_t *real = json_real(round(ms * 1e3) / 1e3);
+        char *expect = jansson_text(real);
+        assert_string_equal(text, expect);
+        assert_int_equal(n, strlen(expect));
+        free(expect);
+        json_decref(real);
+    }
 }
 
 static void routing_errors_come_in_order(void **state)
@@ -484,6 +535,8 @@ static void every_route_is_found(void **state)
         assert_ptr_equal(route_find(e->path), e);
         assert_int_equal(route_index(e), i);
         assert_true(e->state_size <= EXCHANGE_STATE_MAX);
+        /* Only state_size bytes of the state are zeroed: one that parses or frees keeps state. */
+        if (e->parse || e->clear) assert_true(e->state_size > 0);
         for (int j = 0; j < i; j++) assert_string_not_equal(route_table[j]->name, e->name);
     }
     assert_int_equal(route_index(NULL), ROUTE_NONE);
@@ -495,6 +548,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(hello_answers_at_once),
+        cmocka_unit_test(hello_body_is_what_jansson_writes),
+        cmocka_unit_test(elapsed_text_is_what_jansson_writes),
         cmocka_unit_test(routing_errors_come_in_order),
         cmocka_unit_test(head_is_get_without_body),
         cmocka_unit_test(bad_parameters_name_the_parameter),

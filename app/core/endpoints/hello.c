@@ -1,10 +1,11 @@
 /* endpoint /: the smallest answer, the baseline of every measure. */
 #include "core/endpoint.h"
 
+/* Its fixed part, written once: only elapsed_ms and worker change. */
 static enum step hello_step(struct exchange *ex, const struct backend_result *res)
 {
     (void)res;
-    return exchange_reply(ex, json_pack("{s:s}", "message", "Hello, World!"));
+    return exchange_reply_members(ex, "{\"message\":\"Hello, World!\"");
 }
 
 const struct endpoint endpoint_hello = {
