@@ -59,6 +59,21 @@ def test_x_no_cache_bypasses_and_stores_nothing():
     assert h["X-Cache-Status"] == "BYPASS", h.get("X-Cache-Status")
 
 
+def test_x_no_cache_0_uses_the_cache_and_head_is_bypassed_too():
+    url = "/expensive-computation?n=24&method=fast"
+    s, h, b = head(url, no_cache=True)
+    assert s == 200 and h["X-Cache-Status"] == "BYPASS", (s, h.get("X-Cache-Status"))
+    statuses = []
+    for i in range(20):  # "X-No-Cache: 0" is no bypass: the answer is stored, then served
+        s, h, b = get(url, no_cache=False, headers={"X-No-Cache": "0"})
+        assert_app_answer(s, h, b)
+        statuses.append(h["X-Cache-Status"])
+        if statuses[-1] == "HIT":
+            break
+        time.sleep(0.05 * i)
+    assert statuses[0] == "MISS" and statuses[-1] == "HIT", statuses
+
+
 def test_no_store_endpoints_are_never_cached():
     for url in ("/cpu-intensive?n=1234", "/io-intensive?ms=2", "/mixed?n=99&ms=1", "/memory-test?mb=1"):
         statuses = []
