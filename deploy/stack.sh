@@ -663,10 +663,6 @@ nginx_render() {
         export NGINX_USER_DIRECTIVE='# not started as root: workers run as the invoking user'
     fi
     mkdir -p "$RUN_DIR/nginx"
-    [[ -r /etc/nginx/fastcgi_params ]] ||
-        die "nginx: /etc/nginx/fastcgi_params is missing (apt-get install -y nginx-common)"
-    # The shared file's `include fastcgi_params;` is resolved next to nginx.conf.
-    cp /etc/nginx/fastcgi_params "$RUN_DIR/fastcgi_params"
     render "$REPO/nginx/perfcgi.conf.template" "$RUN_DIR/perfcgi.conf"
     render "$REPO/nginx/upstream.conf.template" "$RUN_DIR/upstream.conf"
     render "$REPO/nginx/nginx.conf.template" "$NGINX_CONF"
