@@ -1,15 +1,15 @@
 """Caching: Nginx's FastCGI cache in front, and the Redis cache-aside of /cached-data.
 
 Each Nginx cache test uses URLs that no other test requests without X-No-Cache, so the
-order of tests does not matter. /cached-data categories used here: 30, 40, 45.
+order of tests does not matter. /cached-data categories used here: 30, 40, 41, 45.
 """
 
 import json
 import threading
 import time
 
-from harness import (CACHE_TTL, assert_app_answer, category_stats, get, head, json_body,
-                     redis_cli, until_cache_hit)
+from harness import (CACHE_TTL, assert_app_answer, category_stats, get, head, json_body, master_http,
+                     metric_sum, parse_metrics, redis_cli, until_cache_hit)
 
 # Only answers through Nginx and the backends' data: runs on the docker-compose stack too.
 RUNS_ON_EXTERNAL_STACK = True
@@ -57,6 +57,21 @@ def test_x_no_cache_bypasses_and_stores_nothing():
     # With the entry stored, X-No-Cache still goes to the application.
     s, h, b = get(url, no_cache=True)
     assert h["X-Cache-Status"] == "BYPASS", h.get("X-Cache-Status")
+
+
+def test_x_no_cache_0_uses_the_cache_and_head_is_bypassed_too():
+    url = "/expensive-computation?n=24&method=fast"
+    s, h, b = head(url, no_cache=True)
+    assert s == 200 and h["X-Cache-Status"] == "BYPASS", (s, h.get("X-Cache-Status"))
+    statuses = []
+    for i in range(20):  # "X-No-Cache: 0" is no bypass: the answer is stored, then served
+        s, h, b = get(url, no_cache=False, headers={"X-No-Cache": "0"})
+        assert_app_answer(s, h, b)
+        statuses.append(h["X-Cache-Status"])
+        if statuses[-1] == "HIT":
+            break
+        time.sleep(0.05 * i)
+    assert statuses[0] == "MISS" and statuses[-1] == "HIT", statuses
 
 
 def test_no_store_endpoints_are_never_cached():
@@ -137,6 +152,46 @@ def test_cached_data_stampede_single_recompute():
         assert len(db) == 1, f"round {round_}: {len(db)} recomputes among 16 concurrent requests: {sources}"
         assert db[0][1] == "MISS", sources
         assert all(x == ("cache", "HIT") for x in sources if x[0] != "database"), sources
+
+
+def _cached_data_computations():
+    """How many /cached-data answers the application has computed from PostgreSQL."""
+    status, _, body = master_http("/metrics")
+    assert status == 200, (status, body[:200])
+    m = parse_metrics(body.decode())
+    return (metric_sum(m, "perfcgi_cache_requests_total", result="miss")
+            + metric_sum(m, "perfcgi_cache_requests_total", result="bypass"))
+
+
+def test_cached_data_cold_wave_through_nginx_computes_once():
+    """64 concurrent requests for a key new to Nginx's cache and to Redis: whichever way
+    each is answered (Nginx's cache, or the application after Nginx's cache lock gave up
+    waiting), PostgreSQL computes the value once."""
+    c, n = 41, 64
+    expected = category_stats(c)
+    for round_ in range(2):
+        redis_cli("DEL", f"perfcgi:cached-data:{c}", f"perfcgi:cached-data:{c}:lock")
+        url = f"/cached-data?category={c}&wave={round_}-{time.time_ns()}"  # a new Nginx key
+        before = _cached_data_computations()
+        results = [None] * n
+        barrier = threading.Barrier(n)
+
+        def one(i):
+            barrier.wait()
+            results[i] = get(url, no_cache=False)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert all(r is not None for r in results), "a request did not finish"
+        for s, h, b in results:
+            obj = assert_app_answer(s, h, b)
+            assert obj["stats"] == expected, f"round {round_}: {obj['stats']} != {expected}"
+            assert h["X-Cache-Status"] in ("MISS", "HIT"), h.get("X-Cache-Status")
+        computed = _cached_data_computations() - before
+        assert computed == 1, f"round {round_}: {computed} database computations for {n} concurrent requests"
 
 
 def test_cached_data_repairs_a_corrupt_cache_entry():
