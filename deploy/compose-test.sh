@@ -375,7 +375,7 @@ for k, v in harness.STACK_SETTINGS.items():
 ((${#SUITE_SETTINGS[@]})) || fail "cannot read harness.STACK_SETTINGS"
 export "${SUITE_SETTINGS[@]}"
 if [[ $WORKER_CLASS == event ]]; then # as deploy/stack.sh: kept connections for this class
-    export NGINX_UPSTREAM_KEEPALIVE="keepalive 128; keepalive_timeout 4s; keepalive_time 10s;" NGINX_FASTCGI_KEEP_CONN=on
+    export NGINX_UPSTREAM_KEEPALIVE="keepalive 1024; keepalive_timeout 4s; keepalive_time 10s;" NGINX_FASTCGI_KEEP_CONN=on
 fi
 say "perfcgi: ${SUITE_SETTINGS[*]}"
 

@@ -196,7 +196,6 @@ def _private_nginx(listen, port):
                  "NGINX_CACHE_DIR": f"{d}/nginx/cache", "NGINX_UPSTREAM_KEEPALIVE": "# none",
                  "NGINX_FASTCGI_KEEP_CONN": "off"}
     os.makedirs(f"{d}/nginx")
-    shutil.copy("/etc/nginx/fastcgi_params", f"{d}/fastcgi_params")
     with open(f"{d}/perfcgi.conf", "w") as f:
         f.write(_render(REPO / "nginx" / "perfcgi.conf.template", variables))
     with open(f"{d}/nginx.conf", "w") as f:

@@ -26,9 +26,12 @@ static const char LUA_STORE_AND_UNLOCK[] =
     "if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end "
     "return 1";
 
-/* Waiters poll for the winner's result at these intervals. */
+/* Waiters poll for the winner's result at these intervals: capped at 10 ms, so a
+ * waiter answers at most 10 ms after the result is stored (a cold key's wave through
+ * Nginx, whose lock waiters come here after 20 ms, keeps its p99 near one computation);
+ * 64 waiters then cost Redis some 6,400 cheap reads a second while it lasts. */
 #define LOCK_POLL_FIRST_MS 5
-#define LOCK_POLL_MAX_MS 50
+#define LOCK_POLL_MAX_MS 10
 
 /* Which operation the exchange waits on. */
 enum cached_data_at { CACHED_GET, CACHED_GET_OR_LOCK, CACHED_WAITED, CACHED_QUERY, CACHED_STORE };
