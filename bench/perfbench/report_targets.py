@@ -1,12 +1,13 @@
-# The report's Targets section: each of issue 11's targets, its figure computed from this run's steps, met or not.
+# The report's Targets section: each performance target perfcgi holds itself to, its figure computed from this run's steps, met or not.
 """Every figure here is a ratio or a value taken from the run's own steps (and idle
-probes); only the goals are fixed, as the issue states them. A target whose steps the run
+probes); only the goals are fixed, as perfcgi sets them. A target whose steps the run
 did not measure says so instead of guessing."""
 from perfbench.report_charts import fmt, reference_concurrency
 from perfbench.report_render import Heading, Paragraph, Table
 
-# The goals (issue 11): ratios are "at least", the others "at most".
-MEMORY_RATIO_GOAL = 1.5        # /memory-test against the kept-block baseline
+# The goals: ratios are "at least", the others "at most".
+MEMORY_PEER_RPS = 1470         # /memory-test: the best Python peer's figure (Gunicorn gevent, 4 workers, c64) ...
+MEMORY_PEER_GOAL = 1.5         # ... to be passed by this much, the memory still returned
 RSS_RETURN_GOAL_KB = 1024      # a worker's RSS back within 1 MiB after every request
 SYNC_LOOP_GOAL = 0.95          # `/`, sync against the bare libfcgi loop
 EVENT_RESPONDER_GOAL = 0.9     # `/`, event against the bare kept-alive responder
@@ -58,19 +59,25 @@ def _rps_ratio_line(what, step, versus, goal, versus_name):
 
 
 def memory_lines(steps, conc):
+    """/memory-test against the best peer's figure, with the kept-block baseline beside it:
+    that baseline serves the peer's way (no page faults, RSS never back) at C's speed, so it
+    is the ceiling of keeping the block, not the Python peer."""
     baseline = _find(steps, kind="baseline", baseline="memory-reuse", concurrency=conc)
+    goal_rps = MEMORY_PEER_RPS * MEMORY_PEER_GOAL
     lines = []
     for step in (s for s in steps if s.get("kind") == "matrix" and s.get("endpoint") == "/memory-test"
                  and s.get("cache") == "bypass" and s.get("concurrency") == conc):
-        lines.append(_rps_ratio_line(f"`{step['path']}`, {step['class']}, c{conc}", step, baseline,
-                                     MEMORY_RATIO_GOAL, "the kept-block baseline (memory-reuse)"))
+        ratio = _ratio(step.get("rps"), (baseline or {}).get("rps"))
+        beside = "" if ratio is None else f"; {_times(ratio)} the kept-block baseline's {fmt(baseline.get('rps'))}"
+        lines.append([f"`{step['path']}`, {step['class']}, c{conc}", f"{fmt(step.get('rps'))} req/s{beside}",
+                      f"≥ {MEMORY_PEER_GOAL}x the best peer's {fmt(MEMORY_PEER_RPS)} = {fmt(goal_rps)} req/s",
+                      _at_least(step.get("rps"), goal_rps)])
         kb = step.get("rss_return_kb")
         lines.append([f"`/memory-test` RSS after the request, {step['class']}",
                       "–" if kb is None else f"{fmt(kb)} KiB above before (worst request)",
                       f"≤ {RSS_RETURN_GOAL_KB} KiB", _at_most(kb, RSS_RETURN_GOAL_KB)])
     if not lines:
-        lines.append(["`/memory-test?mb=10` against the kept-block baseline", "–",
-                      f"≥ {MEMORY_RATIO_GOAL}x", NOT_MEASURED])
+        lines.append(["`/memory-test?mb=10`", "–", f"≥ {fmt(goal_rps)} req/s", NOT_MEASURED])
     return lines
 
 
@@ -152,7 +159,7 @@ def targets_section(results):
     met = sum(1 for r in rows if r[3] == MET)
     judged = sum(1 for r in rows if r[3] != NOT_MEASURED)
     return [Heading(2, "Targets"),
-            Paragraph(f"Issue 11's targets, each computed from this run's steps: {met} of {judged} measured "
+            Paragraph(f"The performance targets, each computed from this run's steps: {met} of {judged} measured "
                       "met. Ratios are medians of requests/s taken side by side in this run; the "
                       "baselines and the minimal Nginx are bench/baselines/. \"No endpoint slower "
                       "than before\" needs an earlier run: compare the headline tables of the two."),
