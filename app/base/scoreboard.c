@@ -80,23 +80,34 @@ int scoreboard_used(void)
 }
 
 /* A sibling busy on one request for this long is hung or CPU-bound: it takes
- * no connections now, so it does not count as the least loaded. */
+ * no connections now, so it does not count as a candidate. */
 #define STALLED_US 1000000
 
 int scoreboard_should_yield(int my_connections, int slack)
 {
-    int least = -1, n = scoreboard_used();
+    int least = -1, idle_before_me = 0, idle_sibling = 0, past_me = 0, n = scoreboard_used();
+    int me_idle = scoreboard_self && atomic_load(&scoreboard_self->state) == SLOT_IDLE;
     int64_t now = clock_us();
     for (int i = 0; i < n; i++) {
         const struct scoreboard_slot *s = &scoreboard_slots[i];
-        if (s == scoreboard_self || atomic_load(&s->pid) == 0) continue;
+        if (s == scoreboard_self) {
+            past_me = 1;
+            continue;
+        }
+        if (atomic_load(&s->pid) == 0 || !atomic_load(&s->accepting)) continue;
         int state = atomic_load(&s->state);
         if (state != SLOT_IDLE && state != SLOT_BUSY) continue;
         int64_t oldest = atomic_load(&s->request_started_us);
         if (oldest && now - oldest > STALLED_US) continue;
+        if (state == SLOT_IDLE) {
+            idle_sibling = 1;
+            idle_before_me |= !past_me;
+        }
         int c = atomic_load(&s->connections);
         if (least < 0 || c < least) least = c;
     }
+    if (me_idle) return idle_before_me;
+    if (idle_sibling) return 1;
     return least >= 0 && my_connections > least + slack;
 }
 

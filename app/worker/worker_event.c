@@ -24,8 +24,9 @@
 
 struct ev_conn;
 
-/* A worker holding more than ACCEPT_SLACK connections over its least loaded
- * sibling pauses accepting for ACCEPT_YIELD_MS. */
+/* A worker that leaves new connections to a sibling (scoreboard_should_yield:
+ * the first idle one, or when all are busy, one holding fewer than ACCEPT_SLACK
+ * connections under this one) pauses accepting for ACCEPT_YIELD_MS. */
 #define ACCEPT_SLACK 2
 #define ACCEPT_YIELD_MS 2
 /* A connection with more unsent output than this is not read until the client
@@ -289,11 +290,11 @@ static void ev_conn_close(struct ev_conn *c)
     uv_close((uv_handle_t *)&c->poll, ev_conn_handle_closed);
     uv_close((uv_handle_t *)&c->timer, ev_conn_handle_closed);
     close(c->fd);
-    event_worker_publish_connections(w);
     if (!w->accepting && !w->stopping && !w->draining) { /* room again under worker_connections */
         w->accepting = 1;
         event_worker_listen(w);
     }
+    event_worker_publish_connections(w);
     event_worker_maybe_exit(w);
 }
 
@@ -496,7 +497,9 @@ static void ev_conn_on_io(uv_poll_t *h, int status, int events)
 
 static void event_worker_publish_connections(struct event_worker *w)
 {
-    if (scoreboard_self) atomic_store(&scoreboard_self->connections, w->nconns);
+    if (!scoreboard_self) return;
+    atomic_store(&scoreboard_self->connections, w->nconns);
+    atomic_store(&scoreboard_self->accepting, w->accepting && !w->draining && !w->stopping);
 }
 
 static void event_worker_listen(struct event_worker *w)
@@ -520,9 +523,8 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     (void)events;
     struct event_worker *w = h->data;
     if (status < 0 || w->stopping || w->draining) return;
-    /* Every event worker wakes for a new connection. One that holds clearly more
-     * connections than a sibling steps back for a moment, so that kept-alive
-     * connections (and the load they carry) spread across the workers. */
+    /* Every event worker wakes for a new connection; all but the one that
+     * should take it step back for a moment (scoreboard_should_yield). */
     if (scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
         event_worker_unlisten(w);
         uv_timer_start(&w->yield, event_worker_on_yield_over, ACCEPT_YIELD_MS, 0);
@@ -530,8 +532,8 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     }
     int fd_listen = -1;
     uv_fileno((uv_handle_t *)h, &fd_listen);
-    /* One connection per wakeup: every worker polls the listener, so taking
-     * turns spreads kept-alive connections (and their load) across workers. */
+    /* One connection per wakeup: the next one is chosen for again, with this
+     * one counted. */
     for (int i = 0; i < 1 && w->nconns < w->cfg->worker_connections; i++) {
         int fd = accept4(fd_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) return; /* EAGAIN: another worker took it */
@@ -555,11 +557,11 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
         uv_poll_start(&c->poll, c->watching, ev_conn_on_io);
         ev_conn_idle(c);
     }
-    event_worker_publish_connections(w);
     if (w->nconns >= w->cfg->worker_connections) { /* full: stop accepting until one closes */
         w->accepting = 0;
         event_worker_unlisten(w);
     }
+    event_worker_publish_connections(w);
 }
 
 /* ---- the worker ---- */
@@ -599,6 +601,7 @@ static void event_worker_drain(struct event_worker *w)
     if (w->draining || w->stopping) return;
     w->draining = 1;
     event_worker_unlisten(w);
+    event_worker_publish_connections(w);
     uv_timer_stop(&w->yield);
     struct list_node *pos, *tmp;
     list_for_each_safe(pos, tmp, &w->conns) {
@@ -615,6 +618,7 @@ static void event_worker_on_term(uv_signal_t *s, int signum)
     w->stopping = 1;
     worker_stopping = 1;
     event_worker_unlisten(w);
+    event_worker_publish_connections(w);
     uv_timer_stop(&w->yield);
     /* Kept connections are not closed here, nor after their next answer: a
      * server-side close races with the request its client may be sending on
@@ -656,6 +660,7 @@ int worker_event_run(const struct worker_env *env)
         uv_poll_start(&w->listeners[i], UV_READABLE, event_worker_on_accept);
     }
     w->accepting = 1;
+    event_worker_publish_connections(w);
     uv_timer_init(&w->loop, &w->yield);
     w->yield.data = w;
     /* libuv's own signal handling wakes the loop; these replace the

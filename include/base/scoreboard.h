@@ -36,6 +36,7 @@ struct scoreboard_slot {
     _Atomic int64_t request_started_us; /* start of the oldest request in flight; 0 when idle */
     _Atomic int active;                 /* requests in flight (thread and event workers: many) */
     _Atomic int connections;            /* FastCGI connections held (event workers) */
+    _Atomic int accepting;              /* event workers: takes new connections (not full, draining, stopping) */
     _Atomic uint64_t requests;          /* served by this process */
     _Atomic int wants_retire;           /* max_requests reached: replace me */
     _Atomic int pool_open, pool_busy;
@@ -59,8 +60,14 @@ extern struct scoreboard_slot *scoreboard_slots;
 extern struct scoreboard_slot *scoreboard_self;
 int scoreboard_used(void);
 
-/* Whether this event worker holds clearly more connections than the least
- * loaded of its serving siblings (hung ones aside): then it lets them accept. */
+/* Whether this event worker should leave a new connection to a sibling.
+ * As EPOLLEXCLUSIVE wakes the first process asleep in epoll_wait, the first
+ * idle worker in slot order takes it, and a worker with requests in flight
+ * leaves it to an idle one: light load stays on few workers (fewer context
+ * switches, more requests per wake-up) and slow requests spread. When every
+ * worker has requests in flight, one holding more than `slack` connections
+ * over the least loaded sibling yields. Siblings that are hung, not serving
+ * yet or not accepting (full, draining, stopping) do not count. */
 int scoreboard_should_yield(int my_connections, int slack);
 
 /* What is in flight: how many requests, since when the oldest (0 = none) and

@@ -1,4 +1,5 @@
-/* Unit tests of scoreboard: memory held by all workers, counted against one cap. */
+/* Unit tests of scoreboard: memory held by all workers, counted against one cap;
+ * which event worker takes a new connection. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,10 +33,71 @@ static void holds_count_against_one_cap_and_come_back_when_a_worker_goes(void **
     scoreboard_destroy(slots, 4);
 }
 
+/* Slot i serves with `connections[i]`, idle when `busy[i]` is 0, accepting when
+ * `accepting[i]` is 1; slot `me` is this process. */
+static struct scoreboard_slot *serving(int n, const int *connections, const int *busy, const int *accepting, int me)
+{
+    struct scoreboard_slot *slots = scoreboard_create(n);
+    assert_non_null(slots);
+    scoreboard_set_used(n);
+    for (int i = 0; i < n; i++) {
+        atomic_store(&slots[i].pid, 100 + i);
+        atomic_store(&slots[i].state, busy[i] ? SLOT_BUSY : SLOT_IDLE);
+        atomic_store(&slots[i].active, busy[i]);
+        atomic_store(&slots[i].connections, connections[i]);
+        atomic_store(&slots[i].accepting, accepting[i]);
+    }
+    scoreboard_self = &slots[me];
+    return slots;
+}
+
+static int yields(int me, const int *connections, const int *busy, const int *accepting)
+{
+    struct scoreboard_slot *slots = serving(4, connections, busy, accepting, me);
+    int yield = scoreboard_should_yield(connections[me], 2);
+    scoreboard_self = NULL;
+    scoreboard_destroy(slots, 4);
+    return yield;
+}
+
+static void the_first_idle_worker_takes_a_new_connection(void **state)
+{
+    (void)state;
+    const int all[4] = {1, 1, 1, 1}, none_busy[4] = {0}, conns[4] = {40, 20, 0, 0};
+    /* Light load stays where it is: the first idle worker takes it, however many it holds. */
+    assert_false(yields(0, conns, none_busy, all));
+    assert_true(yields(1, conns, none_busy, all));
+    assert_true(yields(3, conns, none_busy, all));
+    /* A worker with requests in flight leaves it to an idle one, later in slot order too. */
+    const int first_busy[4] = {1, 0, 0, 0};
+    assert_true(yields(0, conns, first_busy, all));
+    assert_false(yields(1, conns, first_busy, all));
+    assert_true(yields(2, conns, first_busy, all));
+    /* An idle worker that does not accept (full, draining, stopping) is passed over. */
+    const int first_closed[4] = {0, 1, 1, 1};
+    assert_false(yields(1, conns, none_busy, first_closed));
+}
+
+static void when_all_are_busy_connections_spread_by_count(void **state)
+{
+    (void)state;
+    const int all[4] = {1, 1, 1, 1}, all_busy[4] = {1, 1, 1, 1}, conns[4] = {9, 7, 6, 3};
+    assert_true(yields(0, conns, all_busy, all)); /* 9 > 3 + 2 */
+    assert_true(yields(1, conns, all_busy, all)); /* 7 > 3 + 2 */
+    assert_false(yields(3, conns, all_busy, all)); /* the least loaded */
+    /* A sibling that does not accept is not the least loaded. */
+    const int last_closed[4] = {1, 1, 1, 0};
+    assert_true(yields(0, conns, all_busy, last_closed));  /* 9 > 6 + 2 */
+    assert_false(yields(1, conns, all_busy, last_closed)); /* 7 <= 6 + 2 */
+    assert_false(yields(2, conns, all_busy, last_closed)); /* the least loaded of those accepting */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(holds_count_against_one_cap_and_come_back_when_a_worker_goes),
+        cmocka_unit_test(the_first_idle_worker_takes_a_new_connection),
+        cmocka_unit_test(when_all_are_busy_connections_spread_by_count),
     };
     return cmocka_run_group_tests_name("scoreboard", tests, NULL, NULL);
 }
