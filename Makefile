@@ -93,7 +93,8 @@ build/asan/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
 
 # The benchmark's calibration baselines (bench/baselines/): a bare libfcgi accept loop
 # and a bare non-blocking FastCGI responder, the bounds of the sync and event classes, and
-# /memory-test served from one block kept and reused (the Python peer's allocator).
+# /memory-test served from one block kept and reused (the Python peer's allocator) or from
+# a fresh block each time (perfcgi's work, in the bare loop: its bound).
 BENCH_BIN     := $(BUILD)/bench
 BENCH_SRC     := bench/baselines
 BENCH_CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
@@ -101,15 +102,17 @@ BENCH_CFLAGS  := $(OPT) -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror
 BENCH_COMMON  := $(BENCH_SRC)/prefork.c $(wildcard $(BENCH_SRC)/*.h)
 
 .PHONY: bench-bins
-bench-bins: $(BENCH_BIN)/fcgi-loop $(BENCH_BIN)/fcgi-nonblocking $(BENCH_BIN)/fcgi-memory-reuse
+bench-bins: $(BENCH_BIN)/fcgi-loop $(BENCH_BIN)/fcgi-nonblocking $(BENCH_BIN)/fcgi-memory-reuse \
+            $(BENCH_BIN)/fcgi-memory-fresh
 
-# The two libfcgi loops share the loop; each adds its answer.
+# The libfcgi loops share the loop; each adds its answer.
 BENCH_LIBFCGI := $(BENCH_SRC)/libfcgi_loop.c $(BENCH_COMMON)
 $(BENCH_BIN)/fcgi-loop: $(BENCH_SRC)/fcgi_loop.c $(BENCH_LIBFCGI)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --libs fcgi)
 
-$(BENCH_BIN)/fcgi-memory-reuse: $(BENCH_SRC)/fcgi_memory_reuse.c $(BENCH_LIBFCGI)
+# The /memory-test pair: one block kept (the Python peer's way), a fresh one each time (perfcgi's).
+$(BENCH_BIN)/fcgi-memory-%: $(BENCH_SRC)/fcgi_memory_%.c $(BENCH_SRC)/memory_answer.c $(BENCH_LIBFCGI)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -o $@ $(filter %.c,$^) $(shell pkg-config --libs fcgi)
 

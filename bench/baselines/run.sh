@@ -8,19 +8,21 @@
 #                                 with kept-alive FastCGI connections
 #   /baseline/memory-reuse?mb=10  build/bench/fcgi-memory-reuse, 2·cores+1 processes: /memory-test
 #                                 from one block per process kept and reused, never returned
+#   /baseline/memory-fresh?mb=10  build/bench/fcgi-memory-fresh, 2·cores+1 processes: /memory-test
+#                                 from a fresh block each time, returned (perfcgi's work)
 #
 # With BENCH_PERFCGI_SOCKET (perfcgi's FastCGI socket, unix:/abs/path.sock or HOST:PORT),
 # the same Nginx also fronts that perfcgi, whole, on two more ports: BENCH_PERFCGI_PORT
 # with a connection per request (as the stack fronts the sync and thread classes) and
 # BENCH_PERFCGI_KEPT_PORT with kept-alive connections (as it fronts the event class).
 #
-# Usage: bench/baselines/run.sh start RUN_DIR PORT    (waits until all three answer 200)
+# Usage: bench/baselines/run.sh start RUN_DIR PORT    (waits until all of them answer 200)
 #        bench/baselines/run.sh stop RUN_DIR [PORT]   (waits until all have exited)
 #
 # It builds nothing: `make bench-bins` first. In RUN_DIR: fcgi-loop.{pid,sock,log},
-# fcgi-nonblocking.{pid,sock,log}, fcgi-memory-reuse.{pid,sock,log},
+# fcgi-nonblocking.{pid,sock,log}, fcgi-memory-{reuse,fresh}.{pid,sock,log},
 # baseline-nginx.{conf,pid}, perfcgi-fronts.conf and baseline-nginx-error.log.
-# Environment (optional): BENCH_LOOP_PROCESSES (fcgi-loop and fcgi-memory-reuse),
+# Environment (optional): BENCH_LOOP_PROCESSES (fcgi-loop and both fcgi-memory-*),
 # BENCH_NB_PROCESSES (defaults above), BENCH_PERFCGI_SOCKET and its two ports (above),
 # BENCH_NGINX_WORKERS (Nginx worker_processes, default auto as the stack's Nginx).
 set -euo pipefail
@@ -32,12 +34,13 @@ START_TIMEOUT=10
 STOP_TIMEOUT=10
 # envsubst replaces only these, so Nginx's own $variables survive the rendering.
 # shellcheck disable=SC2016 # the names themselves, not their values
-NGINX_VARS='${BENCH_PORT} ${BENCH_RUN_DIR} ${BENCH_LOOP_SOCKET} ${BENCH_NB_SOCKET} ${BENCH_MEMORY_SOCKET} ${BENCH_NGINX_WORKERS} ${BENCH_NGINX_USER_DIRECTIVE}'
+NGINX_VARS='${BENCH_PORT} ${BENCH_RUN_DIR} ${BENCH_LOOP_SOCKET} ${BENCH_NB_SOCKET} ${BENCH_MEMORY_SOCKET} ${BENCH_MEMORY_FRESH_SOCKET} ${BENCH_NGINX_WORKERS} ${BENCH_NGINX_USER_DIRECTIVE}'
 # shellcheck disable=SC2016 # the names themselves, not their values
 FRONT_VARS='${BENCH_PERFCGI_SOCKET} ${BENCH_PERFCGI_PORT} ${BENCH_PERFCGI_KEPT_PORT}'
 # The URL paths, each served by one of the processes above.
-PATHS=(/baseline/return-200 /baseline/libfcgi-loop /baseline/nonblocking-fcgi '/baseline/memory-reuse?mb=10')
-PROGRAMS=(fcgi-loop fcgi-nonblocking fcgi-memory-reuse)
+PATHS=(/baseline/return-200 /baseline/libfcgi-loop /baseline/nonblocking-fcgi '/baseline/memory-reuse?mb=10'
+    '/baseline/memory-fresh?mb=10')
+PROGRAMS=(fcgi-loop fcgi-nonblocking fcgi-memory-reuse fcgi-memory-fresh)
 
 say() { printf 'baselines: %s\n' "$*"; }
 die() {
@@ -118,6 +121,7 @@ start_nginx() {
     export BENCH_PORT=$PORT BENCH_RUN_DIR=$RUN_DIR
     export BENCH_LOOP_SOCKET=unix:$RUN_DIR/fcgi-loop.sock BENCH_NB_SOCKET=unix:$RUN_DIR/fcgi-nonblocking.sock
     export BENCH_MEMORY_SOCKET=unix:$RUN_DIR/fcgi-memory-reuse.sock
+    export BENCH_MEMORY_FRESH_SOCKET=unix:$RUN_DIR/fcgi-memory-fresh.sock
     export BENCH_NGINX_WORKERS=${BENCH_NGINX_WORKERS:-auto}
     # Started as root, Nginx would run its workers as nobody, who may not reach RUN_DIR's sockets.
     BENCH_NGINX_USER_DIRECTIVE='# not started as root: workers run as the invoking user'
@@ -156,7 +160,7 @@ wait_ready() {
     local path code program deadline=$((SECONDS + START_TIMEOUT))
     declare -A log_of=([/baseline/return-200]=baseline-nginx-error.log
         [/baseline/libfcgi-loop]=fcgi-loop.log [/baseline/nonblocking-fcgi]=fcgi-nonblocking.log
-        ['/baseline/memory-reuse?mb=10']=fcgi-memory-reuse.log)
+        ['/baseline/memory-reuse?mb=10']=fcgi-memory-reuse.log ['/baseline/memory-fresh?mb=10']=fcgi-memory-fresh.log)
     for path in "${PATHS[@]}"; do
         until [[ $(status_of "http://127.0.0.1:$PORT$path") == 200 ]]; do
             for program in "${PROGRAMS[@]}"; do
@@ -190,6 +194,7 @@ start() {
     start_fcgi fcgi-loop "${BENCH_LOOP_PROCESSES:-$((2 * cores + 1))}"
     start_fcgi fcgi-nonblocking "${BENCH_NB_PROCESSES:-$((cores * 4))}"
     start_fcgi fcgi-memory-reuse "${BENCH_LOOP_PROCESSES:-$((2 * cores + 1))}"
+    start_fcgi fcgi-memory-fresh "${BENCH_LOOP_PROCESSES:-$((2 * cores + 1))}"
     start_nginx
     wait_ready
     say "ready: ${PATHS[*]} answer 200 on http://127.0.0.1:$PORT"

@@ -167,7 +167,7 @@ def build(p, served, target="stack"):
         steps = [Step("baseline", "/", conc, baseline=b) for b in ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi")
                  for conc in levels]
         if "/memory-test" in served and "/memory-test" in p.endpoints:
-            steps.append(Step("baseline", "/memory-test", p.reference, baseline="memory-reuse"))
+            steps += [Step("baseline", "/memory-test", p.reference, baseline=b) for b in ("memory-reuse", "memory-fresh")]
         phases.append(Phase("baseline", label="baselines", steps=steps))
     for cls in p.classes:
         phases.append(Phase("stack", {"worker_class": cls}, _matrix_steps(p, cls, served), label=f"{cls} workers",

@@ -59,16 +59,21 @@ def _rps_ratio_line(what, step, versus, goal, versus_name):
 
 
 def memory_lines(steps, conc):
-    """/memory-test against the best peer's figure, with the kept-block baseline beside it:
-    that baseline serves the peer's way (no page faults, RSS never back) at C's speed, so it
-    is the ceiling of keeping the block, not the Python peer."""
-    baseline = _find(steps, kind="baseline", baseline="memory-reuse", concurrency=conc)
+    """/memory-test against the best peer's figure, with two baselines beside it: the
+    kept-block one serves the peer's way (no page faults, RSS never back) at C's speed, the
+    ceiling of keeping the block; the fresh-block one does perfcgi's own work (a fresh
+    block faulted in and returned each time) in a bare libfcgi loop, the bound of that work
+    on this machine through the same Nginx."""
     goal_rps = MEMORY_PEER_RPS * MEMORY_PEER_GOAL
     lines = []
     for step in (s for s in steps if s.get("kind") == "matrix" and s.get("endpoint") == "/memory-test"
                  and s.get("cache") == "bypass" and s.get("concurrency") == conc):
-        ratio = _ratio(step.get("rps"), (baseline or {}).get("rps"))
-        beside = "" if ratio is None else f"; {_times(ratio)} the kept-block baseline's {fmt(baseline.get('rps'))}"
+        beside = ""
+        for name, what in (("memory-fresh", "fresh-block"), ("memory-reuse", "kept-block")):
+            baseline = _find(steps, kind="baseline", baseline=name, concurrency=conc)
+            ratio = _ratio(step.get("rps"), (baseline or {}).get("rps"))
+            if ratio is not None:
+                beside += f"; {_times(ratio)} the {what} baseline's {fmt(baseline.get('rps'))}"
         lines.append([f"`{step['path']}`, {step['class']}, c{conc}", f"{fmt(step.get('rps'))} req/s{beside}",
                       f"≥ {MEMORY_PEER_GOAL}x the best peer's {fmt(MEMORY_PEER_RPS)} = {fmt(goal_rps)} req/s",
                       _at_least(step.get("rps"), goal_rps)])
@@ -114,6 +119,9 @@ def cold_wave_lines(steps, conc):
 
 
 def high_concurrency_lines(steps, conc):
+    """The event class at HIGH_CONCURRENCY against the reference level, with the bare
+    kept-alive responder's own ratio beside it: what Nginx and the client lose to that
+    many connections on this machine, with no perfcgi at all."""
     what = f"`/` at {HIGH_CONCURRENCY:,} connections against {conc}, event"
     high = _find(steps, kind="matrix", cache="bypass", endpoint="/", concurrency=HIGH_CONCURRENCY,
                  **{"class": "event"})
@@ -129,6 +137,11 @@ def high_concurrency_lines(steps, conc):
         verdict = NOT_MET
     measured = (f"{'–' if ratio is None else _times(ratio)} ({fmt(high.get('rps'))} / {fmt(low.get('rps'))} "
                 f"req/s), {errors} socket errors, {kinds.get('non2xx') or 0} non-2xx, p99 {fmt(high.get('p99_ms'))} ms")
+    responder = [_find(steps, kind="baseline", baseline="nonblocking-fcgi", endpoint="/", concurrency=c)
+                 for c in (HIGH_CONCURRENCY, conc)]
+    own = _ratio(*((b or {}).get("rps") for b in responder))
+    if own is not None:
+        measured += f"; the bare responder's own: {_times(own)}"
     return [[what, measured, goal, verdict]]
 
 

@@ -287,13 +287,14 @@ class StackTarget:
 
 
 class BaselineTarget:
-    """bench/baselines: Nginx alone, a bare libfcgi loop, a bare non-blocking responder, a
-    libfcgi loop serving /memory-test from a kept block; and the same minimal Nginx in front
-    of a perfcgi (perfcgi_socket), one port per upstream kind."""
+    """bench/baselines: Nginx alone, a bare libfcgi loop, a bare non-blocking responder,
+    libfcgi loops serving /memory-test from a kept block and from a fresh one; and the same
+    minimal Nginx in front of a perfcgi (perfcgi_socket), one port per upstream kind."""
     kind = "baseline"
-    NAMES = ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi", "memory-reuse")
+    NAMES = ("nginx-return-200", "libfcgi-loop", "nonblocking-fcgi", "memory-reuse", "memory-fresh")
     PATHS = {"nginx-return-200": "/baseline/return-200", "libfcgi-loop": "/baseline/libfcgi-loop",
-             "nonblocking-fcgi": "/baseline/nonblocking-fcgi", "memory-reuse": "/baseline/memory-reuse"}
+             "nonblocking-fcgi": "/baseline/nonblocking-fcgi", "memory-reuse": "/baseline/memory-reuse",
+             "memory-fresh": "/baseline/memory-fresh"}
 
     def __init__(self, perfcgi_socket=None):
         self.run_dir = None

@@ -1,0 +1,47 @@
+# Unit tests of the report's Targets section: the baselines each target is shown beside.
+"""Run: /usr/bin/python3 -m unittest discover tests/bench."""
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
+from perfbench.report_targets import MET, NOT_MET, high_concurrency_lines, memory_lines  # noqa: E402
+
+
+def step(kind, endpoint, concurrency, rps, cls=None, baseline=None, **more):
+    return {"kind": kind, "endpoint": endpoint, "path": endpoint, "concurrency": concurrency, "rps": rps,
+            "class": cls, "baseline": baseline, "cache": "bypass", "reps": 1, **more}
+
+
+class MemoryTarget(unittest.TestCase):
+    def test_both_baselines_beside_the_figure(self):
+        steps = [step("matrix", "/memory-test", 64, 2000, cls="sync", rss_return_kb=0),
+                 step("baseline", "/memory-test", 64, 2500, baseline="memory-fresh"),
+                 step("baseline", "/memory-test", 64, 8000, baseline="memory-reuse")]
+        figure, rss = memory_lines(steps, 64)
+        self.assertIn("0.80x the fresh-block baseline's 2,500", figure[1])
+        self.assertIn("0.25x the kept-block baseline's 8,000", figure[1])
+        self.assertEqual(figure[3], NOT_MET)  # the goal is the peer's figure, not a baseline's
+        self.assertEqual(rss[3], MET)
+
+    def test_a_missing_baseline_is_left_out(self):
+        steps = [step("matrix", "/memory-test", 64, 2300, cls="event", rss_return_kb=0)]
+        figure, _ = memory_lines(steps, 64)
+        self.assertNotIn("baseline", figure[1])
+        self.assertEqual(figure[3], MET)
+
+
+class HighConcurrencyTarget(unittest.TestCase):
+    def test_the_bare_responders_own_ratio_is_shown(self):
+        steps = [step("matrix", "/", 2000, 20000, cls="event", failed_by_kind={}, p99_ms=180),
+                 step("matrix", "/", 64, 30000, cls="event"),
+                 step("baseline", "/", 2000, 16000, baseline="nonblocking-fcgi"),
+                 step("baseline", "/", 64, 32000, baseline="nonblocking-fcgi")]
+        (line,) = high_concurrency_lines(steps, 64)
+        self.assertIn("0.67x", line[1])
+        self.assertIn("the bare responder's own: 0.50x", line[1])
+        self.assertEqual(line[3], NOT_MET)
+
+
+if __name__ == "__main__":
+    unittest.main()
