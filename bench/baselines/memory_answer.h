@@ -3,6 +3,7 @@
 #define BENCH_MEMORY_ANSWER_H
 
 #include <fcgiapp.h>
+#include <stddef.h>
 
 /* As perfcgi's /memory-test: mb defaults to 10, at most max_request_mb's default. */
 #define MEMORY_DEFAULT_MB 10
