@@ -26,7 +26,8 @@ struct ev_conn;
 
 /* A worker that leaves new connections to a sibling (scoreboard_should_yield:
  * the first idle one, or when all are busy, one holding fewer than ACCEPT_SLACK
- * connections under this one) pauses accepting for ACCEPT_YIELD_MS. */
+ * connections under this one) pauses accepting for ACCEPT_YIELD_MS; a connection
+ * still waiting after the pause is its own to take (event_worker_on_yield_over). */
 #define ACCEPT_SLACK 2
 #define ACCEPT_YIELD_MS 2
 /* A connection with more unsent output than this is not read until the client
@@ -80,6 +81,7 @@ struct event_worker {
     int accepting;
     uv_signal_t sig_term, sig_usr1;
     uv_timer_t yield; /* listeners paused while siblings take new connections */
+    int backlog;      /* a connection outwaited a pause: take the next ones without yielding until none waits */
     struct list_node conns; /* newest first */
     int nconns, nreqs;
     int stopping;
@@ -512,10 +514,49 @@ static void event_worker_unlisten(struct event_worker *w)
     for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
 }
 
+/* Takes one connection waiting on listener fd_listen: 1; 0 when none waits (another
+ * worker took it) or it could not be set up. */
+static int event_worker_accept_one(struct event_worker *w, int fd_listen)
+{
+    if (w->nconns >= w->cfg->worker_connections) return 0;
+    int fd = accept4(fd_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return 0;
+    struct ev_conn *c = calloc(1, sizeof *c);
+    if (!c || uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
+        free(c);
+        close(fd);
+        return 0;
+    }
+    c->w = w;
+    c->fd = fd;
+    c->poll.data = c;
+    uv_timer_init(&w->loop, &c->timer);
+    c->timer.data = c;
+    c->handles_open = 2;
+    fcgi_parser_init(&c->parser, NULL);
+    fcgi_buf_init(&c->out);
+    list_push_front(&w->conns, &c->link);
+    w->nconns++;
+    c->watching = UV_READABLE;
+    uv_poll_start(&c->poll, c->watching, ev_conn_on_io);
+    ev_conn_idle(c);
+    if (w->nconns >= w->cfg->worker_connections) { /* full: stop accepting until one closes */
+        w->accepting = 0;
+        event_worker_unlisten(w);
+    }
+    event_worker_publish_connections(w);
+    return 1;
+}
+
+/* The pause is over. A connection still waiting has outwaited the sibling it was left
+ * to (busy with many connections, or a burst of them): this worker takes it, and every
+ * next one without yielding, until none waits. */
 static void event_worker_on_yield_over(uv_timer_t *t)
 {
     struct event_worker *w = t->data;
-    if (!w->stopping && !w->draining && w->accepting) event_worker_listen(w);
+    if (w->stopping || w->draining || !w->accepting) return;
+    for (int i = 0; i < w->env->nlisteners; i++) w->backlog |= event_worker_accept_one(w, w->env->listeners[i].fd);
+    if (w->accepting) event_worker_listen(w);
 }
 
 static void event_worker_on_accept(uv_poll_t *h, int status, int events)
@@ -525,7 +566,7 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     if (status < 0 || w->stopping || w->draining) return;
     /* Every event worker wakes for a new connection; all but the one that
      * should take it step back for a moment (scoreboard_should_yield). */
-    if (scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
+    if (!w->backlog && scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
         event_worker_unlisten(w);
         uv_timer_start(&w->yield, event_worker_on_yield_over, ACCEPT_YIELD_MS, 0);
         return;
@@ -534,34 +575,7 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     uv_fileno((uv_handle_t *)h, &fd_listen);
     /* One connection per wakeup: the next one is chosen for again, with this
      * one counted. */
-    for (int i = 0; i < 1 && w->nconns < w->cfg->worker_connections; i++) {
-        int fd = accept4(fd_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return; /* EAGAIN: another worker took it */
-        struct ev_conn *c = calloc(1, sizeof *c);
-        if (!c || uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
-            free(c);
-            close(fd);
-            return;
-        }
-        c->w = w;
-        c->fd = fd;
-        c->poll.data = c;
-        uv_timer_init(&w->loop, &c->timer);
-        c->timer.data = c;
-        c->handles_open = 2;
-        fcgi_parser_init(&c->parser, NULL);
-        fcgi_buf_init(&c->out);
-        list_push_front(&w->conns, &c->link);
-        w->nconns++;
-        c->watching = UV_READABLE;
-        uv_poll_start(&c->poll, c->watching, ev_conn_on_io);
-        ev_conn_idle(c);
-    }
-    if (w->nconns >= w->cfg->worker_connections) { /* full: stop accepting until one closes */
-        w->accepting = 0;
-        event_worker_unlisten(w);
-    }
-    event_worker_publish_connections(w);
+    if (!event_worker_accept_one(w, fd_listen)) w->backlog = 0;
 }
 
 /* ---- the worker ---- */
