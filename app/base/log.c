@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/escape.h"
 #include "base/self.h"
 
 static int log_fd = STDERR_FILENO;
@@ -92,23 +93,7 @@ int log_access_open(const char *path)
 
 const char *log_escape(const char *in, char *out, size_t outlen)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t at = 0;
-    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
-        char seq[4] = {(char)*p};
-        size_t n = 1;
-        if (*p < 0x20 || *p == 0x7f) {
-            seq[0] = '\\', seq[1] = 'x', seq[2] = hex[*p >> 4], seq[3] = hex[*p & 15];
-            n = 4;
-        } else if (*p == '\\' || *p == '"') {
-            seq[0] = '\\', seq[1] = (char)*p;
-            n = 2;
-        }
-        if (at + n >= outlen) break; /* never half a sequence */
-        memcpy(out + at, seq, n);
-        at += n;
-    }
-    if (outlen) out[at] = '\0';
+    if (outlen) out[escape_text(out, outlen - 1, in)] = '\0';
     return out;
 }
 
