@@ -146,6 +146,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "perfcgi: cannot open access_log %s: %s\n", cfg->access_log, open_error(errno));
         return quit(cfg, 2);
     }
+    if (log_access_format(cfg->access_log_format, err, sizeof err) != 0) { /* checked already: out of memory */
+        fprintf(stderr, "perfcgi: access_log_format: %s\n", err);
+        return quit(cfg, 2);
+    }
     log_chown(cfg);
     if (cfg->preload && preload(cfg) != 0) return quit(cfg, 2);
 

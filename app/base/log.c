@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/escape.h"
 #include "base/self.h"
 
 static int log_fd = STDERR_FILENO;
@@ -19,6 +20,8 @@ static char log_path[4096];
 static const char *log_role = "master";
 static int access_fd = -1; /* -1: off */
 static char access_path[4096];
+/* Compiled in the master (start-up, HUP) before it forks: workers only read it. */
+static struct access_format access_fmt;
 
 /* O_NOFOLLOW: the master runs as root in directories the worker user may
  * write to, and a symlink planted there must not make root append to, or
@@ -92,54 +95,31 @@ int log_access_open(const char *path)
 
 const char *log_escape(const char *in, char *out, size_t outlen)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t at = 0;
-    for (const unsigned char *p = (const unsigned char *)(in ? in : ""); *p; p++) {
-        char seq[4] = {(char)*p};
-        size_t n = 1;
-        if (*p < 0x20 || *p == 0x7f) {
-            seq[0] = '\\', seq[1] = 'x', seq[2] = hex[*p >> 4], seq[3] = hex[*p & 15];
-            n = 4;
-        } else if (*p == '\\' || *p == '"') {
-            seq[0] = '\\', seq[1] = (char)*p;
-            n = 2;
-        }
-        if (at + n >= outlen) break; /* never half a sequence */
-        memcpy(out + at, seq, n);
-        at += n;
-    }
-    if (outlen) out[at] = '\0';
+    if (outlen) out[escape_text(out, outlen - 1, in)] = '\0';
     return out;
 }
 
-void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
-                size_t bytes, double duration_ms)
+int log_access_format(const char *spec, char *err, size_t errlen)
 {
-    if (access_fd < 0) return;
-    /* Request data is escaped: a CR/LF or a quote in a decoded path or a raw
-     * FastCGI parameter must not forge a line or end the quoted field. */
-    char line[4096], eremote[64], emethod[64], epath[1024], equery[1100];
-    /* The date changes once a second: each thread keeps the one it wrote last. */
-    static _Thread_local time_t when_at = -1;
-    static _Thread_local char when[64];
-    time_t now = time(NULL);
-    if (now != when_at) {
-        struct tm tm;
-        localtime_r(&now, &tm);
-        strftime(when, sizeof when, "%d/%b/%Y:%H:%M:%S %z", &tm);
-        when_at = now;
-    }
-    int n = snprintf(line, sizeof line, "%s - - [%s] \"%s %s%s%s\" %d %zu %.3f %ld\n",
-                     remote && *remote ? log_escape(remote, eremote, sizeof eremote) : "-", when,
-                     log_escape(method, emethod, sizeof emethod), log_escape(path, epath, sizeof epath),
-                     query && *query ? "?" : "", log_escape(query, equery, sizeof equery), status, bytes,
-                     duration_ms, (long)self_pid());
-    if (n < 0) return;
-    if ((size_t)n >= sizeof line) {
-        n = sizeof line - 1;
-        line[n - 1] = '\n';
-    }
-    ssize_t w = write(access_fd, line, (size_t)n);
+    struct access_format fresh;
+    if (access_format_compile(&fresh, spec, err, errlen) != 0) return -1;
+    access_format_free(&access_fmt);
+    access_fmt = fresh;
+    return 0;
+}
+
+int log_access_on(void)
+{
+    return access_fd >= 0 && access_fmt.nsegs;
+}
+
+void log_access(const struct access_record *r)
+{
+    if (!log_access_on()) return;
+    static _Thread_local char line[ACCESS_LINE_MAX];
+    size_t n = access_format_render(&access_fmt, r, line);
+    /* One write per line, so lines of different processes do not interleave. */
+    ssize_t w = write(access_fd, line, n);
     (void)w;
 }
 

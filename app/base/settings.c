@@ -14,6 +14,7 @@
 
 #include <ini.h>
 
+#include "base/access_format.h"
 #include "base/listener.h"
 #include "base/query.h"
 #include "base/redis_url.h"
@@ -24,7 +25,7 @@
 
 enum kind {
     KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE, KIND_REDIS_URL,
-    KIND_DB_URL
+    KIND_DB_URL, KIND_LOG_FORMAT
 };
 
 struct setting_def {
@@ -164,12 +165,19 @@ static int set_value(struct loader *l, const struct setting_def *d, const char *
     }
     case KIND_REDIS_URL:
     case KIND_DB_URL:
+    case KIND_LOG_FORMAT:
     case KIND_STR: {
         struct redis_address addr;
+        struct access_format format;
         char why[256], masked[512];
         if (d->kind == KIND_REDIS_URL && redis_url_parse(value, &addr, why, sizeof why) != 0) {
             snprintf(l->err, l->errlen, "'%s' is %s", settings_mask_secrets(value, masked, sizeof masked), why);
             return -1;
+        }
+        /* Checked here, where the error can name the file and line; compiled again for use. */
+        if (d->kind == KIND_LOG_FORMAT) {
+            if (access_format_compile(&format, value, l->err, l->errlen) != 0) return -1;
+            access_format_free(&format);
         }
         char *copy = strdup(value);
         if (!copy) return -1;
@@ -375,7 +383,8 @@ int settings_load(struct settings *s, int argc, char **argv, char **envp,
 void settings_free(struct settings *s)
 {
     for (size_t i = 0; i < NDEFS; i++) {
-        if (defs[i].kind == KIND_STR || defs[i].kind == KIND_REDIS_URL || defs[i].kind == KIND_DB_URL)
+        if (defs[i].kind == KIND_STR || defs[i].kind == KIND_REDIS_URL || defs[i].kind == KIND_DB_URL ||
+            defs[i].kind == KIND_LOG_FORMAT)
             free(*(char **)field(s, &defs[i]));
         if (defs[i].kind == KIND_BINDS) binds_clear(field(s, &defs[i]));
     }
@@ -389,6 +398,7 @@ static const char *kind_metavar(enum kind k)
         [KIND_INT] = "N", [KIND_SECONDS] = "SECONDS", [KIND_BOOL] = "", [KIND_STR] = "TEXT",
         [KIND_BINDS] = "ADDRESS", [KIND_WORKERS] = "N|auto", [KIND_CLASS] = "CLASS",
         [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE", [KIND_REDIS_URL] = "URL", [KIND_DB_URL] = "URL",
+        [KIND_LOG_FORMAT] = "FORMAT",
     };
     return names[k];
 }
@@ -442,6 +452,7 @@ void settings_print_config(FILE *out, const struct settings *cs)
             break;
         }
         case KIND_BOOL: fprintf(out, "%s = %s\n", d->name, *(int *)f ? "true" : "false"); break;
+        case KIND_LOG_FORMAT:
         case KIND_STR: fprintf(out, "%s = %s\n", d->name, *(char **)f ? *(char **)f : ""); break;
         case KIND_REDIS_URL:
         case KIND_DB_URL: {

@@ -2,6 +2,7 @@
 #include "fastcgi/fcgi_params.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,7 @@ void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, si
 {
     memset(req, 0, sizeof *req);
     const char *request_uri = NULL, *document_uri = NULL, *script_name = NULL, *path_info = NULL,
-               *content_length = NULL, *v;
+               *content_length = NULL, *request_start = NULL, *v;
     for (char **e = envp; e && *e; e++) {
         const char *kv = *e;
         switch (kv[0]) {
@@ -47,6 +48,8 @@ void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, si
         case 'R':
             if ((v = PARAM(kv, "REQUEST_METHOD"))) req->method = v;
             else if ((v = PARAM(kv, "REQUEST_URI"))) request_uri = v;
+            else if ((v = PARAM(kv, "REQUEST_ID"))) req->request_id = v;
+            else if ((v = PARAM(kv, "REQUEST_START"))) request_start = v;
             else if ((v = PARAM(kv, "REMOTE_ADDR"))) req->remote_addr = v;
             break;
         case 'S':
@@ -64,6 +67,7 @@ void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, si
         req->path = join_path(path_buf, path_len, script_name ? script_name : "",
                               script_name ? strlen(script_name) : 0, path_info ? path_info : "");
     else req->path = "/";
+    req->request_uri = request_uri;
     if (!req->query) req->query = "";
     if (!req->method) req->method = "GET";
     if (content_length) {
@@ -71,5 +75,11 @@ void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, si
         errno = 0;
         long long n = strtoll(content_length, &end, 10);
         req->content_length = errno || *end || n < 0 ? -1 : n;
+    }
+    if (request_start) { /* "1764621049.123"; anything else counts as absent */
+        char *end;
+        errno = 0;
+        double t = strtod(request_start, &end);
+        req->request_start = errno || *end || !(t > 0) || !isfinite(t) ? 0 : t;
     }
 }

@@ -479,6 +479,8 @@ static void reload(struct master *m)
     if (log_access_open(next->access_log) != 0)
         log_error("reload: cannot open access_log %s: %s; writing to the old one", next->access_log,
                   strerror(errno));
+    if (log_access_format(next->access_log_format, err, sizeof err) != 0)
+        log_error("reload: access_log_format: %s; the old format stays", err);
     log_chown(next);
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)

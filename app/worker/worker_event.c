@@ -128,7 +128,8 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     char path[1024];
     fcgi_params_to_request(&req, e->envp, path, sizeof path);
     const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
-                         e->too_large ? e->error : ""};
+                         e->too_large ? e->error : "", req.request_uri ? req.request_uri : "",
+                         req.request_id ? req.request_id : ""};
     enum { NSTR = sizeof src / sizeof src[0] };
     size_t len[NSTR], total = 0;
     for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
@@ -149,6 +150,8 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     req.query = copy[2];
     req.remote_addr = copy[3];
     req.too_large = e->too_large ? copy[4] : NULL;
+    req.request_uri = req.request_uri ? copy[5] : NULL;
+    req.request_id = req.request_id ? copy[6] : NULL;
     r->w = c->w;
     r->conn = c;
     r->id = c->parser.request_id;

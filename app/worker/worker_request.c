@@ -12,6 +12,8 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/scoreboard.h"
+#include "base/self.h"
+#include "core/endpoint.h"
 #include "core/routes.h"
 
 /* max_requests plus this worker's share of the jitter (0 = never), drawn once
@@ -133,20 +135,43 @@ void worker_publish_pool(const struct pg_pool_stats *pool)
     s->counters.pool_connect_failures = pool->connect_failures;
 }
 
+/* The access line. Queue wait: from the time the front end stamped on the request
+ * (REQUEST_START, its wall clock) to when this worker took it up (wr->started_us,
+ * monotonic, put on the wall clock by the time since). Clocks of two hosts may
+ * disagree by more than the wait: a negative wait shows as 0. */
+static void log_request(const struct settings *cfg, const struct worker_request *wr, const struct exchange *ex,
+                        int64_t end_us, int64_t took_us)
+{
+    if (!log_access_on()) return;
+    const struct request *q = &ex->req;
+    int64_t now_us = (int64_t)(clock_wall_s() * 1e6), queue_wait_us = -1;
+    if (q->request_start > 0) {
+        queue_wait_us = now_us - (end_us - wr->started_us) - (int64_t)(q->request_start * 1e6 + 0.5);
+        if (queue_wait_us < 0) queue_wait_us = 0;
+    }
+    struct access_record r = {
+        .remote_addr = q->remote_addr, .method = q->method, .path = q->path, .query = q->query,
+        .request_uri = q->request_uri, .request_id = q->request_id, .endpoint = ex->route ? ex->route->name : NULL,
+        .worker_class = settings_class_name(cfg->worker_class), .status = ex->resp.status,
+        .body_bytes = ex->head_only ? 0 : ex->resp.body_len, .took_us = took_us, .now_us = now_us,
+        .queue_wait_us = queue_wait_us, .pid = (long)self_pid(),
+    };
+    log_access(&r);
+}
+
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool)
 {
     struct scoreboard_slot *s = scoreboard_self;
     const struct settings *cfg = env->cfg;
     int route = route_index(ex->route);
-    int64_t took_us = clock_us() - wr->begun_us;
+    int64_t end_us = clock_us(), took_us = end_us - wr->begun_us;
     pthread_mutex_lock(&inflight_lock);
     inflight_unlink(wr);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
-    log_access(ex->req.remote_addr, ex->req.method, ex->req.path, ex->req.query, ex->resp.status,
-               ex->head_only ? 0 : ex->resp.body_len, (double)took_us / 1e3);
+    log_request(cfg, wr, ex, end_us, took_us);
     if (!s) return;
     if (ex->pool_wait_ms > 0)
         __atomic_fetch_add(&s->counters.pool_wait_us, (uint64_t)(ex->pool_wait_ms * 1e3), __ATOMIC_RELAXED);

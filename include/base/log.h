@@ -2,6 +2,7 @@
 #ifndef PERFCGI_LOG_H
 #define PERFCGI_LOG_H
 
+#include "base/access_format.h"
 #include "base/settings.h"
 
 /* Opens path ("-" or "" = stderr) as the error log; 0 or -1 with errno (ELOOP:
@@ -19,10 +20,15 @@ void log_chown(const struct settings *cfg);
 
 /* The access log: path "" = off, "-" = stderr. */
 int log_access_open(const char *path);
-/* One line per request:
+/* Compiles access_log_format (see access_format.h) for log_access, replacing the
+ * one before; 0, or -1 with err and the one before kept. Until it is called, no
+ * access line is written. */
+int log_access_format(const char *spec, char *err, size_t errlen);
+/* One line per request, in that format; by default:
  *   REMOTE - - [27/Nov/2026:04:10:00 +0000] "GET /path?query" STATUS BYTES DURATION_MS PID */
-void log_access(const char *remote, const char *method, const char *path, const char *query, int status,
-                size_t bytes, double duration_ms);
+void log_access(const struct access_record *r);
+/* Whether log_access writes anything: a caller may skip gathering its record. */
+int log_access_on(void);
 
 /* in with control bytes as \xHH and backslash and double quote as \\ and \",
  * into out (cut between sequences, NUL-terminated): request data fit for one log

@@ -15,7 +15,8 @@
  * Kinds: INT (whole number in [min, max]), SECONDS (decimal seconds in [min, max]),
  * BOOL, STR, BINDS (repeatable unix:PATH or HOST:PORT), WORKERS (INT or "auto"),
  * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal),
- * REDIS_URL (a STR that must parse as a Redis URL), DB_URL (a STR). The passwords
+ * REDIS_URL (a STR that must parse as a Redis URL), DB_URL (a STR), LOG_FORMAT (a STR
+ * that must compile as an access log format, base/access_format.h). The passwords
  * in REDIS_URL and DB_URL values are masked wherever perfcgi prints them.
  */
 #define SETTINGS_TABLE(X)                                                                          \
@@ -51,6 +52,8 @@
     X(group, STR, "", 0, 0, "Run workers as this group when started as root")                      \
     X(socket_mode, MODE, "0660", 0, 0777, "Permissions of unix sockets, in octal")                 \
     X(access_log, STR, "-", 0, 0, "Access log file, - for stderr (empty = off)")                    \
+    X(access_log_format, LOG_FORMAT, "default", 0, 0,                                             \
+      "Access log line: default, json (one object a line), or $variables (Nginx) and %(x)s atoms (Gunicorn) in text")\
     X(error_log, STR, "-", 0, 0, "Error log file, - for stderr")                                   \
     X(log_level, LEVEL, "info", 0, 0, "Error log threshold: debug, info, warning or error")        \
     X(redis_url, REDIS_URL, "redis://127.0.0.1:6379/0", 0, 0,                                            \
@@ -92,6 +95,7 @@ struct settings_binds {
 #define SETTINGS_CTYPE_MODE int
 #define SETTINGS_CTYPE_REDIS_URL char *
 #define SETTINGS_CTYPE_DB_URL char *
+#define SETTINGS_CTYPE_LOG_FORMAT char *
 
 struct settings {
 #define SETTINGS_FIELD(name, kind, def, lo, hi, help) SETTINGS_CTYPE_##kind name;

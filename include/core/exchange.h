@@ -15,6 +15,9 @@ struct request {
     const char *query;        /* QUERY_STRING, "" when absent */
     long long content_length; /* CONTENT_LENGTH, 0 when absent */
     const char *remote_addr;  /* REMOTE_ADDR, for the access log */
+    const char *request_uri;  /* REQUEST_URI (as the client sent it), or NULL: for the access log */
+    const char *request_id;   /* REQUEST_ID (Nginx's $request_id), or NULL: for the access log */
+    double request_start;     /* REQUEST_START (Nginx's $msec: seconds since the epoch), 0 when absent */
     const char *too_large;    /* the driver dropped params over its limits: why (answered 413), or NULL */
 };
 

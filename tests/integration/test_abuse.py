@@ -38,25 +38,57 @@ def _lines(path):
 
 # --- CR/LF in request data reach no log raw ---------------------------------------------------------
 
-def test_crlf_in_a_decoded_path_cannot_forge_access_log_lines():
+def _log_forged_request(target, **settings):
+    """perfcgi restarted with its access log in a file of its own (and settings), target
+    sent (a 404), then a request after it: the file's lines once that one is there."""
     log = os.path.join(STACK.run_dir, "access-forge.log")
-    path = "/no-such\r\n" + FORGED + '\\"'
-    with perfcgi_with(access_log=log):
-        status, h, body = get(urllib.parse.quote(path, safe="/"))
-        assert status == 404 and "X-Worker" in h, (status, dict(h), body)
-        s, h2, b = get("/?after=forge")
-        assert_app_answer(s, h2, b)
-        lines = wait_until(lambda: (ls := _lines(log)) and any("after=forge" in ln for ln in ls) and ls, 10,
-                           message="the access lines")
     try:
-        bad = [ln for ln in lines if not ACCESS_LINE.match(ln)]
-        assert not bad, f"lines that are not one access line each: {bad}"
-        targets = [ACCESS_LINE.match(ln)["target"] for ln in lines]
-        assert not any(t.startswith("/forged") for t in targets), f"a forged line: {lines}"
-        escaped = "/no-such\\x0d\\x0a" + FORGED.replace('"', '\\"') + '\\\\\\"'
-        assert escaped in targets, f"the request is not logged escaped ({escaped!r}): {targets}"
+        with perfcgi_with(access_log=log, **settings):
+            status, h, body = get(target)
+            assert status == 404 and "X-Worker" in h, (status, dict(h), body)
+            s, h2, b = get("/?after=forge")
+            assert_app_answer(s, h2, b)
+            return wait_until(lambda: (ls := _lines(log)) and any("after=forge" in ln for ln in ls) and ls, 10,
+                              message="the access lines")
     finally:
-        os.unlink(log)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log)
+
+
+def test_crlf_in_a_decoded_path_cannot_forge_access_log_lines():
+    path = "/no-such\r\n" + FORGED + '\\"'
+    lines = _log_forged_request(urllib.parse.quote(path, safe="/"))
+    bad = [ln for ln in lines if not ACCESS_LINE.match(ln)]
+    assert not bad, f"lines that are not one access line each: {bad}"
+    targets = [ACCESS_LINE.match(ln)["target"] for ln in lines]
+    assert not any(t.startswith("/forged") for t in targets), f"a forged line: {lines}"
+    escaped = "/no-such\\x0d\\x0a" + FORGED.replace('"', '\\"') + '\\\\\\"'
+    assert escaped in targets, f"the request is not logged escaped ({escaped!r}): {targets}"
+
+
+def test_crlf_in_a_decoded_path_cannot_forge_json_or_template_lines():
+    # The same attack on access_log_format: a template (tab-separated, each value escaped
+    # as in the default line) and JSON lines (any byte valid JSON: control bytes \u00XX,
+    # bytes that are not UTF-8 %XX). A forged JSON object rides in the path too.
+    forged_json = '{"uri":"/forged","status":200}'
+    path = "/no-such\r\n" + FORGED + "\n" + forged_json + '\\"\t\u00e9'
+    target = urllib.parse.quote(path, safe="/") + "%FF"  # and a byte that is not UTF-8
+    for fmt in ("$uri\t$request_uri\t$status\t%(r)s", "json"):
+        lines = _log_forged_request(target, access_log_format=fmt)
+        if fmt == "json":
+            rows = [json.loads(ln) for ln in lines]  # fails on a line that is not one object
+            assert all(set(r) != {"uri", "status"} for r in rows), f"a forged object: {lines}"
+            uris = [r["uri"] for r in rows]
+            assert path + "%FF" in uris, f"not read back as sent: {uris}"
+            assert target in [r["request_uri"] for r in rows], rows
+        else:
+            cols = [ln.split("\t") for ln in lines]
+            assert all(len(c) == 4 for c in cols), f"lines that are not one access line each: {lines}"
+            uris = [c[0] for c in cols]
+            assert not any(u.startswith(("/forged", "{")) for u in uris), f"a forged line: {lines}"
+            escaped = ("/no-such\\x0d\\x0a" + FORGED.replace('"', '\\"') + "\\x0a" +
+                       forged_json.replace('"', '\\"') + '\\\\\\"\\x09\u00e9\ufffd')
+            assert escaped in uris, f"the request is not logged escaped ({escaped!r}): {uris}"
 
 
 def test_crlf_in_fastcgi_params_cannot_forge_error_log_lines():

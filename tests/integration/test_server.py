@@ -133,6 +133,20 @@ def test_config_file_errors_name_file_and_line():
         assert rc == 2 and "missing.ini" in err, (rc, err)
 
 
+def test_bad_access_log_format_stops_start_up_naming_setting_and_variable():
+    rc, out, err = perfcgi("--access-log-format", "$remote_addr $host")
+    assert rc == 2 and "--access-log-format" in err and "'$host'" in err, (rc, err)
+    rc, out, err = perfcgi(env=clean_env(PERFCGI_ACCESS_LOG_FORMAT="%(h)s %(a)s"))
+    assert rc == 2 and "PERFCGI_ACCESS_LOG_FORMAT" in err and "'%(a)s'" in err, (rc, err)
+    with TempDir() as d:
+        path = write(os.path.join(d, "bad.ini"), "[perfcgi]\nworkers = 2\naccess_log_format = ${status $uri\n")
+        rc, out, err = perfcgi("-c", path)
+        assert rc == 2 and f"{path}:3: access_log_format:" in err, (rc, err)
+        # A good one is taken, and printed back as given.
+        path = write(os.path.join(d, "good.ini"), "[perfcgi]\naccess_log_format = ${status} %(h)s\n")
+        assert config_dict(print_config("-c", path))["access_log_format"] == "${status} %(h)s"
+
+
 def test_print_config_round_trips_through_c():
     with TempDir() as d:
         variants = [

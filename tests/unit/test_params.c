@@ -24,6 +24,32 @@ static void nginx_params_use_document_uri(void **state)
     assert_int_equal(req.content_length, 0);
 }
 
+/* Nginx's request id and its clock as it built the request, for the access log. */
+static void request_id_and_start_for_the_access_log(void **state)
+{
+    (void)state;
+    char *envp[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/?a=%22", "REQUEST_ID=4f9c0e6a1b2d3c4e5f60718293a4b5c6",
+                    "REQUEST_START=1796157049.123", NULL};
+    struct request req;
+    char path[64];
+    fcgi_params_to_request(&req, envp, path, sizeof path);
+    assert_string_equal(req.request_uri, "/?a=%22");
+    assert_string_equal(req.request_id, "4f9c0e6a1b2d3c4e5f60718293a4b5c6");
+    assert_true(req.request_start == 1796157049.123);
+
+    char *bad[] = {"REQUEST_START=soon", "REQUEST_ID=", NULL};
+    fcgi_params_to_request(&req, bad, path, sizeof path);
+    assert_true(req.request_start == 0);
+    assert_null(req.request_id);
+    assert_null(req.request_uri);
+    const char *not_times[] = {"REQUEST_START=-1", "REQUEST_START=nan", "REQUEST_START=inf", "REQUEST_START=1.5x"};
+    for (size_t i = 0; i < 4; i++) {
+        char *one[] = {(char *)not_times[i], NULL};
+        fcgi_params_to_request(&req, one, path, sizeof path);
+        assert_true(req.request_start == 0);
+    }
+}
+
 static void other_clients_fall_back_to_request_uri(void **state)
 {
     (void)state;
@@ -119,6 +145,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(nginx_params_use_document_uri),
+        cmocka_unit_test(request_id_and_start_for_the_access_log),
         cmocka_unit_test(other_clients_fall_back_to_request_uri),
         cmocka_unit_test(empty_variables_count_as_missing),
         cmocka_unit_test(cgi_pair_names_the_path),

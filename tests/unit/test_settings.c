@@ -152,6 +152,8 @@ static void bad_file_lines_name_file_and_line(void **state)
         {"[perfcgi]\nbind = nowhere\n", ":2: bind"},
         {"[perfcgi]\nworker_class = fibers\n", ":2: worker_class"},
         {"[perfcgi]\npool_timeout = 0\n", ":2: pool_timeout"},
+        {"[perfcgi]\n\naccess_log_format = $status $nope\n", ":3: access_log_format: unknown variable '$nope'"},
+        {"[perfcgi]\naccess_log_format = %(h)s %(x)s\n", ":2: access_log_format: unknown atom '%(x)s'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const char *file = temp_file(cases[i].text);
@@ -170,6 +172,44 @@ static void bad_file_lines_name_file_and_line(void **state)
     assert_int_equal(load(&s, argv, envp), -1);
     assert_non_null(strstr(err, "/nonexistent/perfcgi.ini"));
     settings_free(&s);
+}
+
+/* Checked at load, where the error can say where the value came from; a good one
+ * reads back from --print-config as it was given. */
+static void access_log_format_is_checked_where_given(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *argv[] = {"perfcgi", NULL};
+    char *envp[] = {"PERFCGI_ACCESS_LOG_FORMAT=$remote_addr ${nope}", NULL};
+    assert_int_equal(load(&s, argv, envp), -1);
+    assert_non_null(strstr(err, "PERFCGI_ACCESS_LOG_FORMAT: unknown variable '$nope'"));
+    settings_free(&s);
+    char *argv2[] = {"perfcgi", "--access-log-format", "%(z)s", NULL};
+    char *envp2[] = {NULL};
+    assert_int_equal(load(&s, argv2, envp2), -1);
+    assert_non_null(strstr(err, "--access-log-format: unknown atom '%(z)s'"));
+    settings_free(&s);
+
+    assert_int_equal(load(&s, argv, envp2), 0);
+    assert_string_equal(s.access_log_format, "default");
+    settings_free(&s);
+    const char *spec = "$remote_addr \"$request\" %(s)s ${request_id} 100%% {\"a\":1}";
+    char *argv3[] = {"perfcgi", "--access-log-format", (char *)spec, NULL};
+    assert_int_equal(load(&s, argv3, envp2), 0);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    settings_print_config(out, &s);
+    fclose(out);
+    settings_free(&s);
+    const char *file = temp_file(text);
+    char *argv4[] = {"perfcgi", "-c", (char *)file, NULL};
+    assert_int_equal(load(&s, argv4, envp2), 0);
+    assert_string_equal(s.access_log_format, spec);
+    settings_free(&s);
+    free(text);
+    unlink(file);
 }
 
 static void print_config_reads_back_the_same(void **state)
@@ -338,6 +378,7 @@ int main(void)
         cmocka_unit_test(bad_flag_value_names_the_flag),
         cmocka_unit_test(bad_env_names_the_variable),
         cmocka_unit_test(bad_file_lines_name_file_and_line),
+        cmocka_unit_test(access_log_format_is_checked_where_given),
         cmocka_unit_test(print_config_reads_back_the_same),
         cmocka_unit_test(help_lists_every_setting),
         cmocka_unit_test(secrets_are_masked),
