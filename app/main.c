@@ -11,6 +11,7 @@
 #include "base/log.h"
 #include "base/pidfile.h"
 #include "master/master.h"
+#include "master/upgrade.h"
 #include "backends/redis_client.h"
 #include "base/settings.h"
 #include "worker/worker_main.h"
@@ -30,11 +31,15 @@ static void close_all(struct listener *ls, int n)
     for (int i = 0; i < n; i++) listener_close(&ls[i]);
 }
 
+/* A socket inherited from the old master of a binary upgrade is taken over, never bound
+ * again (a unix socket file it serves must stay); any other is opened. */
 static int open_all(const struct settings_binds *binds, struct listener *out, const struct settings *cfg)
 {
     char err[512];
     for (int i = 0; i < binds->count; i++) {
-        if (listener_open(&out[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, sizeof err) != 0) {
+        int adopted = upgrade_adopt(&out[i], binds->addr[i], cfg->backlog, err, sizeof err);
+        if (adopted < 0 ||
+            (!adopted && listener_open(&out[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, sizeof err) != 0)) {
             fprintf(stderr, "perfcgi: cannot listen on %s\n", err);
             close_all(out, i);
             return -1;
@@ -96,6 +101,7 @@ int main(int argc, char **argv)
     enum settings_action action;
     char err[1024];
     if (!cfg) return 1;
+    upgrade_init(argv[0]);
     if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
         return quit(cfg, 2);
@@ -137,6 +143,7 @@ int main(int argc, char **argv)
         close_all(listeners, nl);
         return quit(cfg, 1);
     }
+    upgrade_close_unused();
     char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
     if (pidfile && pidfile_write(pidfile) != 0) {
         fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, open_error(errno));
@@ -148,7 +155,7 @@ int main(int argc, char **argv)
 
     worker_main_prefork(cfg);
     /* The master owns cfg and the sockets from here on, and closes them. */
-    int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns);
+    int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns, pidfile);
     if (pidfile) pidfile_remove(pidfile);
     free(pidfile);
     return rc;
