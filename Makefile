@@ -88,7 +88,10 @@ asan:
 asan-unit-bins:
 	$(MAKE) $(ASAN_FLAGS) unit-bins
 
-build/asan/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
+# The binary of another build of the same sources, in its build directory: the sanitizer
+# build (build/asan/perfcgi), the rebuilt binary the USR2 upgrade test runs
+# (tests/integration/test_upgrade.py).
+$(BUILD)/perfcgi: $(BUILD)/app/main.o $(LIB_OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The benchmark's calibration baselines (bench/baselines/): a bare libfcgi accept loop

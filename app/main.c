@@ -1,40 +1,22 @@
 /* main: read the settings, open the sockets, hand over to the master. */
 #include <errno.h>
-#include <fcntl.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/compute.h"
 #include "base/listener.h"
 #include "base/log.h"
+#include "base/pidfile.h"
 #include "master/master.h"
+#include "master/upgrade.h"
 #include "backends/redis_client.h"
 #include "base/settings.h"
 #include "worker/worker_main.h"
 
 extern char **environ;
-
-/* As root in a directory the worker user may write to: never through a symlink
- * (O_NOFOLLOW), a FIFO (O_NONBLOCK, then the type check) or a second name of
- * another file, which is only truncated once it proved to be none of those. */
-static int write_pidfile(const char *path)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
-    if (fd < 0) return -1;
-    struct stat st;
-    char line[32];
-    int n = snprintf(line, sizeof line, "%ld\n", (long)getpid());
-    int rc = fstat(fd, &st) != 0 ? -1 : !S_ISREG(st.st_mode) || st.st_nlink > 1 ? (errno = EPERM, -1) : 0;
-    if (rc == 0 && (ftruncate(fd, 0) != 0 || write(fd, line, (size_t)n) != n)) rc = -1;
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
 
 /* Why a file named in the settings could not be opened, in words for the operator. */
 static const char *open_error(int err)
@@ -49,11 +31,15 @@ static void close_all(struct listener *ls, int n)
     for (int i = 0; i < n; i++) listener_close(&ls[i]);
 }
 
+/* A socket inherited from the old master of a binary upgrade is taken over, never bound
+ * again (a unix socket file it serves must stay); any other is opened. */
 static int open_all(const struct settings_binds *binds, struct listener *out, const struct settings *cfg)
 {
     char err[512];
     for (int i = 0; i < binds->count; i++) {
-        if (listener_open(&out[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, sizeof err) != 0) {
+        int adopted = upgrade_adopt(&out[i], binds->addr[i], cfg->backlog, err, sizeof err);
+        if (adopted < 0 ||
+            (!adopted && listener_open(&out[i], binds->addr[i], cfg->backlog, cfg->socket_mode, err, sizeof err) != 0)) {
             fprintf(stderr, "perfcgi: cannot listen on %s\n", err);
             close_all(out, i);
             return -1;
@@ -115,6 +101,7 @@ int main(int argc, char **argv)
     enum settings_action action;
     char err[1024];
     if (!cfg) return 1;
+    upgrade_init(argv[0]);
     if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
         return quit(cfg, 2);
@@ -160,8 +147,9 @@ int main(int argc, char **argv)
         close_all(listeners, nl);
         return quit(cfg, 1);
     }
+    upgrade_close_unused();
     char *pidfile = cfg->pidfile[0] ? strdup(cfg->pidfile) : NULL;
-    if (pidfile && write_pidfile(pidfile) != 0) {
+    if (pidfile && pidfile_write(pidfile) != 0) {
         fprintf(stderr, "perfcgi: cannot write pidfile %s: %s\n", pidfile, open_error(errno));
         close_all(listeners, nl);
         close_all(status, ns);
@@ -171,8 +159,8 @@ int main(int argc, char **argv)
 
     worker_main_prefork(cfg);
     /* The master owns cfg and the sockets from here on, and closes them. */
-    int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns);
-    if (pidfile) unlink(pidfile);
+    int rc = master_run(cfg, argc, argv, environ, listeners, nl, status, ns, pidfile);
+    if (pidfile) pidfile_remove(pidfile);
     free(pidfile);
     return rc;
 }

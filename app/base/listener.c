@@ -3,6 +3,7 @@
 #include "base/listener.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -162,11 +163,37 @@ int listener_chown(const struct listener *l, uid_t uid, gid_t gid, char *err, si
     return -1;
 }
 
+int listener_adopt(struct listener *l, int fd, const char *addr, int backlog, char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    l->fd = -1;
+    snprintf(l->addr, sizeof l->addr, "%s", addr);
+    struct listener_address a;
+    if (listener_parse(addr, &a, err, errlen) != 0) return -1;
+    int listening = 0, domain = -1;
+    socklen_t len = sizeof listening, dlen = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening ||
+        getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) != 0 || (domain == AF_UNIX) != !!a.unix_path[0]) {
+        snprintf(err, errlen, "%s: the inherited descriptor %d is not a listening socket of that address", addr, fd);
+        return -1;
+    }
+    /* As listener_open makes them: closed on exec, non-blocking. */
+    if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0 ||
+        listen(fd, backlog) != 0) {
+        snprintf(err, errlen, "%s: inherited descriptor %d: %s", addr, fd, strerror(errno));
+        return -1;
+    }
+    l->fd = fd;
+    snprintf(l->unix_path, sizeof l->unix_path, "%s", a.unix_path);
+    l->shared = 1;
+    return 0;
+}
+
 void listener_close(struct listener *l)
 {
     if (l->fd >= 0) close(l->fd);
     l->fd = -1;
-    if (l->unix_path[0]) unlink(l->unix_path);
+    if (l->unix_path[0] && !l->shared) unlink(l->unix_path);
     l->unix_path[0] = '\0';
 }
 

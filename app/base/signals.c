@@ -65,16 +65,42 @@ static void master_on_signal(int sig)
     errno = saved;
 }
 
+/* The new master of a binary upgrade says it serves with SIGWINCH: only its
+ * own counts (a terminal sends WINCH to its foreground group on a resize). */
+static volatile sig_atomic_t master_new_master;
+
+static void master_on_winch(int sig, siginfo_t *info, void *uc)
+{
+    (void)uc;
+    if (master_new_master > 0 && info->si_pid == master_new_master) master_on_signal(sig);
+}
+
 void signals_master(int notify_fd)
 {
     master_notify_fd = notify_fd;
     set_handlers(master_signals, COUNT(master_signals), master_on_signal, SA_RESTART);
     set_handler(SIGPIPE, SIG_IGN, SA_RESTART);
+    struct sigaction sa = {0};
+    sa.sa_sigaction = master_on_winch;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGWINCH, &sa, NULL);
+}
+
+void signals_master_new_master(pid_t pid)
+{
+    master_new_master = pid;
 }
 
 void signals_child_default(void)
 {
     set_handlers(master_signals, COUNT(master_signals), SIG_DFL, 0);
+    set_handler(SIGWINCH, SIG_DFL, 0);
+}
+
+void signals_unblock_all(void)
+{
+    unblock_all();
 }
 
 void signals_block_all(sigset_t *old)

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -22,6 +23,7 @@
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "master/status_http.h"
+#include "master/upgrade.h"
 #include "worker/worker_main.h"
 
 /* Slots for the largest pool plus as many replacements starting beside it. */
@@ -41,6 +43,8 @@
 
 enum stop_mode { RUNNING, STOP_GRACEFUL, STOP_QUICK };
 enum phase { PHASE_STARTING, PHASE_SERVING, PHASE_RETIRING };
+/* A binary upgrade, as the old master: the new one boots, then serves (this one retires). */
+enum upgrade_state { UPGRADE_NONE, UPGRADE_STARTING, UPGRADE_RETIRING };
 
 struct worker_rec {
     pid_t pid; /* 0: unused record */
@@ -72,6 +76,11 @@ struct master {
     struct probe_board *probe; /* what the prober found, for /readyz */
     pid_t probe_pid;           /* 0: none running */
     double probe_after_ms;
+    const char *pidfile; /* NULL: none */
+    enum upgrade_state upgrade;
+    pid_t new_master; /* the upgrade's, while it runs */
+    double upgrade_started_ms;
+    pid_t old_master; /* as the new master of an upgrade, until it was told to retire */
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -290,6 +299,106 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
     note_crash(m);
 }
 
+/* Every listening socket, of both kinds: those a new master inherits. */
+static int all_listeners(const struct master *m, struct listener *out)
+{
+    memcpy(out, m->listeners, sizeof *out * (size_t)m->nlisteners);
+    memcpy(out + m->nlisteners, m->status_listeners, sizeof *out * (size_t)m->nstatus);
+    return m->nlisteners + m->nstatus;
+}
+
+/* While another master serves the same sockets, closing one leaves its unix socket file. */
+static void share_listeners(struct master *m, int shared)
+{
+    for (int i = 0; i < m->nlisteners; i++) m->listeners[i].shared = shared;
+    for (int i = 0; i < m->nstatus; i++) m->status_listeners[i].shared = shared;
+}
+
+/* USR2: the binary at the path perfcgi was started from is executed again, with the
+ * same arguments and the listening sockets inherited; this master serves on until the
+ * new one says it serves (SIGWINCH), or rolls back if the new one exits before. */
+static void upgrade_start(struct master *m)
+{
+    const char *refusal = m->stop != RUNNING ? "the master is stopping" : upgrade_refusal();
+    if (!refusal && m->upgrade != UPGRADE_NONE) refusal = "an upgrade is under way already";
+    if (refusal) {
+        log_warning("USR2: %s; ignored", refusal);
+        return;
+    }
+    if (upgrade_move_pidfile(m->pidfile) != 0) {
+        log_error("USR2: cannot move the pidfile %s to .oldbin: %s; no upgrade", m->pidfile, strerror(errno));
+        return;
+    }
+    struct listener keep[2 * SETTINGS_MAX_BINDS];
+    int n = all_listeners(m, keep);
+    pid_t pid = fork_child(keep, n, 0);
+    if (pid < 0) {
+        log_error("USR2: fork failed: %s; no upgrade", strerror(errno));
+        upgrade_restore_pidfile(m->pidfile);
+        return;
+    }
+    if (pid == 0) {
+        upgrade_exec(keep, n, m->argv);
+        log_error("USR2: cannot execute %s: %s", upgrade_binary(), strerror(errno));
+        _exit(127);
+    }
+    signals_master_new_master(pid);
+    m->upgrade = UPGRADE_STARTING;
+    m->new_master = pid;
+    m->upgrade_started_ms = clock_ms();
+    share_listeners(m, 1);
+    log_info("USR2: started new master %ld (%s)", (long)pid, upgrade_binary());
+}
+
+/* The new master serves (its SIGWINCH): this one stops gracefully, leaving it the
+ * sockets, their files and the pidfile. */
+static void upgrade_served(struct master *m)
+{
+    if (m->upgrade != UPGRADE_STARTING) return;
+    m->upgrade = UPGRADE_RETIRING;
+    signals_master_new_master(0);
+    log_info("USR2: new master %ld serves (%.0f ms after USR2); retiring", (long)m->new_master,
+             clock_ms() - m->upgrade_started_ms);
+    begin_stop(m, STOP_GRACEFUL);
+}
+
+/* The new master is gone. Before it served (a failed boot, or QUIT, INT or TERM sent
+ * to it): the upgrade is rolled back and this master serves on as before. */
+static void upgrade_reaped(struct master *m, int status)
+{
+    char how[64];
+    if (WIFEXITED(status)) snprintf(how, sizeof how, "exited with status %d", WEXITSTATUS(status));
+    else snprintf(how, sizeof how, "was killed by signal %d", WTERMSIG(status));
+    if (m->upgrade == UPGRADE_STARTING) {
+        log_error("USR2: the new master %ld %s before it served; upgrade rolled back, this master serves on",
+                  (long)m->new_master, how);
+        upgrade_restore_pidfile(m->pidfile);
+        share_listeners(m, 0);
+        m->upgrade = UPGRADE_NONE;
+    } else {
+        log_info("the new master %ld %s", (long)m->new_master, how);
+    }
+    m->new_master = 0;
+    signals_master_new_master(0);
+}
+
+/* As the new master of an upgrade, once every worker serves (as a reload's replacements
+ * must before the workers they replace go): the old master is told to retire, and the
+ * sockets are this master's alone (their files go with it). */
+static void upgrade_take_over(struct master *m)
+{
+    if (!m->old_master || m->stop != RUNNING) return;
+    int serving = 0;
+    for (int i = 0; i < m->slots_used; i++) serving += m->workers[i].pid > 0 && m->workers[i].phase == PHASE_SERVING;
+    if (serving < m->target) return;
+    if (getppid() == m->old_master && kill(m->old_master, SIGWINCH) == 0)
+        log_info("new master serving; old master %ld told to retire", (long)m->old_master);
+    else
+        log_warning("new master serving; the old master %ld is gone already", (long)m->old_master);
+    share_listeners(m, 0);
+    m->old_master = 0;
+}
+
 static void reap(struct master *m)
 {
     int status;
@@ -299,6 +408,10 @@ static void reap(struct master *m)
             log_warning("the backend prober %ld exited (status %d); restarting it", (long)pid, status);
             m->probe_pid = 0;
             m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
+            continue;
+        }
+        if (pid == m->new_master) {
+            upgrade_reaped(m, status);
             continue;
         }
         for (int i = 0; i < m->slots_used; i++) {
@@ -521,11 +634,8 @@ static void handle_signals(struct master *m)
                 if (m->target > 1) m->target--;
                 log_info("TTOU: %d workers wanted", m->target);
                 break;
-            case SIGUSR2:
-                /* Operators send it out of habit (Gunicorn, Unicorn, Nginx); its
-                 * default action would kill the master. */
-                log_warning("USR2: binary upgrade is not supported yet; ignored");
-                break;
+            case SIGUSR2: upgrade_start(m); break;
+            case SIGWINCH: upgrade_served(m); break;
             case SIGUSR1:
                 if (log_reopen() != 0) log_error("USR1: cannot reopen the logs: %s", strerror(errno));
                 log_chown(m->cfg); /* new files, for workers run as `user` */
@@ -553,15 +663,21 @@ static void snapshot(const void *ctx, struct status_view *v)
     v->listeners = m->listeners;
     v->nlisteners = m->nlisteners;
     v->probe = m->probe;
+    v->upgrade = m->old_master                    ? "taking_over"
+                 : m->upgrade == UPGRADE_STARTING ? "starting"
+                 : m->upgrade == UPGRADE_RETIRING ? "retiring"
+                                                  : "none";
+    v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
-               int nlisteners, const struct listener *status_listeners, int nstatus)
+               int nlisteners, const struct listener *status_listeners, int nstatus, const char *pidfile)
 {
     struct master *m = calloc(1, sizeof *m);
     if (!m) return 1;
     *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
-                         .nstatus = nstatus, .target = settings_worker_count(cfg)};
+                         .nstatus = nstatus, .target = settings_worker_count(cfg), .pidfile = pidfile,
+                         .old_master = upgrade_old_master()};
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
     m->slots = scoreboard_create(MAX_SLOTS);
@@ -574,11 +690,13 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     }
     log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
              settings_class_name(cfg->worker_class), m->listeners[0].addr);
+    if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
 
     double next_check_ms = 0;
     for (;;) {
         if (clock_ms() >= next_check_ms) {
             check_workers(m);
+            upgrade_take_over(m);
             probe_check(m);
             status_sample(m->status);
             next_check_ms = clock_ms() + TICK_MS;
@@ -614,6 +732,8 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         }
     }
     log_info("stopped");
+    char oldbin[PATH_MAX];
+    if (m->upgrade != UPGRADE_NONE && upgrade_oldbin_path(m->pidfile, oldbin, sizeof oldbin)) unlink(oldbin);
     probe_kill(m);
     status_server_free(m->status);
     for (int i = 0; i < m->nlisteners; i++) listener_close(&m->listeners[i]);

@@ -10,9 +10,16 @@
  * for the master's loop to act on; interrupted calls restart. SIGPIPE is
  * ignored. */
 void signals_master(int notify_fd);
+/* The master: from now on a SIGWINCH from pid (the new master of a binary
+ * upgrade, once it serves) is written to notify_fd; from any other sender, or
+ * with pid 0, it is ignored. */
+void signals_master_new_master(pid_t pid);
 /* In a fresh child of the master: the master's handlers, which would write
  * into the master's pipe, back to their defaults. */
 void signals_child_default(void);
+/* Every signal unblocked (the child of the master that executes the new binary:
+ * the mask survives exec). */
+void signals_unblock_all(void);
 /* Around fork: every signal blocked, so that the child runs no handler until
  * it has set its own; the parent then restores old (errno kept). */
 void signals_block_all(sigset_t *old);

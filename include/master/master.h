@@ -8,9 +8,10 @@
 /*
  * Runs until stopped by a signal; returns the process exit code. Takes
  * ownership of cfg (heap-allocated) and of the listeners; argc/argv/envp are
- * read again on HUP.
+ * read again on HUP (and argv executed again on USR2). pidfile (NULL: none) is
+ * the file main wrote, which a binary upgrade moves to .oldbin and back.
  */
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
-               int nlisteners, const struct listener *status_listeners, int nstatus);
+               int nlisteners, const struct listener *status_listeners, int nstatus, const char *pidfile);
 
 #endif

@@ -43,6 +43,10 @@ struct status_view {
     const struct listener *listeners;
     int nlisteners;
     const struct probe_board *probe;
+    /* The binary upgrade under way: "none"; as the old master "starting" (the new one
+     * boots) or "retiring" (it serves); as the new one "taking_over" (its workers boot). */
+    const char *upgrade;
+    pid_t upgrade_pid; /* the other master of the upgrade, 0 when none */
 };
 typedef void (*status_snapshot_fn)(const void *ctx, struct status_view *out);
 

@@ -876,15 +876,16 @@ def config_text(settings):
 
 
 class OwnPerfcgi:
-    """bin/perfcgi started by the test itself, with `-c FILE` (settings in the file only,
-    no PERFCGI_* variable, so a HUP re-reads them all) on the stack's sockets, so Nginx
-    reaches it. The test owns the process: its exit status, its log (RUN_DIR/NAME.log,
-    stdout and stderr). With `with`: the stack's perfcgi is stopped first, and on the
+    """bin/perfcgi (or `binary`, e.g. a copy for a binary upgrade) started by the test
+    itself, with `-c FILE` (settings in the file only, no PERFCGI_* variable, so a HUP
+    re-reads them all) on the stack's sockets, so Nginx reaches it. The test owns the
+    process: its exit status, its log (RUN_DIR/NAME.log, stdout and stderr). With `with`: the stack's perfcgi is stopped first, and on the
     way out this one is killed (its whole process group) and the usual one restored."""
 
-    def __init__(self, name="own", args=(), **settings):
+    def __init__(self, name="own", args=(), binary=None, **settings):
         _need_stack()
         need_local_stack("runs its own perfcgi on the stack's sockets")
+        self.binary = str(binary or PERFCGI_BIN)
         self.config = os.path.join(STACK.run_dir, f"{name}.ini")
         self.log = os.path.join(STACK.run_dir, f"{name}.log")
         sanitizer_log(self.log, f"RUN_DIR/{name}.log")
@@ -909,7 +910,7 @@ class OwnPerfcgi:
         try:
             self.write_config()
             with open(self.log, "ab") as logf:
-                self.p = subprocess.Popen([str(PERFCGI_BIN), "-c", self.config, *self.args], env=clean_env(),
+                self.p = subprocess.Popen([self.binary, "-c", self.config, *self.args], env=clean_env(),
                                           cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=logf,
                                           stderr=subprocess.STDOUT, start_new_session=True)
             self.pid = self.p.pid

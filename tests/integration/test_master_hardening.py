@@ -1,6 +1,7 @@
 """The master under hostile conditions: a PostgreSQL that never answers, a reload whose
-sockets cannot all be opened, USR2, idle and bursting clients on the status socket, a
-request path that is not UTF-8, workers killed while they start, quick repeated HUPs.
+sockets cannot all be opened, idle and bursting clients on the status socket, a
+request path that is not UTF-8, workers killed while they start, quick repeated HUPs
+(USR2, the binary upgrade: test_upgrade.py).
 
 The hung PostgreSQL is a fake one written here (the fault is the server itself); every
 other test goes through the real sockets of the stack or of a perfcgi the test starts.
@@ -165,24 +166,6 @@ def test_failed_reload_keeps_the_running_sockets():
             assert_app_answer(s, h, b)
     finally:
         held.close()
-
-
-# --- USR2 ------------------------------------------------------------------------------------
-
-def test_usr2_is_logged_and_ignored():
-    with OwnPerfcgi(name="usr2", workers=2) as own:
-        old = set(wait_workers(2))
-        os.kill(own.pid, signal.SIGUSR2)
-        wait_until(lambda: "USR2" in own.log_text(), 10, message="USR2 logged")
-        time.sleep(0.5)
-        assert own.p.poll() is None, f"the master exited on USR2 ({own.p.returncode}): {own.log_text()[-500:]}"
-        line = next(ln for ln in own.log_text().splitlines() if "USR2" in ln)
-        assert "not supported" in line and "ignored" in line, line
-        for _ in range(5):
-            s, h, b = get("/")
-            assert_app_answer(s, h, b)
-        assert master_http("/healthz")[0] == 200
-        assert set(wait_workers(2)) == old, "USR2 changed the workers"
 
 
 # --- the status server: idle clients, bursts ---------------------------------------------------
