@@ -11,6 +11,10 @@
 /* From a cache hit (well under 1 ms) to the 10 s ceiling of /io-intensive. */
 const double scoreboard_bucket_le[SCOREBOARD_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                                                          0.05,   0.1,   0.25,   0.5,   1.0,  10.0};
+/* Nginx's $msec has millisecond steps, so nothing finer than 1 ms; a wait of
+ * seconds is what an operator must see, so more steps above 1 s. */
+const double scoreboard_wait_le[SCOREBOARD_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                       0.1,   0.25,   0.5,   1.0,  2.5,   10.0};
 
 struct scoreboard_slot *scoreboard_self;
 
@@ -146,6 +150,14 @@ void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri)
     if (s) copy_uri(s->last_uri, sizeof s->last_uri, uri);
 }
 
+/* The bucket of a value in seconds, or -1 above the last (only +Inf holds it). */
+static int bucket_of(const double le[SCOREBOARD_BUCKETS], double v)
+{
+    for (int b = 0; b < SCOREBOARD_BUCKETS; b++)
+        if (v <= le[b]) return b;
+    return -1;
+}
+
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
                       double slow_ms)
 {
@@ -155,9 +167,8 @@ void scoreboard_count(struct scoreboard_slot *s, int route, int status, const ch
     if (route < 0 || route >= SCOREBOARD_ROUTES) route = SCOREBOARD_ROUTES - 1;
     int klass = status < 400 ? CLASS_2XX : status < 500 ? CLASS_4XX : CLASS_5XX;
     COUNT(c->requests[route][klass], 1);
-    int b = 0;
-    while (b < SCOREBOARD_BUCKETS - 1 && took_s > scoreboard_bucket_le[b]) b++;
-    if (took_s <= scoreboard_bucket_le[b]) COUNT(c->latency_bucket[route][b], 1);
+    int b = bucket_of(scoreboard_bucket_le, took_s);
+    if (b >= 0) COUNT(c->latency_bucket[route][b], 1);
     COUNT(c->latency_count[route], 1);
     COUNT(c->latency_sum_us[route], (uint64_t)took_us);
     if (x_cache) {
@@ -168,6 +179,42 @@ void scoreboard_count(struct scoreboard_slot *s, int route, int status, const ch
     if (slow_ms > 0 && (double)took_us / 1e3 > slow_ms) COUNT(c->slow_requests, 1);
     atomic_store(&s->last_duration_ms, (double)took_us / 1e3);
     atomic_fetch_add(&s->requests, 1);
+}
+
+void scoreboard_count_wait(struct scoreboard_slot *s, int route, int64_t wait_us)
+{
+    if (!s) return;
+    struct scoreboard_counters *c = &s->counters;
+    if (route < 0 || route >= SCOREBOARD_ROUTES) route = SCOREBOARD_ROUTES - 1;
+    int b = bucket_of(scoreboard_wait_le, (double)wait_us / 1e6);
+    if (b >= 0) COUNT(c->wait_bucket[route][b], 1);
+    COUNT(c->wait_count[route], 1);
+    COUNT(c->wait_sum_us[route], (uint64_t)wait_us);
+    int64_t worst = atomic_load(&s->worst_wait_us);
+    while (wait_us > worst && !atomic_compare_exchange_weak(&s->worst_wait_us, &worst, wait_us)) {
+    }
+}
+
+/* Only the worker writes its mark (under its in-flight lock), so a load and a
+ * store are enough; the master reads the one word. */
+void scoreboard_busy(struct scoreboard_slot *s, int busy, int64_t now_us)
+{
+    if (!s) return;
+    int64_t mark = atomic_load(&s->busy_mark);
+    if (busy && mark >= 0) {
+        int64_t origin = now_us - mark; /* > 0: a worker is busy for less than the clock's age */
+        atomic_store(&s->busy_mark, origin > 0 ? -origin : -1);
+    } else if (!busy && mark < 0) {
+        int64_t total = now_us + mark;
+        atomic_store(&s->busy_mark, total > 0 ? total : 0);
+    }
+}
+
+uint64_t scoreboard_busy_us(const struct scoreboard_slot *s, int64_t now_us)
+{
+    int64_t mark = atomic_load(&s->busy_mark);
+    if (mark < 0) mark = now_us + mark;
+    return mark > 0 ? (uint64_t)mark : 0;
 }
 
 void scoreboard_add(struct scoreboard_counters *into, const struct scoreboard_counters *from)

@@ -273,6 +273,7 @@ static void reaped(struct master *m, struct worker_rec *w, int status)
 {
     struct scoreboard_slot *s = &m->slots[w->slot];
     scoreboard_add(&m->stats.totals, &s->counters);
+    m->stats.totals.busy_us += scoreboard_busy_us(s, clock_us());
     scoreboard_release_held(s); /* what it held died with it */
     /* Requests it had accepted count as accepted even if it died holding them. */
     m->stats.requests_before += atomic_load(&s->requests) + (uint64_t)atomic_load(&s->active);

@@ -7,6 +7,8 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "core/endpoint.h"
+#include "core/routes.h"
 #include "master/status_utf8.h"
 
 const char *const restart_reason_names[RESTART_REASONS] = {
@@ -19,6 +21,7 @@ void status_add_up(const struct status_view *v, const struct status_peaks *p, st
     memset(t, 0, sizeof *t);
     t->c = v->stats->totals;
     t->accepted = v->stats->requests_before;
+    int64_t now_us = clock_us();
     for (int i = 0; i < v->nslots; i++) {
         const struct scoreboard_slot *s = &v->slots[i];
         int state = atomic_load(&s->state);
@@ -30,6 +33,7 @@ void status_add_up(const struct status_view *v, const struct status_peaks *p, st
         t->pool[STATUS_POOL_OPEN] += atomic_load(&s->pool_open);
         t->pool[STATUS_POOL_BUSY] += atomic_load(&s->pool_busy);
         scoreboard_add(&t->c, &s->counters);
+        t->c.busy_us += scoreboard_busy_us(s, now_us);
     }
     for (int i = 0; i < v->nlisteners; i++) {
         int queued, backlog;
@@ -99,6 +103,20 @@ static json_t *status_rows(const struct status_view *v, int *ok)
     return rows;
 }
 
+/* Per endpoint that saw stamped requests: how many, and their queue wait in seconds. */
+static json_t *status_queue_wait(const struct status_totals *t, int *ok)
+{
+    json_t *o = json_object();
+    for (int r = 0; o && r < SCOREBOARD_ROUTES; r++) {
+        if (!t->c.wait_count[r]) continue;
+        json_t *e = json_pack("{s:I,s:f}", "count", (json_int_t)t->c.wait_count[r], "sum_seconds",
+                              (double)t->c.wait_sum_us[r] / 1e6);
+        status_put(o, r < ROUTE_COUNT ? route_table[r]->name : "other", e, ok);
+    }
+    if (!o) *ok = 0;
+    return o;
+}
+
 json_t *status_json(const struct status_view *v, const struct status_peaks *p, int full)
 {
     struct status_totals t;
@@ -132,6 +150,8 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "max_children_reached", json_integer((json_int_t)t.max_children_reached), &ok);
     status_put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
     status_put(o, "worker_restarts", restarts, &ok);
+    status_put(o, "busy_seconds", json_real(round((double)t.c.busy_us / 1e3) / 1e3), &ok);
+    status_put(o, "queue_wait", status_queue_wait(&t, &ok), &ok);
     if (full) status_put(o, "processes", status_rows(v, &ok), &ok);
     if (!ok) {
         log_error("status: cannot build the /status answer (out of memory?)");

@@ -19,6 +19,7 @@ struct metrics_out {
     FILE *out;
     const struct status_totals *t;
     const char *endpoint[SCOREBOARD_ROUTES]; /* the label of each per-route counter */
+    const char *worker_class;
 };
 
 struct metric_row {
@@ -52,6 +53,9 @@ static const char *const metrics_status_classes[CLASS_COUNT] = {"2xx", "4xx", "5
 
 static void metrics_requests(const struct metrics_out *m, const char *name);
 static void metrics_durations(const struct metrics_out *m, const char *name);
+static void metrics_waits(const struct metrics_out *m, const char *name);
+static void metrics_busy(const struct metrics_out *m, const char *name);
+static void metrics_workers(const struct metrics_out *m, const char *name);
 
 static const struct metric_row metric_rows[] = {
     {"start_time_seconds", "gauge", "When the master started, in seconds since the epoch.", METRIC_ONE(start_wall_s)},
@@ -66,8 +70,15 @@ static const struct metric_row metric_rows[] = {
     {"worker_restarts_total", "counter", "Workers replaced, by reason.",
      METRIC_BY("reason", restart_reason_names, restarts)},
     {"requests_total", "counter", "Requests answered, by endpoint and status class.", .write = metrics_requests},
-    {"request_duration_seconds", "histogram", "Time spent in the worker per request, by endpoint.",
+    {"request_duration_seconds", "histogram", "Service time: time spent in the worker per request, by endpoint.",
      .write = metrics_durations},
+    {"request_queue_wait_seconds", "histogram",
+     "Queue wait: from the front end's REQUEST_START to a worker taking the request up, by endpoint.",
+     .write = metrics_waits},
+    {"busy_seconds_total", "counter", "Seconds workers had at least one request in flight, by worker class.",
+     .write = metrics_busy},
+    {"workers", "gauge", "Live worker processes, by worker class: rate(busy_seconds_total) / workers is utilisation.",
+     .write = metrics_workers},
     {"cache_requests_total", "counter", "Redis cache lookups of /cached-data, by result.",
      METRIC_BY("result", metrics_cache_results, c.cache)},
     {"pool_connections", "gauge", "PostgreSQL connections of every worker's pool, by state.",
@@ -114,29 +125,53 @@ static void metrics_requests(const struct metrics_out *m, const char *name)
                     metrics_status_classes[k], c->requests[r][k]);
 }
 
-static void metrics_durations(const struct metrics_out *m, const char *name)
+/* A histogram per endpoint from the scoreboard's per-route arrays. */
+static void metrics_histogram(const struct metrics_out *m, const char *name, const double le[SCOREBOARD_BUCKETS],
+                              const uint64_t bucket[][SCOREBOARD_BUCKETS], const uint64_t *count,
+                              const uint64_t *sum_us)
 {
-    const struct scoreboard_counters *c = &m->t->c;
     for (int r = 0; r < SCOREBOARD_ROUTES; r++) {
         const char *e = m->endpoint[r];
         uint64_t cumulative = 0;
         for (int b = 0; b < SCOREBOARD_BUCKETS; b++) {
-            cumulative += c->latency_bucket[r][b];
-            fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, e,
-                    scoreboard_bucket_le[b], cumulative);
+            cumulative += bucket[r][b];
+            fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"%g\"} %" PRIu64 "\n", name, e, le[b],
+                    cumulative);
         }
-        fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, e,
-                c->latency_count[r]);
-        fprintf(m->out, "perfcgi_%s_sum{endpoint=\"%s\"} %.6f\n", name, e, (double)c->latency_sum_us[r] / 1e6);
-        fprintf(m->out, "perfcgi_%s_count{endpoint=\"%s\"} %" PRIu64 "\n", name, e, c->latency_count[r]);
+        fprintf(m->out, "perfcgi_%s_bucket{endpoint=\"%s\",le=\"+Inf\"} %" PRIu64 "\n", name, e, count[r]);
+        fprintf(m->out, "perfcgi_%s_sum{endpoint=\"%s\"} %.6f\n", name, e, (double)sum_us[r] / 1e6);
+        fprintf(m->out, "perfcgi_%s_count{endpoint=\"%s\"} %" PRIu64 "\n", name, e, count[r]);
     }
+}
+
+static void metrics_durations(const struct metrics_out *m, const char *name)
+{
+    const struct scoreboard_counters *c = &m->t->c;
+    metrics_histogram(m, name, scoreboard_bucket_le, c->latency_bucket, c->latency_count, c->latency_sum_us);
+}
+
+static void metrics_waits(const struct metrics_out *m, const char *name)
+{
+    const struct scoreboard_counters *c = &m->t->c;
+    metrics_histogram(m, name, scoreboard_wait_le, c->wait_bucket, c->wait_count, c->wait_sum_us);
+}
+
+/* One worker class per server: its name is the label. */
+static void metrics_busy(const struct metrics_out *m, const char *name)
+{
+    fprintf(m->out, "perfcgi_%s{class=\"%s\"} %.6f\n", name, m->worker_class, (double)m->t->c.busy_us / 1e6);
+}
+
+static void metrics_workers(const struct metrics_out *m, const char *name)
+{
+    fprintf(m->out, "perfcgi_%s{class=\"%s\"} %d\n", name, m->worker_class, m->t->total);
 }
 
 void status_metrics_text(const struct status_view *v, const struct status_peaks *p, FILE *out)
 {
     struct status_totals t;
     status_add_up(v, p, &t);
-    struct metrics_out m = {.out = out, .t = &t};
+    struct metrics_out m = {.out = out, .t = &t, .worker_class = settings_class_name(v->cfg->worker_class)};
     for (int r = 0; r < ROUTE_COUNT; r++) m.endpoint[r] = route_table[r]->name;
     m.endpoint[ROUTE_NONE] = "other"; /* answers no route gave */
     for (size_t i = 0; i < sizeof metric_rows / sizeof metric_rows[0]; i++) {

@@ -40,16 +40,18 @@ static void publish_inflight(void)
     scoreboard_set_busy(scoreboard_self, inflight_count, oldest ? oldest->started_us : 0, oldest ? oldest->uri : "");
 }
 
-static void inflight_link(struct worker_request *wr)
+/* now_us: the clock the caller read anyway; the first request in and the last
+ * out mark the worker busy and idle (its busy seconds). */
+static void inflight_link(struct worker_request *wr, int64_t now_us)
 {
     list_push_back(&inflight, &wr->link);
-    inflight_count++;
+    if (inflight_count++ == 0) scoreboard_busy(scoreboard_self, 1, now_us);
 }
 
-static void inflight_unlink(struct worker_request *wr)
+static void inflight_unlink(struct worker_request *wr, int64_t now_us)
 {
     list_remove(&wr->link);
-    inflight_count--;
+    if (--inflight_count == 0) scoreboard_busy(scoreboard_self, 0, now_us);
 }
 
 void worker_request_reading(struct worker_request *wr)
@@ -60,15 +62,16 @@ void worker_request_reading(struct worker_request *wr)
     _Static_assert(sizeof reading <= sizeof wr->uri, "the placeholder fits");
     memcpy(wr->uri, reading, sizeof reading);
     pthread_mutex_lock(&inflight_lock);
-    inflight_link(wr);
+    inflight_link(wr, wr->started_us);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
 }
 
 void worker_request_drop(struct worker_request *wr)
 {
+    int64_t now_us = clock_us();
     pthread_mutex_lock(&inflight_lock);
-    inflight_unlink(wr);
+    inflight_unlink(wr, now_us);
     wr->reading = 0;
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
@@ -98,7 +101,7 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
         wr->reading = 0;
     } else {
         wr->started_us = wr->begun_us;
-        inflight_link(wr);
+        inflight_link(wr, wr->begun_us);
     }
     scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
@@ -135,20 +138,23 @@ void worker_publish_pool(const struct pg_pool_stats *pool)
     s->counters.pool_connect_failures = pool->connect_failures;
 }
 
-/* The access line. Queue wait: from the time the front end stamped on the request
- * (REQUEST_START, its wall clock) to when this worker took it up (wr->started_us,
- * monotonic, put on the wall clock by the time since). Clocks of two hosts may
- * disagree by more than the wait: a negative wait shows as 0. */
-static void log_request(const struct settings *cfg, const struct worker_request *wr, const struct exchange *ex,
-                        int64_t end_us, int64_t took_us)
+/* Queue wait: from the time the front end stamped on the request (REQUEST_START,
+ * its wall clock) to when this worker took it up (wr->started_us, monotonic, put
+ * on the wall clock now_us by the time since end_us). Clocks of two hosts may
+ * disagree by more than the wait: a negative wait counts as 0. -1: no stamp. */
+static int64_t queue_wait(const struct worker_request *wr, const struct request *q, int64_t end_us, int64_t now_us)
+{
+    if (!(q->request_start > 0)) return -1;
+    int64_t wait_us = now_us - (end_us - wr->started_us) - (int64_t)(q->request_start * 1e6 + 0.5);
+    return wait_us > 0 ? wait_us : 0;
+}
+
+/* The access line; now_us: the wall clock at end_us, queue_wait_us: -1 for none. */
+static void log_request(const struct settings *cfg, const struct exchange *ex, int64_t now_us,
+                        int64_t queue_wait_us, int64_t took_us)
 {
     if (!log_access_on()) return;
     const struct request *q = &ex->req;
-    int64_t now_us = (int64_t)(clock_wall_s() * 1e6), queue_wait_us = -1;
-    if (q->request_start > 0) {
-        queue_wait_us = now_us - (end_us - wr->started_us) - (int64_t)(q->request_start * 1e6 + 0.5);
-        if (queue_wait_us < 0) queue_wait_us = 0;
-    }
     struct access_record r = {
         .remote_addr = q->remote_addr, .method = q->method, .path = q->path, .query = q->query,
         .request_uri = q->request_uri, .request_id = q->request_id, .endpoint = ex->route ? ex->route->name : NULL,
@@ -166,12 +172,16 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     const struct settings *cfg = env->cfg;
     int route = route_index(ex->route);
     int64_t end_us = clock_us(), took_us = end_us - wr->begun_us;
+    /* The wall clock only when something needs it: a stamped request or the access log. */
+    int64_t now_us = ex->req.request_start > 0 || log_access_on() ? (int64_t)(clock_wall_s() * 1e6) : 0;
+    int64_t wait_us = queue_wait(wr, &ex->req, end_us, now_us);
     pthread_mutex_lock(&inflight_lock);
-    inflight_unlink(wr);
+    inflight_unlink(wr, end_us);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
+    if (wait_us >= 0) scoreboard_count_wait(s, route, wait_us);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
-    log_request(cfg, wr, ex, end_us, took_us);
+    log_request(cfg, ex, now_us, wait_us, took_us);
     if (!s) return;
     if (ex->pool_wait_ms > 0)
         __atomic_fetch_add(&s->counters.pool_wait_us, (uint64_t)(ex->pool_wait_ms * 1e3), __ATOMIC_RELAXED);

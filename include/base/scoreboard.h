@@ -10,9 +10,11 @@
 
 /* One per route of core's route table, plus one for answers no route gave (404). */
 #define SCOREBOARD_ROUTES (ROUTE_COUNT + 1)
-/* Upper bounds of the latency histogram, in seconds (Prometheus `le`). */
+/* Upper bounds of the histograms, in seconds (Prometheus `le`): service time
+ * (latency) and queue wait have as many buckets, on scales of their own. */
 #define SCOREBOARD_BUCKETS 12
 extern const double scoreboard_bucket_le[SCOREBOARD_BUCKETS];
+extern const double scoreboard_wait_le[SCOREBOARD_BUCKETS];
 
 enum slot_state { SLOT_FREE, SLOT_STARTING, SLOT_IDLE, SLOT_BUSY };
 enum status_class { CLASS_2XX, CLASS_4XX, CLASS_5XX, CLASS_COUNT };
@@ -24,6 +26,11 @@ struct scoreboard_counters {
     uint64_t latency_bucket[SCOREBOARD_ROUTES][SCOREBOARD_BUCKETS]; /* not cumulative */
     uint64_t latency_count[SCOREBOARD_ROUTES];
     uint64_t latency_sum_us[SCOREBOARD_ROUTES];
+    /* Queue wait of the requests that carried REQUEST_START (the front end's clock). */
+    uint64_t wait_bucket[SCOREBOARD_ROUTES][SCOREBOARD_BUCKETS]; /* not cumulative */
+    uint64_t wait_count[SCOREBOARD_ROUTES];
+    uint64_t wait_sum_us[SCOREBOARD_ROUTES];
+    uint64_t busy_us; /* of workers that are gone (live ones: their slot's busy_mark) */
     uint64_t cache[CACHE_COUNT];
     uint64_t pool_checkouts, pool_timeouts, pool_connects, pool_connect_failures;
     uint64_t pool_wait_us; /* time requests waited for a pool connection */
@@ -43,6 +50,11 @@ struct scoreboard_slot {
     _Atomic long rss_kb;                /* written by the master */
     _Atomic double last_duration_ms;
     _Atomic long held_mb;               /* kept by /memory-test?hold=1 in this process */
+    /* Time with at least one request in flight, in one word so that a reader never
+     * sees half a change: idle, >= 0 µs so far; busy, -(the monotonic µs at which
+     * the total would have been 0): see scoreboard_busy_us. */
+    _Atomic int64_t busy_mark;
+    _Atomic int64_t worst_wait_us; /* longest queue wait since the master last took it */
     char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
     char oldest_uri[128];               /* of the oldest request in flight */
     struct scoreboard_counters counters;
@@ -82,6 +94,12 @@ void scoreboard_set_uri(struct scoreboard_slot *s, const char *uri);
  * ROUTE_COUNT for none; x_cache may be NULL. */
 void scoreboard_count(struct scoreboard_slot *s, int route, int status, const char *x_cache, int64_t took_us,
                       double slow_ms);
+/* Counts the queue wait of one request of route (as scoreboard_count). */
+void scoreboard_count_wait(struct scoreboard_slot *s, int route, int64_t wait_us);
+/* The worker went busy (its first request in flight) or idle (its last one done) at now_us. */
+void scoreboard_busy(struct scoreboard_slot *s, int busy, int64_t now_us);
+/* Microseconds slot s has been busy, up to now_us. */
+uint64_t scoreboard_busy_us(const struct scoreboard_slot *s, int64_t now_us);
 
 /* /memory-test?hold=1 across the server: reserves mb MiB (a negative mb gives
  * back) in the total of every worker, unless that would pass cap (-1), and
