@@ -700,6 +700,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             upgrade_take_over(m);
             probe_check(m);
             status_sample(m->status);
+            listen_overflow_sample(&m->stats.overflow, m->listeners, m->nlisteners, m->slots, m->slots_used);
             next_check_ms = clock_ms() + TICK_MS;
         }
         balance(m);

@@ -150,6 +150,10 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "max_children_reached", json_integer((json_int_t)t.max_children_reached), &ok);
     status_put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
     status_put(o, "worker_restarts", restarts, &ok);
+    uint64_t overflows = 0;
+    for (int i = 0; i < v->nlisteners; i++) overflows += v->stats->overflow.count[i];
+    status_put(o, "listen_overflows", json_integer((json_int_t)overflows), &ok);
+    status_put(o, "listen_drops", json_integer((json_int_t)v->stats->overflow.drops), &ok);
     status_put(o, "busy_seconds", json_real(round((double)t.c.busy_us / 1e3) / 1e3), &ok);
     status_put(o, "queue_wait", status_queue_wait(&t, &ok), &ok);
     if (full) status_put(o, "processes", status_rows(v, &ok), &ok);

@@ -18,6 +18,7 @@ enum metric_kind {
 struct metrics_out {
     FILE *out;
     const struct status_totals *t;
+    const struct status_view *v;
     const char *endpoint[SCOREBOARD_ROUTES]; /* the label of each per-route counter */
     const char *worker_class;
 };
@@ -56,6 +57,8 @@ static void metrics_durations(const struct metrics_out *m, const char *name);
 static void metrics_waits(const struct metrics_out *m, const char *name);
 static void metrics_busy(const struct metrics_out *m, const char *name);
 static void metrics_workers(const struct metrics_out *m, const char *name);
+static void metrics_overflows(const struct metrics_out *m, const char *name);
+static void metrics_drops(const struct metrics_out *m, const char *name);
 
 static const struct metric_row metric_rows[] = {
     {"start_time_seconds", "gauge", "When the master started, in seconds since the epoch.", METRIC_ONE(start_wall_s)},
@@ -63,6 +66,12 @@ static const struct metric_row metric_rows[] = {
     {"listen_queue", "gauge", "Connections waiting in the kernel's accept queues.", METRIC_ONE(listen_queue)},
     {"listen_queue_max", "gauge", "Most connections seen waiting in the accept queues.", METRIC_ONE(max_listen_queue)},
     {"listen_queue_length", "gauge", "Size of the accept queues.", METRIC_ONE(listen_queue_len)},
+    {"listen_overflows_total", "counter",
+     "Connections the accept queue could not hold, by bind: TCP, the kernel's ListenOverflows of the network "
+     "namespace; unix, samples that found the queue full.",
+     .write = metrics_overflows},
+    {"listen_drops_total", "counter", "The kernel's ListenDrops of the network namespace (TCP binds only).",
+     .write = metrics_drops},
     {"processes", "gauge", "Worker processes by state.", METRIC_BY("state", metrics_worker_states, workers)},
     {"processes_max_active", "gauge", "Most workers seen busy at once.", METRIC_ONE(max_active)},
     {"max_children_reached_total", "counter", "Times every worker was seen busy.", METRIC_ONE(max_children_reached)},
@@ -167,11 +176,23 @@ static void metrics_workers(const struct metrics_out *m, const char *name)
     fprintf(m->out, "perfcgi_%s{class=\"%s\"} %d\n", name, m->worker_class, m->t->total);
 }
 
+static void metrics_overflows(const struct metrics_out *m, const char *name)
+{
+    for (int i = 0; i < m->v->nlisteners; i++)
+        fprintf(m->out, "perfcgi_%s{bind=\"%s\"} %" PRIu64 "\n", name, m->v->listeners[i].addr,
+                m->v->stats->overflow.count[i]);
+}
+
+static void metrics_drops(const struct metrics_out *m, const char *name)
+{
+    fprintf(m->out, "perfcgi_%s %" PRIu64 "\n", name, m->v->stats->overflow.drops);
+}
+
 void status_metrics_text(const struct status_view *v, const struct status_peaks *p, FILE *out)
 {
     struct status_totals t;
     status_add_up(v, p, &t);
-    struct metrics_out m = {.out = out, .t = &t, .worker_class = settings_class_name(v->cfg->worker_class)};
+    struct metrics_out m = {.out = out, .t = &t, .v = v, .worker_class = settings_class_name(v->cfg->worker_class)};
     for (int r = 0; r < ROUTE_COUNT; r++) m.endpoint[r] = route_table[r]->name;
     m.endpoint[ROUTE_NONE] = "other"; /* answers no route gave */
     for (size_t i = 0; i < sizeof metric_rows / sizeof metric_rows[0]; i++) {

@@ -10,6 +10,7 @@
 #include "base/listener.h"
 #include "base/scoreboard.h"
 #include "base/settings.h"
+#include "master/listen_overflow.h"
 
 enum restart_reason {
     RESTART_CRASH,        /* died on its own */
@@ -29,6 +30,7 @@ struct master_stats {
     struct scoreboard_counters totals; /* of workers that are gone */
     uint64_t requests_before;          /* requests served by workers that are gone */
     uint64_t restarts[RESTART_REASONS];
+    struct listen_overflow overflow;
 };
 
 struct probe_board;
