@@ -1,5 +1,5 @@
 /* Unit tests of scoreboard: memory held by all workers, counted against one cap;
- * which event worker takes a new connection. */
+ * which event worker takes a new connection; busy time and queue waits. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -92,12 +92,57 @@ static void when_all_are_busy_connections_spread_by_count(void **state)
     assert_false(yields(2, conns, all_busy, last_closed)); /* the least loaded of those accepting */
 }
 
+static void busy_time_adds_the_spans_with_a_request_in_flight(void **state)
+{
+    (void)state;
+    struct scoreboard_slot *slots = scoreboard_create(1);
+    assert_non_null(slots);
+    struct scoreboard_slot *s = &slots[0];
+    const int64_t t0 = 5000000; /* a monotonic clock some seconds old */
+    assert_int_equal(scoreboard_busy_us(s, t0), 0);
+    scoreboard_busy(s, 1, t0);
+    assert_int_equal(scoreboard_busy_us(s, t0 + 300), 300); /* busy: it grows with the clock */
+    scoreboard_busy(s, 1, t0 + 100);                        /* already busy: nothing changes */
+    assert_int_equal(scoreboard_busy_us(s, t0 + 400), 400);
+    scoreboard_busy(s, 0, t0 + 500);
+    assert_int_equal(scoreboard_busy_us(s, t0 + 9000), 500); /* idle: it stays */
+    scoreboard_busy(s, 0, t0 + 9500);                        /* already idle */
+    scoreboard_busy(s, 1, t0 + 10000);
+    scoreboard_busy(s, 0, t0 + 10250);
+    assert_int_equal(scoreboard_busy_us(s, t0 + 20000), 750);
+    scoreboard_destroy(slots, 1);
+}
+
+static void queue_waits_land_in_their_bucket_and_the_worst_is_kept(void **state)
+{
+    (void)state;
+    struct scoreboard_slot *slots = scoreboard_create(1);
+    assert_non_null(slots);
+    struct scoreboard_slot *s = &slots[0];
+    scoreboard_count_wait(s, 0, 0);        /* the smallest bucket, 1 ms */
+    scoreboard_count_wait(s, 0, 1000);     /* exactly its bound */
+    scoreboard_count_wait(s, 0, 300000);   /* 0.3 s: the 0.5 s bucket */
+    scoreboard_count_wait(s, 0, 60000000); /* above the last: only +Inf (the count) */
+    scoreboard_count_wait(s, -1, 2000);    /* no route: the last row */
+    const struct scoreboard_counters *c = &s->counters;
+    assert_int_equal(c->wait_bucket[0][0], 2);
+    assert_true(scoreboard_wait_le[8] == 0.5);
+    assert_int_equal(c->wait_bucket[0][8], 1);
+    assert_int_equal(c->wait_count[0], 4);
+    assert_int_equal(c->wait_sum_us[0], 60301000);
+    assert_int_equal(c->wait_count[SCOREBOARD_ROUTES - 1], 1);
+    assert_int_equal(atomic_load(&s->worst_wait_us), 60000000);
+    scoreboard_destroy(slots, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(holds_count_against_one_cap_and_come_back_when_a_worker_goes),
         cmocka_unit_test(the_first_idle_worker_takes_a_new_connection),
         cmocka_unit_test(when_all_are_busy_connections_spread_by_count),
+        cmocka_unit_test(busy_time_adds_the_spans_with_a_request_in_flight),
+        cmocka_unit_test(queue_waits_land_in_their_bucket_and_the_worst_is_kept),
     };
     return cmocka_run_group_tests_name("scoreboard", tests, NULL, NULL);
 }
