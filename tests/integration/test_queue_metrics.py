@@ -4,14 +4,17 @@ Nginx (it stamps each request: fastcgi_param REQUEST_START $msec).
 perfcgi runs with 2 workers that take one request each (threads=1, worker_connections=1),
 so 6 slow requests at once queue whatever the class. Times are not asserted: that the
 queue-wait histogram counted the requests and moved above its smallest bucket, that busy
-seconds grew under load and stay flat at rest.
+seconds grew under load, stay flat at rest and survive the workers' replacement.
 """
 
 import concurrent.futures
 import os
 import time
 
-from harness import get, master_http, metric_sum, parse_metrics, perfcgi_with, pm_status, WORKER_CLASS
+import signal
+
+from harness import (WORKER_CLASS, get, master_http, metric_sum, parse_metrics, perfcgi_with, pm_status, settled,
+                     signal_master, wait_until)
 
 SLOW = 6
 
@@ -55,3 +58,15 @@ def test_queue_wait_and_busy_seconds_when_requests_outnumber_workers():
         rest = busy(metrics())
         time.sleep(1.5)
         assert busy(metrics()) == rest, "busy seconds grew with no request in flight"
+
+        # Workers replaced by a reload: what they were busy for stays counted.
+        old = set(settled(2))
+        signal_master(signal.SIGHUP)
+
+        def replaced():
+            pids = settled(2)
+            return pids and old.isdisjoint(pids)
+        wait_until(replaced, 30, message="2 new workers after HUP")
+        assert busy(metrics()) >= rest, f"busy seconds dropped when workers were replaced: {rest} {busy(metrics())}"
+        assert metrics()[("perfcgi_request_queue_wait_seconds_count", (("endpoint", "io_intensive"),))] \
+            == waits(after), "queue waits of replaced workers are kept"
