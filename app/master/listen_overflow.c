@@ -18,14 +18,19 @@ static int kernel_listen_figures(uint64_t *overflows, uint64_t *drops)
 {
     FILE *f = fopen("/proc/net/netstat", "re");
     if (!f) return -1;
-    char names[4096], values[4096];
+    char names[8192], values[8192];
     int found = 0;
     while (!found && fgets(names, sizeof names, f)) {
         if (strncmp(names, "TcpExt:", 7) != 0 || !fgets(values, sizeof values, f)) continue;
         char *ns, *vs, *n = strtok_r(names + 7, " \n", &ns), *v = strtok_r(values + 7, " \n", &vs);
         for (; n && v; n = strtok_r(NULL, " \n", &ns), v = strtok_r(NULL, " \n", &vs)) {
-            if (strcmp(n, "ListenOverflows") == 0) *overflows = strtoull(v, NULL, 10), found |= 1;
-            else if (strcmp(n, "ListenDrops") == 0) *drops = strtoull(v, NULL, 10), found |= 2;
+            if (strcmp(n, "ListenOverflows") == 0) {
+                *overflows = strtoull(v, NULL, 10);
+                found |= 1;
+            } else if (strcmp(n, "ListenDrops") == 0) {
+                *drops = strtoull(v, NULL, 10);
+                found |= 2;
+            }
         }
         found = found == 3;
     }
@@ -48,9 +53,10 @@ void listen_overflow_sample(struct listen_overflow *o, const struct listener *l,
     double now = clock_ms();
     if (o->window_start_ms == 0) o->window_start_ms = now;
     uint64_t overflows = 0, drops = 0;
-    int tcp = 0;
+    int tcp = 0, kernel = 0;
     for (int i = 0; i < n; i++) tcp |= !l[i].unix_path[0];
     if (tcp && kernel_listen_figures(&overflows, &drops) == 0) {
+        kernel = 1;
         if (!o->have_kernel) {
             o->have_kernel = 1;
             o->kernel_overflows0 = overflows;
@@ -60,8 +66,11 @@ void listen_overflow_sample(struct listen_overflow *o, const struct listener *l,
     }
     for (int i = 0; i < n; i++) {
         int queued, backlog;
-        if (!l[i].unix_path[0]) o->count[i] = o->have_kernel ? overflows - o->kernel_overflows0 : 0;
-        else if (listener_queue(&l[i], &queued, &backlog) == 0 && queued >= backlog) o->count[i]++;
+        if (l[i].unix_path[0]) {
+            if (listener_queue(&l[i], &queued, &backlog) == 0 && queued >= backlog) o->count[i]++;
+        } else if (kernel) { /* a tick that could not read the kernel's figures keeps the last ones */
+            o->count[i] = overflows - o->kernel_overflows0;
+        }
     }
     take_worst_wait(o, slots, nslots);
     int grew = 0;
