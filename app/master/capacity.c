@@ -14,28 +14,28 @@
  * logs, the master's pipes, the event loop's own (epoll, signal and async fds),
  * a Redis connection and the odd /proc read: 32 is about twice what they add up to. */
 #define FDS_FIXED 32
-/* Per request served at once: its FastCGI connection, plus for thread and event
- * workers the one backend socket it may wait on (an upstream HTTP call, a Redis
- * connection of its thread). */
-#define FDS_PER_REQUEST_SYNC 1
-#define FDS_PER_REQUEST 2
+/* Per request served at once: its FastCGI connection and the backend sockets it may
+ * hold besides. A sync process or a thread keeps its own Redis connection and upstream
+ * HTTP client; an event worker shares one Redis connection (in FDS_FIXED) but may wait
+ * on one upstream HTTP call per connection. */
+#define FDS_PER_REQUEST_BLOCKING 3
+#define FDS_PER_REQUEST_EVENT 2
 /* The one short connection of the PostgreSQL check, and the prober's own. */
 #define PG_CONNECT_TIMEOUT "2"
 #define PG_PROBER_CONNECTIONS 1
 
 static int requests_at_once(const struct settings *cfg, int *per_request)
 {
-    *per_request = FDS_PER_REQUEST;
+    *per_request = FDS_PER_REQUEST_BLOCKING;
     switch (cfg->worker_class) {
-    case WORKER_EVENT: return cfg->worker_connections;
+    case WORKER_EVENT: *per_request = FDS_PER_REQUEST_EVENT; return cfg->worker_connections;
     case WORKER_THREAD: return cfg->threads;
     case WORKER_SYNC: break;
     }
-    *per_request = FDS_PER_REQUEST_SYNC;
     return 1;
 }
 
-/* What each worker may hold: see FDS_FIXED and FDS_PER_REQUEST; its PostgreSQL pool
+/* What each worker may hold: see FDS_FIXED and FDS_PER_REQUEST_*; its PostgreSQL pool
  * (pool_size + pool_max_overflow) and its listeners come on top. */
 int capacity_fds_needed(const struct settings *cfg)
 {
@@ -51,7 +51,7 @@ static const char *needs_what(const struct settings *cfg)
     case WORKER_THREAD: return "threads";
     case WORKER_SYNC: break;
     }
-    return "one connection";
+    return "connections";
 }
 
 int capacity_files(const struct settings *cfg, char *note, size_t notelen, char *err, size_t errlen)
