@@ -3,11 +3,13 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 
+#include "base/clock.h"
 #include "base/log.h"
 
 /* Descriptors a worker holds besides its connections: stdio, the error and access
@@ -20,8 +22,9 @@
  * on one upstream HTTP call per connection. */
 #define FDS_PER_REQUEST_BLOCKING 3
 #define FDS_PER_REQUEST_EVENT 2
-/* The one short connection of the PostgreSQL check, and the prober's own. */
-#define PG_CONNECT_TIMEOUT "2"
+/* The PostgreSQL check's whole budget (connect and query): a server that logs in and
+ * never answers must not hold the master. The prober holds one connection too. */
+#define PG_CHECK_MS 2000.0
 #define PG_PROBER_CONNECTIONS 1
 
 static int requests_at_once(const struct settings *cfg, int *per_request)
@@ -108,27 +111,70 @@ static const char CHECK_SQL[] =
     "  AND ($1 = 'start' OR usename IS DISTINCT FROM current_user)),"
     " current_user";
 
+/* Waits for c's socket (to read, or to write) until deadline_ms: 0 once ready. The
+ * master's signals (a worker's SIGCHLD) interrupt the wait: it goes on. */
+static int pg_wait(PGconn *c, int write, double deadline_ms)
+{
+    struct pollfd pfd = {.fd = PQsocket(c), .events = write ? POLLOUT : POLLIN};
+    for (double left; pfd.fd >= 0 && (left = deadline_ms - clock_ms()) > 0;) {
+        int rc = poll(&pfd, 1, (int)left + 1);
+        if (rc == 1) return 0;
+        if (rc == 0 || errno != EINTR) break;
+    }
+    return -1;
+}
+
+/* CHECK_SQL's one row, or NULL with why (a static string or c's message). */
+static PGresult *pg_ask(PGconn *c, const char *when, double deadline_ms, const char **why)
+{
+    *why = "out of memory";
+    if (!c) return NULL;
+    PostgresPollingStatusType st = PQstatus(c) == CONNECTION_BAD ? PGRES_POLLING_FAILED : PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        if (pg_wait(c, st == PGRES_POLLING_WRITING, deadline_ms) != 0) {
+            *why = "no answer within 2 s";
+            return NULL;
+        }
+        st = PQconnectPoll(c);
+    }
+    const char *params[] = {when};
+    if (st == PGRES_POLLING_FAILED || !PQsendQueryParams(c, CHECK_SQL, 1, NULL, params, NULL, NULL, 0)) {
+        *why = PQerrorMessage(c);
+        return NULL;
+    }
+    int flushing;
+    while ((flushing = PQflush(c)) == 1)
+        if (pg_wait(c, 1, deadline_ms) != 0) break;
+    while (flushing == 0 && PQisBusy(c))
+        if (pg_wait(c, 0, deadline_ms) != 0 || !PQconsumeInput(c)) break;
+    if (flushing != 0 || PQisBusy(c)) {
+        *why = flushing < 0 || PQstatus(c) != CONNECTION_OK ? PQerrorMessage(c) : "no answer within 2 s";
+        return NULL;
+    }
+    PGresult *r = PQgetResult(c);
+    *why = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    return r;
+}
+
 void capacity_postgresql(const struct settings *cfg, const char *when)
 {
-    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
-    const char *vals[] = {cfg->database_url, PG_CONNECT_TIMEOUT, "-c statement_timeout=2000", "perfcgi-capacity",
-                          NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    PGresult *r = NULL;
-    const char *params[] = {when};
-    if (c && PQstatus(c) == CONNECTION_OK) r = PQexecParams(c, CHECK_SQL, 1, NULL, params, NULL, NULL, 0);
+    const char *keys[] = {"dbname", "application_name", NULL};
+    const char *vals[] = {cfg->database_url, "perfcgi-capacity", NULL};
+    double deadline = clock_ms() + PG_CHECK_MS;
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    const char *why;
+    PGresult *r = pg_ask(c, when, deadline, &why);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-        const char *why = r ? PQresultErrorMessage(r) : c ? PQerrorMessage(c) : "out of memory";
         log_warning("%s: PostgreSQL connections check skipped: cannot ask the server: %.*s", when,
                     (int)strcspn(why, "\n"), why);
         PQclear(r);
         PQfinish(c);
         return;
     }
-    long max = field(r, 0), su_reserved = field(r, 1), reserved = field(r, 2), super = field(r, 3),
-         connlimit = field(r, 4), others = field(r, 5);
     char role[64];
     snprintf(role, sizeof role, "%s", PQgetvalue(r, 0, 6));
+    long max = field(r, 0), su_reserved = field(r, 1), reserved = field(r, 2), super = field(r, 3),
+         connlimit = field(r, 4), others = field(r, 5);
     PQclear(r);
     PQfinish(c);
 

@@ -11,7 +11,7 @@ import resource
 import signal
 import subprocess
 
-from harness import (PERFCGI_BIN, REPO, STACK, WORKER_CLASS, OwnPerfcgi, children_of, clean_env, free_ports, get,
+from harness import (PERFCGI_BIN, REPO, STACK, WORKER_CLASS, HungPostgres, OwnPerfcgi, children_of, clean_env, free_ports, get,
                      master_http, psql, wait_until, wait_workers)
 
 # The setting each class's descriptors grow with, and a value that needs about 1,000.
@@ -19,7 +19,10 @@ BIG = {"event": ("worker_connections", 500), "thread": ("threads", 500), "sync":
 
 
 def _logged(own, needle, message):
-    return wait_until(lambda: [ln for ln in own.log_text().splitlines() if needle in ln], 20, message=message)
+    try:
+        return wait_until(lambda: [ln for ln in own.log_text().splitlines() if needle in ln], 20, message=message)
+    except AssertionError:
+        raise AssertionError(f"{message}: no line with {needle!r} in {own.log_text()[-1500:]}") from None
 
 
 def test_capacity_postgresql_warning_names_the_numbers():
@@ -47,6 +50,15 @@ def test_capacity_postgresql_down_check_skipped():
         lines = _logged(own, "PostgreSQL connections check skipped", "check skipped")
         assert "start:" in lines[0] and str(down) in lines[0], lines
         assert master_http("/healthz")[0] == 200  # it started all the same
+
+
+def test_capacity_postgresql_that_never_answers_check_skipped():
+    # It logs in and never answers the query: the check gives up after 2 s in all.
+    with HungPostgres() as pg, \
+            OwnPerfcgi(name="caphung", workers=2, database_url=f"postgresql://perfcgi@127.0.0.1:{pg.port}/perfcgi") as own:
+        lines = _logged(own, "PostgreSQL connections check skipped", "check skipped")
+        assert "start:" in lines[0] and "no answer within 2 s" in lines[0], lines
+        assert master_http("/healthz")[0] == 200
 
 
 def _standalone(limits, *args, out=subprocess.PIPE):
