@@ -10,6 +10,7 @@
 #include "base/listener.h"
 #include "base/log.h"
 #include "base/pidfile.h"
+#include "master/capacity.h"
 #include "master/master.h"
 #include "master/upgrade.h"
 #include "backends/redis_client.h"
@@ -138,6 +139,12 @@ int main(int argc, char **argv)
         return quit(cfg, 2);
     }
     log_chown(cfg);
+    char note[512];
+    if (capacity_files(cfg, note, sizeof note, err, sizeof err) != 0) {
+        fprintf(stderr, "perfcgi: %s\n", err);
+        return quit(cfg, 1);
+    }
+    if (note[0]) log_info("%s", note);
     if (cfg->preload && preload(cfg) != 0) return quit(cfg, 2);
 
     struct listener listeners[SETTINGS_MAX_BINDS], status[SETTINGS_MAX_BINDS];

@@ -76,6 +76,10 @@ render_site() {
         echo 'make install: nginx/perfcgi.conf.template uses a variable not in SITE_VARS (above)' >&2
         exit 1
     fi
+    # Nginx's timeouts against the shipped perfcgi.ini's (warnings: the site still works).
+    settings=$(env -i bin/perfcgi -c deploy/perfcgi.ini --print-config)
+    deploy/nginx_timeouts.sh check "$tmp" "$(printf '%s\n' "$settings" | sed -n 's/^timeout = //p')" \
+        "$(printf '%s\n' "$settings" | sed -n 's/^keepalive_timeout = //p')" >&2 || true
     chmod 0644 "$tmp"
     mv -f "$tmp" "$INSTALL_SITE"
     echo "rendered nginx/perfcgi.conf.template to $INSTALL_SITE (listen $NGINX_LISTEN_ADDR:$NGINX_PORT)"

@@ -645,10 +645,8 @@ nginx_render() {
     # its own; with 1024 only the first requests of a burst do. The pool never holds
     # more connections than the load opened, so it costs perfcgi nothing at low load.
     if [[ ${PERFCGI_WORKER_CLASS:-sync} == event ]]; then
-        local idle=${PERFCGI_KEEPALIVE_TIMEOUT:-5}
-        idle=${idle%%.*}
-        ((idle > 1)) && idle=$((idle - 1))
-        export NGINX_UPSTREAM_KEEPALIVE="keepalive 1024; keepalive_timeout ${idle}s; keepalive_time 10s;"
+        NGINX_UPSTREAM_KEEPALIVE=$("$REPO/deploy/nginx_timeouts.sh" keepalive "${PERFCGI_KEEPALIVE_TIMEOUT:-5}")
+        export NGINX_UPSTREAM_KEEPALIVE
         export NGINX_FASTCGI_KEEP_CONN=on
     else
         export NGINX_UPSTREAM_KEEPALIVE="# no keepalive: a ${PERFCGI_WORKER_CLASS:-sync} worker serves one connection at a time"
@@ -667,6 +665,9 @@ nginx_render() {
     render "$REPO/nginx/upstream.conf.template" "$RUN_DIR/upstream.conf"
     render "$REPO/nginx/nginx.conf.template" "$NGINX_CONF"
     local out
+    # Nginx's timeouts against perfcgi's (the defaults when unset: perfcgi --help).
+    out=$("$REPO/deploy/nginx_timeouts.sh" check "$RUN_DIR/perfcgi.conf" "${PERFCGI_TIMEOUT:-30}" \
+        "${PERFCGI_KEEPALIVE_TIMEOUT:-5}") || warn "$out"
     if ! out=$(nginx_ -t -q 2>&1 9>&-); then
         printf '%s\n' "$out" >&2
         die "nginx: the rendered configuration $NGINX_CONF does not pass nginx -t (output above)"

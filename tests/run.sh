@@ -63,6 +63,8 @@ tier_docs() {
     echo "== layers of app/, from the includes and the objects"
     make -s all >/dev/null || { count 0 1; return; }
     if python3 tests/layers.py; then count 1 0; else count 0 1; fi
+    echo "== Nginx's timeouts in the templates against perfcgi's defaults"
+    if python3 tests/nginx_templates.py; then count 1 0; else count 0 1; fi
 }
 
 # One pass per worker class (the modules without a stack run in the sync pass), and

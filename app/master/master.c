@@ -19,6 +19,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/proc.h"
+#include "master/capacity.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
@@ -571,6 +572,14 @@ static void reload(struct master *m)
         free(next);
         return;
     }
+    char note[512];
+    if (capacity_files(next, note, sizeof note, err, sizeof err) != 0) {
+        log_error("reload: %s; the running configuration stays", err);
+        settings_free(next);
+        free(next);
+        return;
+    }
+    if (note[0]) log_info("reload: %s", note);
     struct socket_set binds = {.n = 0}, status = {.n = 0};
     if (sockets_prepare(&next->bind, m->listeners, m->nlisteners, next, &binds, err, sizeof err) != 0 ||
         sockets_prepare(&next->status_bind, m->status_listeners, m->nstatus, next, &status, err, sizeof err) != 0) {
@@ -611,6 +620,7 @@ static void reload(struct master *m)
     }
     probe_kill(m); /* the next one probes the backends of the new settings */
     log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
+    capacity_postgresql(next, "reload");
 }
 
 static void handle_signals(struct master *m)
@@ -692,6 +702,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
              settings_class_name(cfg->worker_class), m->listeners[0].addr);
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
+    capacity_postgresql(cfg, "start");
 
     double next_check_ms = 0;
     for (;;) {

@@ -28,7 +28,7 @@
     X(worker_class, CLASS, "sync", 0, 0, "Worker model: sync, thread or event")                    \
     X(threads, INT, "4", 1, 1024, "Requests served at once per thread worker")                     \
     X(worker_connections, INT, "1000", 1, 65535,                                                   \
-      "FastCGI connections multiplexed per event worker")                                          \
+      "FastCGI connections multiplexed per event worker; the open files limit is raised to fit, start-up refused if it cannot be")                                          \
     X(max_requests, INT, "0", 0, 100000000,                                                        \
       "Recycle a worker after this many requests (0 = never)")                                     \
     X(max_requests_jitter, INT, "0", 0, 100000000,                                                 \
@@ -64,7 +64,7 @@
       "The external API /async-request calls: http://HOST[:PORT]/PATH, ?ms=N appended")           \
     X(pool_size, INT, "5", 1, 1000, "PostgreSQL connections kept per worker process")              \
     X(pool_max_overflow, INT, "10", 0, 1000,                                                       \
-      "Extra PostgreSQL connections per worker process under load, each closed after 2 s idle")    \
+      "Extra PostgreSQL connections per worker process under load, each closed after 2 s idle; workers x (pool_size + this) is checked against max_connections")    \
     X(pool_timeout, SECONDS, "5", 0.001, 3600,                                                     \
       "Longest wait for a PostgreSQL connection before 503 pool_timeout")                          \
     X(pool_recycle, SECONDS, "1800", 0, 864000,                                                    \
