@@ -82,6 +82,7 @@ struct master {
     pid_t new_master; /* the upgrade's, while it runs */
     double upgrade_started_ms;
     pid_t old_master; /* as the new master of an upgrade, until it was told to retire */
+    double drain_until_ms; /* TERM came: the graceful stop begins then; 0: no drain */
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -237,6 +238,21 @@ static void begin_stop(struct master *m, enum stop_mode mode)
     signal_all(m, mode == STOP_GRACEFUL ? SIGTERM : SIGQUIT);
 }
 
+/* TERM: /readyz turns 503 at once while the workers keep serving and accepting
+ * for drain_delay, so a load balancer that still routes here loses nothing;
+ * then the graceful stop. A second TERM skips the rest of the delay. */
+static void begin_drain(struct master *m)
+{
+    if (m->stop != RUNNING) return;
+    if (m->drain_until_ms || m->cfg->drain_delay <= 0) {
+        if (m->drain_until_ms) log_info("TERM again: the drain ends now");
+        begin_stop(m, STOP_GRACEFUL);
+        return;
+    }
+    m->drain_until_ms = clock_ms() + m->cfg->drain_delay * 1e3;
+    log_info("draining: /readyz answers 503; the graceful stop begins in %g s", m->cfg->drain_delay);
+}
+
 static void note_crash(struct master *m)
 {
     double now = clock_ms();
@@ -321,7 +337,7 @@ static void share_listeners(struct master *m, int shared)
  * new one says it serves (SIGWINCH), or rolls back if the new one exits before. */
 static void upgrade_start(struct master *m)
 {
-    const char *refusal = m->stop != RUNNING ? "the master is stopping" : upgrade_refusal();
+    const char *refusal = m->stop != RUNNING || m->drain_until_ms ? "the master is stopping" : upgrade_refusal();
     if (!refusal && m->upgrade != UPGRADE_NONE) refusal = "an upgrade is under way already";
     if (refusal) {
         log_warning("USR2: %s; ignored", refusal);
@@ -475,26 +491,38 @@ static void check_workers(struct master *m)
 static void balance(struct master *m)
 {
     if (m->stop != RUNNING) return;
-    int serving = 0, starting = 0, keep = 0;
+    int serving = 0, starting = 0, keep = 0, reloading = 0, overlap = 0;
     for (int i = 0; i < m->slots_used; i++) {
         struct worker_rec *w = &m->workers[i];
-        if (w->pid == 0 || w->phase == PHASE_RETIRING) continue;
+        if (w->pid == 0) continue;
+        /* A reload's old worker still exiting counts in its batch's overlap. */
+        if (w->phase == PHASE_RETIRING) {
+            overlap += w->why == RESTART_RELOAD;
+            continue;
+        }
         if (w->phase == PHASE_STARTING) starting++;
         else serving++;
         if (w->replace < 0) keep++;
+        reloading += w->replace == RESTART_RELOAD;
     }
-    if (clock_ms() >= m->respawn_after_ms)
-        for (int n = keep; n < m->target; n++) spawn(m), starting++;
-    /* Workers to let go: those marked for replacement once enough others serve,
-     * then the oldest beyond the target (TTOU). */
+    /* Workers to let go: those marked for replacement once enough others serve
+     * (first, so that a batch's old worker counts in its overlap at once), then
+     * the oldest beyond the target (TTOU). */
     int surplus = serving - m->target;
     for (int i = 0; i < m->slots_used && surplus > 0; i++) {
         struct worker_rec *w = &m->workers[i];
         if (w->pid && w->phase == PHASE_SERVING && w->replace >= 0) {
+            reloading -= w->replace == RESTART_RELOAD;
+            overlap += w->replace == RESTART_RELOAD;
             retire(w, (enum restart_reason)w->replace, SIGTERM);
             surplus--;
         }
     }
+    /* reload_batch: a reload starts at most that many new workers at a time,
+     * the next once an old one has been replaced and has exited. */
+    int room = (reloading || overlap) && m->cfg->reload_batch ? m->cfg->reload_batch - starting - overlap : m->target;
+    if (clock_ms() >= m->respawn_after_ms)
+        for (int n = keep; n < m->target && room > 0; n++) spawn(m), starting++, room--;
     for (int i = 0; i < m->slots_used && surplus > 0 && starting == 0; i++) {
         struct worker_rec *w = &m->workers[i];
         if (w->pid && w->phase == PHASE_SERVING) {
@@ -631,11 +659,11 @@ static void handle_signals(struct master *m)
         for (ssize_t i = 0; i < n; i++) {
             switch (sigs[i]) {
             case SIGCHLD: reap(m); break;
-            case SIGTERM: begin_stop(m, STOP_GRACEFUL); break;
+            case SIGTERM: begin_drain(m); break;
             case SIGINT:
             case SIGQUIT: begin_stop(m, STOP_QUICK); break;
             case SIGHUP:
-                if (m->stop == RUNNING) reload(m);
+                if (m->stop == RUNNING && !m->drain_until_ms) reload(m);
                 break;
             case SIGTTIN:
                 if (m->target < 1024) m->target++;
@@ -679,6 +707,11 @@ static void snapshot(const void *ctx, struct status_view *v)
                  : m->upgrade == UPGRADE_RETIRING ? "retiring"
                                                   : "none";
     v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
+    v->draining = m->stop != RUNNING || m->drain_until_ms;
+    v->reload_pending = 0;
+    for (int i = 0; i < m->slots_used; i++)
+        v->reload_pending += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING &&
+                             m->workers[i].replace == RESTART_RELOAD;
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
@@ -715,6 +748,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             next_check_ms = clock_ms() + TICK_MS;
         }
         balance(m);
+        if (m->stop == RUNNING && m->drain_until_ms && clock_ms() >= m->drain_until_ms) begin_stop(m, STOP_GRACEFUL);
         if (m->stop != RUNNING) {
             if (live_workers(m) == 0) break;
             if (clock_ms() >= m->stop_deadline_ms) {

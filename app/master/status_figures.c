@@ -137,6 +137,8 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "version", json_string(settings_version()), &ok);
     status_put(o, "upgrade", json_string(v->upgrade ? v->upgrade : "none"), &ok);
     status_put(o, "upgrade_pid", json_integer((json_int_t)v->upgrade_pid), &ok);
+    status_put(o, "draining", json_boolean(v->draining), &ok);
+    status_put(o, "reload_pending", json_integer(v->reload_pending), &ok);
     status_put(o, "start_time", json_integer((json_int_t)t.start_wall_s), &ok);
     status_put(o, "start_since", json_integer((json_int_t)(now - t.start_wall_s)), &ok);
     status_put(o, "accepted_conn", json_integer((json_int_t)t.accepted), &ok);

@@ -79,7 +79,14 @@ static void status_respond(struct status_server *s, const char *method, const ch
     if (strcmp(path, "/readyz") == 0) {
         int up;
         json_t *body = probe_readyz_json(v.probe, &up);
-        status_reply_json(r, up ? 200 : 503, body);
+        /* Draining: the load balancer must stop routing here, whatever the backends. */
+        if (v.draining && body &&
+            (json_object_set_new(body, "status", json_string("draining")) != 0 ||
+             json_object_set_new(body, "draining", json_true()) != 0)) {
+            json_decref(body);
+            body = NULL;
+        }
+        status_reply_json(r, up && !v.draining ? 200 : 503, body);
     } else if (strcmp(path, "/status") == 0) {
         status_reply_json(r, 200, status_json(&v, &s->peaks, full));
     } else {

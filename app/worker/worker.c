@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "base/listener.h"
 #include "base/log.h"
 #include "base/scoreboard.h"
 
@@ -54,6 +55,12 @@ void worker_idle_until_stopped(void)
         struct timespec ts = {0, 100 * 1000000L}; /* a signal cuts it short */
         nanosleep(&ts, NULL);
     }
+}
+
+int worker_backlog(const struct worker_env *env, int i)
+{
+    int queued, size;
+    return listener_queue(&env->listeners[i], &queued, &size) == 0 && queued > 0 ? queued : 0;
 }
 
 void worker_housekeeping(void)

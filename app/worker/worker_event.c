@@ -521,7 +521,8 @@ static void event_worker_unlisten(struct event_worker *w)
  * worker took it) or it could not be set up. */
 static int event_worker_accept_one(struct event_worker *w, int fd_listen)
 {
-    if (w->nconns >= w->cfg->worker_connections) return 0;
+    /* Stopping, the backlog is taken whatever the cap: else it would be reset. */
+    if (w->nconns >= w->cfg->worker_connections && !w->stopping) return 0;
     int fd = accept4(fd_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) return 0;
     struct ev_conn *c = calloc(1, sizeof *c);
@@ -635,6 +636,11 @@ static void event_worker_on_term(uv_signal_t *s, int signum)
     w->stopping = 1;
     worker_stopping = 1;
     event_worker_unlisten(w);
+    /* Connections queued on the listeners now are answered, not reset when the
+     * master closes them (past max_requests, the replacement takes them). */
+    for (int i = 0; i < w->env->nlisteners && !w->draining; i++)
+        for (int n = worker_backlog(w->env, i); n > 0 && event_worker_accept_one(w, w->env->listeners[i].fd); n--) {
+        }
     event_worker_publish_connections(w);
     uv_timer_stop(&w->yield);
     /* Kept connections are not closed here, nor after their next answer: a

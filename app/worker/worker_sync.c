@@ -179,7 +179,7 @@ static void serve_one(struct waiter *w, struct blocking_backends *b, struct work
      * close this one with the answer instead of keeping it, so the web server
      * sees it end before it could send another request on it (giving it up
      * later can cross a request in flight). */
-    if (fr->keepConnection && (worker_at_limit() || connection_waiting(w))) fr->keepConnection = 0;
+    if (fr->keepConnection && (worker_stopping || worker_at_limit() || connection_waiting(w))) fr->keepConnection = 0;
     struct pg_pool_stats ps;
     pg_pool_stats(b->pool, &ps);
     worker_request_end(w->env, wr, &ex, &ps); /* while the request's strings live */
@@ -201,6 +201,23 @@ static int read_request(struct waiter *w, struct worker_request *wr)
     worker_request_drop(wr);
     w->fr.ipcFd = -1;
     return -1;
+}
+
+/* Stopping: answers the connections queued on the listeners at this moment
+ * (each closed after its answer); the master closes the listeners once every
+ * worker is gone. */
+static void drain_backlog(struct waiter *w, struct blocking_backends *b)
+{
+    for (int i = 0; i < w->env->nlisteners; i++) {
+        for (int n = worker_backlog(w->env, i); n > 0; n--) {
+            w->fr.ipcFd = accept_connection(w, i);
+            if (w->fr.ipcFd < 0) break; /* none left: other workers took them */
+            struct worker_request wr;
+            if (read_request(w, &wr) == 0) serve_one(w, b, &wr);
+            if (w->fr.ipcFd >= 0) close(w->fr.ipcFd);
+            w->fr.ipcFd = -1;
+        }
+    }
 }
 
 void *worker_sync_serve(void *server)
@@ -260,6 +277,7 @@ void *worker_sync_serve(void *server)
     }
     if (w.fr.ipcFd >= 0) close(w.fr.ipcFd); /* an idle kept connection */
     w.fr.ipcFd = -1;
+    if (worker_stopping) drain_backlog(&w, &b);
     FCGX_Free(&w.fr, 0);
     close(w.epfd);
     redis_client_free(b.redis);

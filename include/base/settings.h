@@ -39,6 +39,10 @@
       "Kill and replace a worker busy on one request longer than this; backend waits end 1 s before")\
     X(graceful_timeout, SECONDS, "30", 0, 86400,                                                   \
       "Time in-flight requests get to finish on a graceful stop or reload")                        \
+    X(drain_delay, SECONDS, "0", 0, 3600,                                                          \
+      "On TERM, keep accepting this long with /readyz at 503 before the graceful stop")            \
+    X(reload_batch, INT, "0", 0, 1024,                                                             \
+      "On HUP, start at most this many new workers at once (0 = all at once)")                     \
     X(keepalive_timeout, SECONDS, "5", 0, 3600,                                                    \
       "Close kept-alive FastCGI connections idle for longer than this")                            \
     X(request_read_timeout, SECONDS, "5", 0.1, 3600,                                               \

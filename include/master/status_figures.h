@@ -49,6 +49,8 @@ struct status_view {
      * boots) or "retiring" (it serves); as the new one "taking_over" (its workers boot). */
     const char *upgrade;
     pid_t upgrade_pid; /* the other master of the upgrade, 0 when none */
+    int draining;      /* TERM came: /readyz answers 503 while the workers still accept */
+    int reload_pending; /* workers of a reload not yet replaced (reload_batch) */
 };
 typedef void (*status_snapshot_fn)(const void *ctx, struct status_view *out);
 

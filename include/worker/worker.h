@@ -38,6 +38,10 @@ void worker_ready(const struct worker_env *env);
 void worker_wake_master(const struct worker_env *env);
 /* Sleeps until the master stops the worker, reopening the logs on USR1. */
 void worker_idle_until_stopped(void);
+/* Connections queued on listener i at this moment (0 if the kernel does not
+ * say): how many a stopping worker still takes, so that the backlog is
+ * answered rather than reset, while new arrivals cannot hold it forever. */
+int worker_backlog(const struct worker_env *env, int i);
 /* Between requests: reopen logs after USR1. */
 void worker_housekeeping(void);
 
