@@ -210,10 +210,15 @@ static void drain_backlog(struct waiter *w, struct blocking_backends *b)
 {
     for (int i = 0; i < w->env->nlisteners; i++) {
         for (int n = worker_backlog(w->env, i); n > 0; n--) {
+            if (!worker_take_request()) return; /* past max_requests, the replacement takes them */
             w->fr.ipcFd = accept_connection(w, i);
-            if (w->fr.ipcFd < 0) break; /* none left: other workers took them */
+            if (w->fr.ipcFd < 0) { /* none left: other workers took them */
+                worker_give_back_request();
+                break;
+            }
             struct worker_request wr;
             if (read_request(w, &wr) == 0) serve_one(w, b, &wr);
+            else worker_give_back_request();
             if (w->fr.ipcFd >= 0) close(w->fr.ipcFd);
             w->fr.ipcFd = -1;
         }
