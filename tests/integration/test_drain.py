@@ -66,6 +66,16 @@ def test_second_term_cuts_the_drain_short():
         assert "TERM again: the drain ends now" in log, log[-800:]
 
 
+def test_quit_during_the_drain_stops_at_once():
+    with OwnPerfcgi(name="drain3", drain_delay=600) as own:
+        os.kill(own.pid, signal.SIGTERM)
+        wait_until(lambda: readyz()[0] == 503, 5, interval=0.02, message="/readyz 503 after TERM")
+        os.kill(own.pid, signal.SIGQUIT)
+        own.wait(60)  # far within the 600 s delay
+        log = own.log_text()
+        assert "stopping now" in log and "stopping gracefully" not in log, log[-800:]
+
+
 def test_graceful_stop_answers_connections_queued_in_the_backlog():
     # One worker serving one connection at a time, busy on a slow request; more requests
     # wait in the kernel's listen queue when TERM comes: every one is answered.
