@@ -1,7 +1,7 @@
 """access_log_format through the stack's Nginx, for the stack's worker class: a template of
 every Nginx-style variable and Gunicorn atom, JSON lines, and a HUP that changes the format
 (or is refused for a bad one). The request id and the queue wait come from Nginx
-(fastcgi_param REQUEST_ID $request_id, REQUEST_START $msec): the id must be the one
+(fastcgi_param REQUEST_ID $perfcgi_request_id, REQUEST_START $msec): the id must be the one
 Nginx logged for the same request, the wait a number, never negative.
 
 perfcgi is restarted with the settings each test needs (perfcgi_with, or its own process
@@ -30,7 +30,7 @@ TEMPLATE = "\t".join([f"${{{f}}}" if i % 2 else f"${f}" for i, f in enumerate(FI
                      [f"%({a})s" for a in ATOMS])
 ENDPOINT = {"/": "hello", "/cpu-intensive": "cpu_intensive", "/io-intensive": "io_intensive"}
 SECONDS_MS = re.compile(r"^\d+\.\d{3}$")  # seconds with milliseconds, never negative
-NGINX_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" .* rid=(?P<rid>[0-9a-f]{32})$')
+NGINX_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" .* rid=(?P<rid>\S+)$')
 
 
 def read_lines(path):
@@ -42,7 +42,7 @@ def read_lines(path):
 
 
 def nginx_request_ids():
-    """(method, target) -> the $request_id Nginx logged (its log is flushed every second)."""
+    """(method, target) -> the request id Nginx logged (its log is flushed every second)."""
     ids = {}
     for ln in read_lines(os.path.join(STACK.run_dir, "nginx-access.log")):
         m = NGINX_LINE.search(ln)
@@ -142,7 +142,8 @@ def test_access_log_format_template_through_nginx():
             assert (row["%(r)s"], row["%(s)s"], row["%(b)s"], row["%(m)s"]) == \
                 (row["request"], row["status"], row["body_bytes_sent"], row["request_method"]), row
             assert (row["%(U)s"], row["%(q)s"], row["%(p)s"]) == (row["uri"], row["args"], f"<{row['pid']}>"), row
-            assert re.match(r"^[0-9a-f]{32}$", row["request_id"]), row
+            # Nginx's start of the request, the connection's serial, the request on it.
+            assert re.match(r"^\d+\.\d{3}-\d+-\d+$", row["request_id"]), row
         check_ids(rows, sent)
 
 
