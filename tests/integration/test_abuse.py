@@ -132,22 +132,28 @@ def test_max_held_mb_caps_all_workers_together():
     fits = MAX_HELD_MB // mb  # 2 holds of 3 MiB fit in 8, a third does not, whichever worker
     with perfcgi_with(max_held_mb=MAX_HELD_MB):
         holders, refused_by, ok = {}, set(), 0
-        # Concurrent rounds spread the holds over the workers.
-        with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            for _ in range(5):
-                for status, pid, obj in pool.map(lambda _: _hold(mb), range(8)):
+
+        def had_room():
+            # A refusal a per-worker cap would not have made: that worker still had room
+            # of its own (with two workers each holding one block, every refusal is one).
+            return [pid for pid in refused_by if holders.get(pid, 0) + mb <= MAX_HELD_MB]
+        # Concurrent rounds spread the holds over the workers. Rounds go on (refusals are
+        # cheap) until a worker with room of its own refuses: a thread worker's threads
+        # can take a whole round on a loaded machine, and then only another worker shows it.
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            for _ in range(60):
+                for status, pid, obj in pool.map(lambda _: _hold(mb), range(16)):
                     if status == 200:
                         ok += 1
                         holders[pid] = holders.get(pid, 0) + mb
                     else:
                         refused_by.add(pid)
+                if had_room():
+                    break
         assert ok == fits, f"{ok} holds of {mb} MiB succeeded with max_held_mb={MAX_HELD_MB} " \
                            f"({WORKERS} workers; held per worker: {holders})"
-        # A refusal a per-worker cap would not have made: that worker still had room of
-        # its own (with two workers each holding one block, every refusal is one).
-        had_room = [pid for pid in refused_by if holders.get(pid, 0) + mb <= MAX_HELD_MB]
-        assert had_room, f"no worker with room of its own was refused (holders {holders}, refusals by " \
-                         f"{sorted(refused_by)}): the cross-worker cap was not exercised"
+        assert had_room(), f"no worker with room of its own was refused (holders {holders}, refusals by " \
+                           f"{sorted(refused_by)}): the cross-worker cap was not exercised"
         # A holder dies: the master gives its share back, and it can be held again.
         victim = next(iter(holders))
         os.kill(victim, signal.SIGKILL)
