@@ -25,6 +25,25 @@ def stat(pid):
             int(fields[21]) * PAGE_KB)
 
 
+def memory(pid):
+    """{"pss_kb", "private_kb"} of a process from /proc/PID/smaps_rollup, or None if gone.
+    RSS counts every page a process maps, the shared libraries' code that every worker
+    and the master map once between them included; Pss shares such a page out among its
+    users, and private pages (clean or dirty) are the process's alone."""
+    fields = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("Pss", "Private_Clean", "Private_Dirty"):
+                    fields[key] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if len(fields) < 3:
+        return None
+    return {"pss_kb": fields["Pss"], "private_kb": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
 def children(pid):
     out = []
     try:

@@ -152,6 +152,10 @@ def idle_lines(idle):
         both = entry.get("workers_with_both_backends")
         measured = (f"max {fmt(rss.get('max'))} KiB, median {fmt(rss.get('median'))} KiB over "
                     f"{entry.get('workers')} workers ({both} with both backend connections open)")
+        if entry.get("idle_worker_pss_kb") is not None:
+            # RSS counts the shared libraries' pages in every process that maps them.
+            measured += (f"; Pss median {fmt(entry['idle_worker_pss_kb'])} KiB, private median "
+                         f"{fmt(entry.get('idle_worker_private_kb'))} KiB")
         verdict = _at_most(rss.get("max"), IDLE_RSS_GOAL_KB)
         lines.append([f"idle RSS per worker, {entry.get('class')}", measured, f"≤ {IDLE_RSS_GOAL_KB} KiB", verdict])
     return lines or [["idle RSS per worker", "–", f"≤ {IDLE_RSS_GOAL_KB} KiB", NOT_MEASURED]]

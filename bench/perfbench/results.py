@@ -90,6 +90,9 @@ def aggregate_idle(probes):
         out.append({"class": cls, "reps": len(mine), "workers": max(len(p["workers"]) for p in mine),
                     "idle_worker_rss_kb": {"median": _median(p["median_kb"] for p in mine),
                                            "max": max(p["max_kb"] for p in mine)},
+                    # Older runs have no Pss or private figures: None then.
+                    "idle_worker_pss_kb": _median(p.get("pss_median_kb") for p in mine),
+                    "idle_worker_private_kb": _median(p.get("private_median_kb") for p in mine),
                     "workers_with_both_backends": min(p["with_both_backends"] for p in mine),
                     "settings": mine[0]["settings"], "probes": mine})
     return out

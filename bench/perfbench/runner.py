@@ -198,9 +198,9 @@ class Run:
         peers = procs.peer_ports(pids)
         workers = []
         for pid in pids:
-            st = procs.stat(pid)
-            if st is not None:
-                workers.append({"pid": pid, "rss_kb": st[2],
+            st, mem = procs.stat(pid), procs.memory(pid)
+            if st is not None and mem is not None:
+                workers.append({"pid": pid, "rss_kb": st[2], **mem,
                                 "redis": peers[pid].count(target.redis_port),
                                 "postgresql": peers[pid].count(target.pg_port)})
         if not workers:
@@ -208,11 +208,14 @@ class Run:
         rss = [w["rss_kb"] for w in workers]
         self.idle.append({"class": in_force.get("worker_class"), "rep": rep, "settings": in_force,
                           "median_kb": statistics.median(rss), "max_kb": max(rss),
+                          "pss_median_kb": statistics.median(w["pss_kb"] for w in workers),
+                          "private_median_kb": statistics.median(w["private_kb"] for w in workers),
                           "with_both_backends": sum(1 for w in workers if w["redis"] and w["postgresql"]),
                           "workers": workers})
         self.log(f"idle {in_force.get('worker_class')} workers: RSS median {statistics.median(rss):.0f} KiB, "
                  f"max {max(rss)} KiB over {len(rss)} ({self.idle[-1]['with_both_backends']} with both "
-                 f"backend connections open)")
+                 f"backend connections open); Pss median {self.idle[-1]['pss_median_kb']:.0f} KiB, "
+                 f"private median {self.idle[-1]['private_median_kb']:.0f} KiB")
         self.save()
 
     def _rate(self, step):

@@ -5,7 +5,7 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
-from perfbench.report_targets import MET, NOT_MET, high_concurrency_lines, memory_lines  # noqa: E402
+from perfbench.report_targets import MET, NOT_MET, high_concurrency_lines, idle_lines, memory_lines  # noqa: E402
 
 
 def step(kind, endpoint, concurrency, rps, cls=None, baseline=None, **more):
@@ -45,3 +45,20 @@ class HighConcurrencyTarget(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class IdleTarget(unittest.TestCase):
+    def entry(self, **more):
+        return {"class": "sync", "workers": 4, "workers_with_both_backends": 4,
+                "idle_worker_rss_kb": {"median": 3900, "max": 4000}, **more}
+
+    def test_pss_and_private_memory_beside_rss(self):
+        (line,) = idle_lines([self.entry(idle_worker_pss_kb=1300, idle_worker_private_kb=600)])
+        self.assertIn("max 4,000 KiB", line[1])
+        self.assertIn("Pss median 1,300 KiB, private median 600 KiB", line[1])
+        self.assertEqual(line[3], MET)  # judged on RSS, the measure
+
+    def test_an_older_run_without_them_shows_rss_only(self):
+        (line,) = idle_lines([self.entry(idle_worker_rss_kb={"median": 5000, "max": 6000})])
+        self.assertNotIn("Pss", line[1])
+        self.assertEqual(line[3], NOT_MET)
