@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "core/compute.h"
 
+#include "base/huge_block.h"
 #include "base/proc.h"
 
 #include <pthread.h>
@@ -77,41 +78,6 @@ static long held_adjust(long delta_mb)
     return total;
 }
 
-/* The size of a transparent huge page (one PMD) with 4 KiB base pages, on x86-64 and arm64. */
-#define COMPUTE_HUGE_PAGE ((size_t)2 << 20)
-
-/*
- * Maps len bytes with its start on a huge-page boundary and asks for huge pages
- * over it, so that touching the block takes one page fault per 2 MiB instead
- * of 512 (the kernel zeroes the same bytes either way; the faults are what
- * cost). mmap only promises page alignment: when the start is not on a huge
- * page, over-map by one huge page and give back the head and the tail. A
- * tail shorter than a huge page (odd mb) stays on 4 KiB pages: the block is
- * exactly len bytes, so the RSS it shows is what was asked.
- * Where the over-map or madvise fails (no THP, THP "never") the block is
- * still correct, only slower to touch.
- */
-static unsigned char *compute_map_block(size_t len)
-{
-    int prot = PROT_READ | PROT_WRITE, flags = MAP_PRIVATE | MAP_ANONYMOUS;
-    unsigned char *block = mmap(NULL, len, prot, flags, -1, 0);
-    if (block == MAP_FAILED) return NULL;
-    if (len < COMPUTE_HUGE_PAGE) return block;
-    if ((uintptr_t)block % COMPUTE_HUGE_PAGE) { /* newer kernels align a multiple of 2 MiB themselves */
-        unsigned char *raw = mmap(NULL, len + COMPUTE_HUGE_PAGE, prot, flags, -1, 0);
-        if (raw != MAP_FAILED) {
-            munmap(block, len);
-            size_t head = COMPUTE_HUGE_PAGE - (uintptr_t)raw % COMPUTE_HUGE_PAGE;
-            if (head == COMPUTE_HUGE_PAGE) head = 0;
-            block = raw + head;
-            if (head) munmap(raw, head);
-            munmap(block + len, COMPUTE_HUGE_PAGE - head);
-        }
-    }
-    madvise(block, len - len % COMPUTE_HUGE_PAGE, MADV_HUGEPAGE);
-    return block;
-}
-
 enum memory_status compute_touch_memory(long mb, int hold, long max_held_mb,
                                         struct memory_report *out)
 {
@@ -128,7 +94,7 @@ enum memory_status compute_touch_memory(long mb, int hold, long max_held_mb,
     }
 
     out->rss_before_kb = proc_rss_kb(0);
-    unsigned char *block = compute_map_block(len);
+    unsigned char *block = huge_block_map(len);
     if (!block) {
         if (hold) held_adjust(-mb);
         return MEMORY_NO_MEMORY;

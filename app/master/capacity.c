@@ -23,7 +23,8 @@
 #define FDS_PER_REQUEST_BLOCKING 3
 #define FDS_PER_REQUEST_EVENT 2
 /* The PostgreSQL check's whole budget (connect and query): a server that logs in and
- * never answers must not hold the master. The prober holds one connection too. */
+ * never answers must not hold the prober's check for long. The prober holds one
+ * connection too. */
 #define PG_CHECK_MS 2000.0
 #define PG_PROBER_CONNECTIONS 1
 
@@ -111,8 +112,8 @@ static const char CHECK_SQL[] =
     "  AND ($1 = 'start' OR usename IS DISTINCT FROM current_user)),"
     " current_user";
 
-/* Waits for c's socket (to read, or to write) until deadline_ms: 0 once ready. The
- * master's signals (a worker's SIGCHLD) interrupt the wait: it goes on. */
+/* Waits for c's socket (to read, or to write) until deadline_ms: 0 once ready. A
+ * signal that interrupts the wait does not end it. */
 static int pg_wait(PGconn *c, int write, double deadline_ms)
 {
     struct pollfd pfd = {.fd = PQsocket(c), .events = write ? POLLOUT : POLLIN};

@@ -77,6 +77,7 @@ struct master {
     struct probe_board *probe; /* what the prober found, for /readyz */
     pid_t probe_pid;           /* 0: none running */
     double probe_after_ms;
+    const char *capacity_when; /* "start" or "reload": the next prober checks PostgreSQL's connections first */
     const char *pidfile; /* NULL: none */
     enum upgrade_state upgrade;
     pid_t new_master; /* the upgrade's, while it runs */
@@ -187,8 +188,9 @@ static void probe_start(struct master *m)
         m->probe_after_ms = clock_ms() + PROBE_RESPAWN_MS;
         return;
     }
-    if (pid == 0) probe_main(m->probe, m->cfg, getppid());
+    if (pid == 0) probe_main(m->probe, m->cfg, getppid(), m->capacity_when);
     m->probe_pid = pid;
+    m->capacity_when = NULL;
     log_debug("backend prober %ld started", (long)pid);
 }
 
@@ -646,9 +648,9 @@ static void reload(struct master *m)
         if (w->phase == PHASE_STARTING) retire(w, RESTART_RELOAD, SIGTERM);
         else w->replace = RESTART_RELOAD;
     }
-    probe_kill(m); /* the next one probes the backends of the new settings */
+    probe_kill(m); /* the next one probes the backends of the new settings, and checks their capacity */
+    m->capacity_when = "reload";
     log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
-    capacity_postgresql(next, "reload");
 }
 
 static void handle_signals(struct master *m)
@@ -735,7 +737,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
              settings_class_name(cfg->worker_class), m->listeners[0].addr);
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
-    capacity_postgresql(cfg, "start");
+    m->capacity_when = "start"; /* asked by the first prober: a server slow to answer never holds this loop */
 
     double next_check_ms = 0;
     for (;;) {

@@ -18,6 +18,7 @@
 #include "backends/redis_client.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
+#include "master/capacity.h"
 #include "master/status_utf8.h"
 #include "worker/worker.h"
 
@@ -164,7 +165,20 @@ static void *probe_loop(void *arg)
     return NULL;
 }
 
-void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid)
+/* The capacity check, beside the probes: its 2 s budget delays neither of them. */
+struct probe_capacity_job {
+    const struct settings *cfg;
+    const char *when;
+};
+
+static void *probe_capacity(void *arg)
+{
+    const struct probe_capacity_job *job = arg;
+    capacity_postgresql(job->cfg, job->when);
+    return NULL;
+}
+
+void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid, const char *capacity_when)
 {
     log_set_role("probe");
     prctl(PR_SET_NAME, "perfcgi-probe"); /* tells it from the workers in ps and /proc */
@@ -176,6 +190,11 @@ void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_
     if (getppid() != master_pid) _exit(0);
     static struct probe_thread threads[PROBE_BACKENDS];
     for (int i = 0; i < PROBE_BACKENDS; i++) threads[i] = (struct probe_thread){b, cfg, (enum probe_backend)i};
+    static struct probe_capacity_job job;
+    job = (struct probe_capacity_job){cfg, capacity_when};
+    pthread_t checker;
+    if (capacity_when && pthread_create(&checker, NULL, probe_capacity, &job) != 0)
+        log_warning("%s: PostgreSQL connections check skipped: cannot start its thread", capacity_when);
     pthread_t redis;
     if (pthread_create(&redis, NULL, probe_loop, &threads[PROBE_REDIS]) != 0) {
         log_error("cannot start the Redis probe thread");

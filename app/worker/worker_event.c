@@ -19,6 +19,7 @@
 #include "backends/redis_async.h"
 #include "base/scoreboard.h"
 #include "fastcgi/fcgi_params.h"
+#include "worker/accept_backlog.h"
 #include "worker/worker.h"
 #include "worker/worker_request.h"
 
@@ -27,7 +28,8 @@ struct ev_conn;
 /* A worker that leaves new connections to a sibling (scoreboard_should_yield:
  * the first idle one, or when all are busy, one holding fewer than ACCEPT_SLACK
  * connections under this one) pauses accepting for ACCEPT_YIELD_MS; a connection
- * still waiting after the pause is its own to take (event_worker_on_yield_over). */
+ * still waiting after the pause is its own to take, and so are those queued behind
+ * it (event_worker_on_yield_over, worker/accept_backlog). */
 #define ACCEPT_SLACK 2
 #define ACCEPT_YIELD_MS 2
 /* A connection with more unsent output than this is not read until the client
@@ -81,7 +83,7 @@ struct event_worker {
     int accepting;
     uv_signal_t sig_term, sig_usr1;
     uv_timer_t yield; /* listeners paused while siblings take new connections */
-    int backlog;      /* a connection outwaited a pause: take the next ones without yielding until none waits */
+    struct accept_backlog backlog; /* per listener, connections that outwaited a pause: taken without yielding */
     struct list_node conns; /* newest first */
     int nconns, nreqs;
     int stopping;
@@ -517,19 +519,19 @@ static void event_worker_unlisten(struct event_worker *w)
     for (int i = 0; i < w->env->nlisteners; i++) uv_poll_stop(&w->listeners[i]);
 }
 
-/* Takes one connection waiting on listener fd_listen: 1; 0 when none waits (another
- * worker took it) or it could not be set up. */
-static int event_worker_accept_one(struct event_worker *w, int fd_listen)
+/* Takes one connection waiting on listener fd_listen: ACCEPT_TOOK; ACCEPT_NONE when
+ * none waits (another worker took it), else why not. */
+static enum accept_outcome event_worker_accept_one(struct event_worker *w, int fd_listen)
 {
     /* Stopping, the backlog is taken whatever the cap: else it would be reset. */
-    if (w->nconns >= w->cfg->worker_connections && !w->stopping) return 0;
+    if (w->nconns >= w->cfg->worker_connections && !w->stopping) return ACCEPT_FULL;
     int fd = accept4(fd_listen, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) return 0;
+    if (fd < 0) return errno == EAGAIN || errno == EWOULDBLOCK ? ACCEPT_NONE : ACCEPT_FAILED;
     struct ev_conn *c = calloc(1, sizeof *c);
     if (!c || uv_poll_init_socket(&w->loop, &c->poll, fd) != 0) {
         free(c);
         close(fd);
-        return 0;
+        return ACCEPT_FAILED;
     }
     c->w = w;
     c->fd = fd;
@@ -549,17 +551,20 @@ static int event_worker_accept_one(struct event_worker *w, int fd_listen)
         event_worker_unlisten(w);
     }
     event_worker_publish_connections(w);
-    return 1;
+    return ACCEPT_TOOK;
 }
 
 /* The pause is over. A connection still waiting has outwaited the sibling it was left
- * to (busy with many connections, or a burst of them): this worker takes it, and every
- * next one without yielding, until none waits. */
+ * to (busy with many connections, or a burst of them): this worker takes it, and the
+ * ones queued behind it now without yielding (the queue is read only then: a pause
+ * that finds none costs no more than before). */
 static void event_worker_on_yield_over(uv_timer_t *t)
 {
     struct event_worker *w = t->data;
     if (w->stopping || w->draining || !w->accepting) return;
-    for (int i = 0; i < w->env->nlisteners; i++) w->backlog |= event_worker_accept_one(w, w->env->listeners[i].fd);
+    for (int i = 0; i < w->env->nlisteners; i++)
+        if (event_worker_accept_one(w, w->env->listeners[i].fd) == ACCEPT_TOOK)
+            accept_backlog_seen(&w->backlog, i, worker_backlog(w->env, i));
     if (w->accepting) event_worker_listen(w);
 }
 
@@ -568,18 +573,18 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     (void)events;
     struct event_worker *w = h->data;
     if (status < 0 || w->stopping || w->draining) return;
+    int i = (int)(h - w->listeners), owed = accept_backlog_owed(&w->backlog, i);
     /* Every event worker wakes for a new connection; all but the one that
      * should take it step back for a moment (scoreboard_should_yield). */
-    if (!w->backlog && scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
+    if (!owed && scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
         event_worker_unlisten(w);
         uv_timer_start(&w->yield, event_worker_on_yield_over, ACCEPT_YIELD_MS, 0);
         return;
     }
-    int fd_listen = -1;
-    uv_fileno((uv_handle_t *)h, &fd_listen);
     /* One connection per wakeup: the next one is chosen for again, with this
      * one counted. */
-    if (!event_worker_accept_one(w, fd_listen)) w->backlog = 0;
+    enum accept_outcome r = event_worker_accept_one(w, w->env->listeners[i].fd);
+    if (owed) accept_backlog_after(&w->backlog, i, r);
 }
 
 /* ---- the worker ---- */
@@ -638,9 +643,11 @@ static void event_worker_on_term(uv_signal_t *s, int signum)
     event_worker_unlisten(w);
     /* Connections queued on the listeners now are answered, not reset when the
      * master closes them (past max_requests, the replacement takes them). */
-    for (int i = 0; i < w->env->nlisteners && !w->draining; i++)
-        for (int n = worker_backlog(w->env, i); n > 0 && event_worker_accept_one(w, w->env->listeners[i].fd); n--) {
+    for (int i = 0; i < w->env->nlisteners && !w->draining; i++) {
+        int fd = w->env->listeners[i].fd;
+        for (int n = worker_backlog(w->env, i); n > 0 && event_worker_accept_one(w, fd) == ACCEPT_TOOK; n--) {
         }
+    }
     event_worker_publish_connections(w);
     uv_timer_stop(&w->yield);
     /* Kept connections are not closed here, nor after their next answer: a

@@ -1,26 +1,11 @@
-/* fcgi_memory_fresh.c: /memory-test's own work in a bare libfcgi loop: a fresh block per request, on huge pages where the kernel gives them, returned before the answer. */
-#include <stdint.h>
+/* fcgi_memory_fresh.c: /memory-test's own work in a bare libfcgi loop: a fresh block per request, mapped by perfcgi's own
+ * code (base/huge_block) and returned before the answer. */
 #include <stdio.h>
 #include <sys/mman.h>
 
+#include "base/huge_block.h"
 #include "libfcgi_loop.h"
 #include "memory_answer.h"
-
-/* A transparent huge page (one PMD) with 4 KiB base pages, on x86-64 and arm64. */
-#define HUGE_PAGE ((size_t)2 << 20)
-
-/* bytes mapped from a huge-page boundary, huge pages asked for: the cheapest way to
- * fault a fresh block in, as perfcgi maps it. NULL when memory is out. */
-static void *memory_fresh_map(size_t bytes)
-{
-    unsigned char *raw = mmap(NULL, bytes + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED) return NULL;
-    size_t head = (HUGE_PAGE - (uintptr_t)raw % HUGE_PAGE) % HUGE_PAGE;
-    if (head) munmap(raw, head);
-    munmap(raw + head + bytes, HUGE_PAGE - head);
-    madvise(raw + head, bytes - bytes % HUGE_PAGE, MADV_HUGEPAGE);
-    return raw + head;
-}
 
 static void memory_fresh_respond(FCGX_Request *request)
 {
@@ -30,7 +15,7 @@ static void memory_fresh_respond(FCGX_Request *request)
         return;
     }
     size_t bytes = (size_t)mb << 20;
-    volatile unsigned long *block = memory_fresh_map(bytes);
+    volatile unsigned long *block = huge_block_map(bytes);
     if (!block) {
         memory_answer(request, "507 Insufficient Storage", "{\"error\":\"insufficient_storage\"}");
         return;

@@ -19,6 +19,7 @@ int capacity_fds_needed(const struct settings *cfg);
 int capacity_files(const struct settings *cfg, char *note, size_t notelen, char *err, size_t errlen);
 
 /*
+ * Run by the backend prober, never by the master (it blocks up to 2 s).
  * Asks PostgreSQL once (a short connection, 2 s for all of it) for max_connections,
  * its reserved connections and the connections others hold, and logs a warning when
  * the workers' pools may open more than is left, or that the check was skipped when

@@ -34,7 +34,10 @@ int probe_board_ready(const struct probe_board *b, enum probe_backend which, cha
 json_t *probe_readyz_json(const struct probe_board *b, int *all_up);
 
 /* Entry point of the forked prober (signals blocked on entry): probes every
- * backend once a second, each on its own thread, until killed; never returns. */
-void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid) __attribute__((noreturn));
+ * backend once a second, each on its own thread, until killed; never returns.
+ * With capacity_when ("start", "reload"), it also checks PostgreSQL's connections
+ * once (capacity_postgresql), on a thread of its own: the master never waits on it. */
+void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid, const char *capacity_when)
+    __attribute__((noreturn));
 
 #endif

@@ -1281,7 +1281,8 @@ class HungPostgres:
     """Listens on a free loopback port, answers the startup packet (AuthenticationOk,
     ParameterStatus, BackendKeyData, ReadyForQuery), then reads queries and never answers
     them. Cancel requests are read and their connections held open, as a server that
-    never gets to them. Counts logins, queries, cancels and sessions ended."""
+    never gets to them. Counts logins, queries, cancels and sessions ended, and keeps the
+    application_name of each login (in `apps`)."""
 
     SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST = 80877103, 80877104, 80877102
 
@@ -1292,6 +1293,7 @@ class HungPostgres:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.conns = []
+        self.apps = []
         self.logins = self.queries = self.cancels = self.ended = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -1367,8 +1369,11 @@ class HungPostgres:
         msgs.append(b"K" + struct.pack("!III", 12, 4242, 1234))
         msgs.append(b"Z" + struct.pack("!I", 5) + b"I")
         c.sendall(b"".join(msgs))
+        words = body[4:].split(b"\0")
+        params = dict(zip(words[0::2], words[1::2]))
         with self._lock:
             self.logins += 1
+            self.apps.append(params.get(b"application_name", b"").decode(errors="replace"))
         while True:  # queries: read, never answered
             head = self._read(c, 5)
             if head is None or self._read(c, struct.unpack("!I", head[1:])[0] - 4) is None:

@@ -61,6 +61,22 @@ def test_capacity_postgresql_that_never_answers_check_skipped():
         assert master_http("/healthz")[0] == 200
 
 
+def test_capacity_check_on_hup_does_not_hold_the_master():
+    # The reload's check waits up to 2 s on a server that logs in and never answers: the
+    # prober asks it, so the master answers /status while the check still waits.
+    with HungPostgres() as pg, \
+            OwnPerfcgi(name="caphup", workers=2, database_url=f"postgresql://perfcgi@127.0.0.1:{pg.port}/perfcgi") as own:
+        _logged(own, "start: PostgreSQL connections check skipped", "the start-up check")
+        os.kill(own.pid, signal.SIGHUP)
+        wait_until(lambda: pg.apps.count("perfcgi-capacity") == 2, 20, message="the reload's check logged in")
+        status, _, body = master_http("/status")
+        assert status == 200, (status, body[:200])
+        assert "reload: PostgreSQL connections check skipped" not in own.log_text(), \
+            "the master answered /status only once the reload's check had given up"
+        lines = _logged(own, "reload: PostgreSQL connections check skipped", "the reload's check skipped")
+        assert "no answer within 2 s" in lines[0], lines
+
+
 def _standalone(limits, *args, out=subprocess.PIPE):
     """bin/perfcgi with RLIMIT_NOFILE (soft, hard), on free ports, PostgreSQL unreachable."""
     app, status, pg = free_ports(3)
