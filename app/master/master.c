@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/proc.h"
 #include "master/capacity.h"
+#include "master/pm.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
@@ -55,6 +56,8 @@ struct worker_rec {
     enum restart_reason why;  /* of a retirement under way */
     double retire_sent_ms;    /* when TERM or ABRT went out */
     int killed;               /* SIGKILL sent */
+    double idle_since_ms;     /* pm: since when nothing was in flight (0: not seen yet) */
+    int64_t busy_seen;        /* pm: the slot's busy_mark then; a change means it served since */
 };
 
 struct master {
@@ -83,6 +86,12 @@ struct master {
     double upgrade_started_ms;
     pid_t old_master; /* as the new master of an upgrade, until it was told to retire */
     double drain_until_ms; /* TERM came: the graceful stop begins then; 0: no drain */
+    struct pm_config pm;
+    struct pm_state pm_state;
+    struct pm_window pm_window;
+    struct pm_stats pm_stats;
+    int pm_listen;       /* poll the listeners: a waiting connection is pm's to act on */
+    int listener_ready;  /* the poll found one readable since the last tick */
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -532,6 +541,115 @@ static void balance(struct master *m)
     }
 }
 
+/* pm's bounds from the settings, afresh (start, HUP); PostgreSQL's connections left
+ * for the workers, or -1. */
+static void pm_configure(struct master *m, long pg_left)
+{
+    pm_config_from(&m->pm, m->cfg, pg_left);
+    m->pm_state = (struct pm_state){.spawn_rate = 1};
+    m->pm_stats.mode = m->cfg->pm;
+    m->pm_stats.target = m->target;
+}
+
+/* Queue waits of one worker (or of the gone ones) into pm's histogram. */
+static void pm_add_waits(uint64_t into[PM_WAIT_BUCKETS], const struct scoreboard_counters *c)
+{
+    for (int r = 0; r < SCOREBOARD_ROUTES; r++) {
+        uint64_t bucketed = 0;
+        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) bucketed += c->wait_bucket[r][b];
+        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) into[b] += c->wait_bucket[r][b];
+        into[SCOREBOARD_BUCKETS] += c->wait_count[r] > bucketed ? c->wait_count[r] - bucketed : 0;
+    }
+}
+
+/* What pm decides on; *longest: the idle worker idle longest (NULL: none). Workers
+ * retiring or marked for replacement are not pm's to count. */
+static void pm_measure(struct master *m, struct pm_figures *f, struct worker_rec **longest)
+{
+    double now = clock_ms();
+    *f = (struct pm_figures){.now_ms = now};
+    *longest = NULL;
+    uint64_t waits[PM_WAIT_BUCKETS] = {0};
+    pm_add_waits(waits, &m->stats.totals);
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (!w->pid) continue;
+        struct scoreboard_slot *s = &m->slots[i];
+        pm_add_waits(waits, &s->counters);
+        if (w->phase == PHASE_RETIRING || w->replace >= 0) continue;
+        f->workers++;
+        long rss = atomic_load(&s->rss_kb);
+        f->rss_kb_total += rss;
+        if (rss > f->rss_kb_max) f->rss_kb_max = rss;
+        if (w->phase == PHASE_STARTING) {
+            f->starting++;
+            continue;
+        }
+        int64_t mark = atomic_load(&s->busy_mark); /* changes with every request served */
+        int busy = atomic_load(&s->active) > 0;
+        if (busy || !w->idle_since_ms || mark != w->busy_seen) {
+            w->idle_since_ms = now;
+            w->busy_seen = mark;
+        }
+        if (busy) {
+            f->busy++;
+            continue;
+        }
+        f->idle++;
+        if (!*longest || w->idle_since_ms < (*longest)->idle_since_ms) *longest = w;
+    }
+    if (*longest) f->longest_idle_ms = now - (*longest)->idle_since_ms;
+    for (int i = 0; i < m->nlisteners; i++) {
+        int queued, backlog;
+        if (listener_queue(&m->listeners[i], &queued, &backlog) == 0) f->queued += queued;
+    }
+    if (m->listener_ready && !f->queued) f->queued = 1;
+    m->listener_ready = 0;
+    f->wait_p99_ms = pm_window_p99_ms(&m->pm_window, waits);
+}
+
+/* pm's decision of this tick, applied through the target balance() keeps; taken
+ * only once the workers wanted are there (not while a reload or a respawn fills). */
+static void pm_tick(struct master *m)
+{
+    m->pm_listen = 0;
+    m->pm_stats.target = m->target;
+    if (m->pm.mode == PM_STATIC) return;
+    struct pm_figures f;
+    struct worker_rec *longest;
+    pm_measure(m, &f, &longest);
+    m->pm_stats.wait_p99_ms = f.wait_p99_ms;
+    if (m->stop != RUNNING || m->drain_until_ms || m->old_master || f.workers < m->target) return;
+    struct pm_decision d = pm_decide(&m->pm, &f, &m->pm_state);
+    if (d.action == PM_NOTHING) m->pm_listen = pm_listens(&m->pm, &f);
+    if (d.action == PM_NOTHING || (d.action == PM_RETIRE && !longest)) return;
+    char figures[200];
+    snprintf(figures, sizeof figures, "%d workers (most %d), %d idle, %d busy, %d starting, %d queued, queue wait p99 %.1f ms"
+             " (target %g ms)", f.workers, m->pm.max_children, f.idle, f.busy, f.starting, f.queued,
+             f.wait_p99_ms < 0 ? 0 : f.wait_p99_ms, m->pm.target_wait_ms);
+    const char *why = pm_reason_names[d.reason];
+    if (d.action == PM_SPAWN) {
+        m->target = f.workers + d.count;
+        log_info("pm: spawning %d worker%s (%s): %s", d.count, d.count == 1 ? "" : "s", why, figures);
+    } else if (d.action == PM_RETIRE) {
+        m->target = f.workers - 1;
+        log_info("pm: retiring worker %ld, idle %.1f s (%s): %s", (long)longest->pid, f.longest_idle_ms / 1e3, why,
+                 figures);
+        retire(longest, RESTART_PM, SIGTERM);
+    } else {
+        log_warning("pm: more workers wanted, none added (%s): %s", why, figures);
+    }
+    struct pm_stats *st = &m->pm_stats;
+    st->decisions[d.action][d.reason]++;
+    st->has_last = 1;
+    st->last_action = d.action;
+    st->last_reason = d.reason;
+    st->last_wall_s = clock_wall_s();
+    st->last_wait_p99_ms = f.wait_p99_ms;
+    st->last_workers = f.workers;
+    st->target = m->target;
+}
+
 /* The sockets of a reload: a bind reuses the running socket of the same
  * address, or is a socket opened for it. */
 struct socket_set {
@@ -636,7 +754,7 @@ static void reload(struct master *m)
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
-    m->target = settings_worker_count(next);
+    m->target = settings_pm_start(next);
     /* Workers still starting were meant to replace others under the previous
      * settings: they serve nothing yet, so they go now instead of once their own
      * replacements serve (k quick HUPs would otherwise start k generations). */
@@ -647,8 +765,9 @@ static void reload(struct master *m)
         else w->replace = RESTART_RELOAD;
     }
     probe_kill(m); /* the next one probes the backends of the new settings */
-    log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
-    capacity_postgresql(next, "reload");
+    log_info("reloaded: %d %s workers (pm %s) replace the running ones", m->target,
+             settings_class_name(next->worker_class), settings_pm_name(next->pm));
+    pm_configure(m, capacity_postgresql(next, "reload"));
 }
 
 static void handle_signals(struct master *m)
@@ -709,6 +828,7 @@ static void snapshot(const void *ctx, struct status_view *v)
     v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
     v->draining = m->stop != RUNNING || m->drain_until_ms;
     v->reload_pending = 0;
+    v->pm = &m->pm_stats;
     for (int i = 0; i < m->slots_used; i++)
         v->reload_pending += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING &&
                              m->workers[i].replace == RESTART_RELOAD;
@@ -720,7 +840,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     struct master *m = calloc(1, sizeof *m);
     if (!m) return 1;
     *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
-                         .nstatus = nstatus, .target = settings_worker_count(cfg), .pidfile = pidfile,
+                         .nstatus = nstatus, .target = settings_pm_start(cfg), .pidfile = pidfile,
                          .old_master = upgrade_old_master()};
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
@@ -732,10 +852,11 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         log_error("cannot start the master: %s", strerror(errno));
         return 1;
     }
-    log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
-             settings_class_name(cfg->worker_class), m->listeners[0].addr);
+    log_info("perfcgi %s: %d %s workers (pm %s, at most %d) on %s", settings_version(), m->target,
+             settings_class_name(cfg->worker_class), settings_pm_name(cfg->pm), settings_pm_children(cfg),
+             m->listeners[0].addr);
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
-    capacity_postgresql(cfg, "start");
+    pm_configure(m, capacity_postgresql(cfg, "start"));
 
     double next_check_ms = 0;
     for (;;) {
@@ -745,6 +866,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             probe_check(m);
             status_sample(m->status);
             listen_overflow_sample(&m->stats.overflow, m->listeners, m->nlisteners, m->slots, m->slots_used);
+            pm_tick(m);
             next_check_ms = clock_ms() + TICK_MS;
         }
         balance(m);
@@ -757,11 +879,16 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
                 m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
-        struct pollfd fds[2 + SETTINGS_MAX_BINDS];
+        struct pollfd fds[2 + 2 * SETTINGS_MAX_BINDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
         int timeout_ms = TICK_MS;
         int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
+        /* Only while no worker is idle: a connection then waits for pm, and idle
+         * workers' requests never wake the master. */
+        int first_listener = nfds;
+        for (int i = 0; m->pm_listen && m->stop == RUNNING && i < m->nlisteners; i++)
+            fds[nfds++] = (struct pollfd){.fd = m->listeners[i].fd, .events = POLLIN};
         int rc = poll(fds, (nfds_t)nfds, timeout_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
@@ -770,6 +897,12 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         reap(m); /* a lost SIGCHLD byte must not leave a worker unreaped */
         status_server_run(m->status); /* what is ready, and its timeouts */
         if (rc <= 0) continue;
+        for (int i = first_listener; i < nfds; i++)
+            if (fds[i].revents) {
+                m->listener_ready = 1;
+                m->pm_listen = 0; /* until the tick has acted on it */
+                next_check_ms = 0;
+            }
         if (fds[0].revents) handle_signals(m);
         if (fds[1].revents) {
             char drain[256];
