@@ -83,19 +83,32 @@ static struct pm_decision retire_one(enum pm_reason why)
     return (struct pm_decision){PM_RETIRE, why, 1};
 }
 
-static int idle_past_timeout(const struct pm_config *c, const struct pm_figures *f)
+/* Whether fewer workers would do (`low`) for the idle timeout by now: then one
+ * idle worker a tick goes while it lasts. Counted for the pool, not per worker:
+ * under light load the kernel hands connections round the idle workers, so none
+ * of them stays idle long, yet most of them are idle. */
+static int low_long_enough(const struct pm_config *c, const struct pm_figures *f, struct pm_state *st, int low)
 {
-    return f->idle > 0 && f->longest_idle_ms >= c->idle_timeout_ms;
+    if (!low) {
+        st->low_since_ms = 0;
+        return 0;
+    }
+    if (!st->low_since_ms) st->low_since_ms = f->now_ms;
+    return f->idle > 0 && f->now_ms - st->low_since_ms >= c->idle_timeout_ms;
 }
 
-/* Idle workers between min and max spare; starting ones count as idle (soon). */
+/* Idle workers between min and max spare; starting ones count as idle (soon).
+ * Unlike PHP-FPM, the surplus goes once it lasted the idle timeout: a lull
+ * between bursts does not churn workers. */
 static struct pm_decision dynamic(const struct pm_config *c, const struct pm_figures *f, struct pm_state *st)
 {
     int idle = f->idle + f->starting;
-    if (idle < c->min_spare) return grow(c, f, st, c->min_spare - idle, PM_MIN_SPARE);
+    if (idle < c->min_spare) {
+        st->low_since_ms = 0;
+        return grow(c, f, st, c->min_spare - idle, PM_MIN_SPARE);
+    }
     relax(st);
-    /* Unlike PHP-FPM, only past the idle timeout: a short lull does not churn workers. */
-    if (idle > c->max_spare && idle_past_timeout(c, f)) return retire_one(PM_MAX_SPARE);
+    if (low_long_enough(c, f, st, idle > c->max_spare)) return retire_one(PM_MAX_SPARE);
     return NOTHING;
 }
 
@@ -104,7 +117,7 @@ static struct pm_decision ondemand(const struct pm_config *c, const struct pm_fi
 {
     if (f->queued > 0 && f->idle + f->starting == 0) return grow(c, f, st, f->queued, PM_QUEUED);
     relax(st);
-    if (idle_past_timeout(c, f)) return retire_one(PM_IDLE_TIMEOUT);
+    if (f->idle > 0 && f->longest_idle_ms >= c->idle_timeout_ms) return retire_one(PM_IDLE_TIMEOUT);
     return NOTHING;
 }
 
@@ -131,18 +144,15 @@ static struct pm_decision adaptive(const struct pm_config *c, const struct pm_fi
         if (want < 1) want = 1;
         why = PM_BUSY;
     }
-    if (want > 0) {
+    if (want > 0 || f->starting > 0) { /* those starting first: their effect is not seen yet */
         st->low_since_ms = 0;
         return f->starting > 0 ? NOTHING : grow(c, f, st, want, why);
     }
-    relax(st);
-    if (f->wait_p99_ms >= c->target_wait_ms / 4 || ratio >= BUSY_LOW || f->queued > 0) {
-        st->low_since_ms = 0;
-        return NOTHING;
-    }
-    if (!st->low_since_ms) st->low_since_ms = f->now_ms;
-    if (f->workers > c->min_spare && f->now_ms - st->low_since_ms >= c->idle_timeout_ms && idle_past_timeout(c, f))
-        return retire_one(PM_IDLE_TIMEOUT);
+    /* Between the thresholds the spawn rate stays: a worker seen idle for a tick
+     * just after it started does not make the next growth start at 1 again. */
+    int low = f->wait_p99_ms < c->target_wait_ms / 4 && ratio < BUSY_LOW && f->queued == 0;
+    if (low) relax(st);
+    if (low_long_enough(c, f, st, low) && f->workers > c->min_spare) return retire_one(PM_IDLE_TIMEOUT);
     return NOTHING;
 }
 

@@ -10,11 +10,11 @@
 enum pm_action { PM_SPAWN, PM_RETIRE, PM_HOLD, PM_ACTIONS, PM_NOTHING = PM_ACTIONS };
 enum pm_reason {
     PM_MIN_SPARE,      /* spawn: fewer idle workers than pm_min_spare_servers (adaptive: fewer workers) */
-    PM_MAX_SPARE,      /* retire: more idle than pm_max_spare_servers, the longest idle one past the timeout */
+    PM_MAX_SPARE,      /* retire: more idle than pm_max_spare_servers for pm_process_idle_timeout */
     PM_QUEUED,         /* spawn: connections wait and no worker is idle */
     PM_QUEUE_WAIT,     /* spawn: queue wait p99 at half pm_target_queue_wait_ms or above */
     PM_BUSY,           /* spawn: busy ratio at 0.8 or above and rising */
-    PM_IDLE_TIMEOUT,   /* retire: idle for pm_process_idle_timeout (adaptive: the wait low as long) */
+    PM_IDLE_TIMEOUT,   /* retire: idle for pm_process_idle_timeout (adaptive: the pool's wait and use low as long) */
     PM_MAX_CHILDREN,   /* hold: more wanted, pm_max_children run */
     PM_RSS_BUDGET,     /* hold: one more would pass pm_rss_budget_mb */
     PM_PG_CONNECTIONS, /* hold: one more could open more PostgreSQL connections than are left */
@@ -49,7 +49,7 @@ struct pm_figures {
 /* What the controller keeps from tick to tick. */
 struct pm_state {
     int spawn_rate;     /* workers the next spawn may start: doubles while more are needed */
-    double low_since_ms; /* adaptive: since when the wait is low (0: it is not) */
+    double low_since_ms; /* dynamic, adaptive: since when fewer workers would do (0: they would not) */
     double prev_busy_ratio;
     int holding;        /* the hold reason + 1 of the present episode, 0: none */
 };
