@@ -9,11 +9,13 @@ slow requests queues whatever the class. Times are not asserted, only what was d
 """
 
 import re
+import shutil
+import signal
 import subprocess
 import time
 
 from harness import (PERFCGI_BIN, Load, OwnPerfcgi, clean_env, get, master_http, metric_sum, parse_metrics,
-                     pm_status, restarts, wait_until)
+                     pm_status, restarts, settled, wait_until)
 
 ONE_AT_A_TIME = {"threads": 1, "worker_connections": 1}
 STEP = [f"/io-intensive?ms=200&pm={i}" for i in range(8)]
@@ -29,6 +31,16 @@ def decisions(action, reason):
     status, _, body = master_http("/metrics")
     assert status == 200, status
     return metric_sum(parse_metrics(body.decode()), "perfcgi_pm_decisions_total", action=action, reason=reason)
+
+
+def assert_promtool_clean():
+    promtool = shutil.which("promtool")
+    if not promtool:
+        return  # test_metrics_pass_promtool says it is missing
+    status, _, body = master_http("/metrics")
+    r = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    report = (r.stdout + r.stderr).decode(errors="replace").strip()
+    assert r.returncode == 0 and not report, f"promtool check metrics: exit {r.returncode}: {report}"
 
 
 def grow_under_step(peak_above, seconds=30):
@@ -63,6 +75,13 @@ def test_pm_dynamic_grows_under_a_load_step_and_retires_after_the_idle_timeout()
         assert restarts()["pm"] >= 1
         log = own.log_text()
         assert "pm: spawning" in log and "(max_spare)" in log, log[-2000:]
+        # A reload: a new generation of pm_start_servers, the old workers all replaced.
+        old = {row["pid"] for row in pm_status(full=True)["processes"]}
+        own.p.send_signal(signal.SIGHUP)
+        wait_until(lambda: (pids := settled(2) or settled(3)) and old.isdisjoint(pids), 30,
+                   message="2 (or 3 under the light load) new workers after HUP")
+        light.wait_for(light.ok + 5)
+        assert_promtool_clean()
     assert not light.failures, light.summary()
 
 
@@ -116,6 +135,7 @@ def test_pm_adaptive_spawns_before_the_queue_wait_reaches_its_target():
         # Step down: back to pm_min_spare_servers after the idle timeout.
         wait_until(lambda: sample() == 1, 30, interval=0.2, message="adaptive back to 1 worker")
         assert decisions("retire", "idle_timeout") >= 1
+        assert_promtool_clean()
         print("  adaptive, load step of 8 x /io-intensive?ms=200 then none (t s, workers, queue wait p99 ms):")
         for t, n, wait in rows:
             print(f"    {t:5.1f} {n:3d} {wait if wait is not None else '-'}")
