@@ -549,6 +549,7 @@ static void pm_configure(struct master *m, long pg_left)
     m->pm_state = (struct pm_state){.spawn_rate = 1};
     m->pm_stats.mode = m->cfg->pm;
     m->pm_stats.target = m->target;
+    m->pm_stats.wait_p99_ms = -1; /* pm static measures none */
 }
 
 /* Queue waits of one worker (or of the gone ones) into pm's histogram. */
@@ -586,7 +587,9 @@ static void pm_measure(struct master *m, struct pm_figures *f, struct worker_rec
             continue;
         }
         int64_t mark = atomic_load(&s->busy_mark); /* changes with every request served */
-        int busy = atomic_load(&s->active) > 0;
+        /* An event worker full of kept-alive connections takes no new one: not idle. */
+        int busy = atomic_load(&s->active) > 0 ||
+                   (m->cfg->worker_class == WORKER_EVENT && !atomic_load(&s->accepting));
         if (busy || !w->idle_since_ms || mark != w->busy_seen) {
             w->idle_since_ms = now;
             w->busy_seen = mark;
@@ -609,7 +612,8 @@ static void pm_measure(struct master *m, struct pm_figures *f, struct worker_rec
 }
 
 /* pm's decision of this tick, applied through the target balance() keeps; taken
- * only once the workers wanted are there (not while a reload or a respawn fills). */
+ * only once the workers wanted are there (not while a reload or a respawn fills).
+ * It goes on while draining: the workers still accept then. */
 static void pm_tick(struct master *m)
 {
     m->pm_listen = 0;
@@ -619,7 +623,7 @@ static void pm_tick(struct master *m)
     struct worker_rec *longest;
     pm_measure(m, &f, &longest);
     m->pm_stats.wait_p99_ms = f.wait_p99_ms;
-    if (m->stop != RUNNING || m->drain_until_ms || m->old_master || f.workers < m->target) return;
+    if (m->stop != RUNNING || m->old_master || f.workers < m->target) return;
     struct pm_decision d = pm_decide(&m->pm, &f, &m->pm_state);
     if (d.action == PM_NOTHING) m->pm_listen = pm_listens(&m->pm, &f);
     if (d.action == PM_NOTHING || (d.action == PM_RETIRE && !longest)) return;
@@ -770,6 +774,19 @@ static void reload(struct master *m)
     pm_configure(m, capacity_postgresql(next, "reload"));
 }
 
+/* TTIN (+1), TTOU (-1): one worker more or fewer, in [1, 1024]; pm static only,
+ * as the other modes set the count themselves. */
+static void resize(struct master *m, int by)
+{
+    const char *sig = by > 0 ? "TTIN" : "TTOU";
+    if (m->cfg->pm != PM_STATIC) {
+        log_info("%s: ignored, pm %s sets the worker count", sig, settings_pm_name(m->cfg->pm));
+        return;
+    }
+    if (m->target + by >= 1 && m->target + by <= 1024) m->target += by;
+    log_info("%s: %d workers wanted", sig, m->target);
+}
+
 static void handle_signals(struct master *m)
 {
     unsigned char sigs[64];
@@ -785,13 +802,7 @@ static void handle_signals(struct master *m)
                 if (m->stop == RUNNING && !m->drain_until_ms) reload(m);
                 break;
             case SIGTTIN:
-                if (m->target < 1024) m->target++;
-                log_info("TTIN: %d workers wanted", m->target);
-                break;
-            case SIGTTOU:
-                if (m->target > 1) m->target--;
-                log_info("TTOU: %d workers wanted", m->target);
-                break;
+            case SIGTTOU: resize(m, sigs[i] == SIGTTIN ? 1 : -1); break;
             case SIGUSR2: upgrade_start(m); break;
             case SIGWINCH: upgrade_served(m); break;
             case SIGUSR1:

@@ -39,7 +39,8 @@ struct pm_config {
 /* What the master measured this tick. Workers: live, not retiring, not being replaced. */
 struct pm_figures {
     double now_ms;
-    int workers, starting, idle, busy; /* idle and busy: of those serving */
+    /* idle: serving with nothing in flight (and, event, taking connections); busy: the others serving */
+    int workers, starting, idle, busy;
     double longest_idle_ms;            /* of the idle worker idle longest; 0: none idle */
     int queued;                        /* connections waiting in the listen queues */
     double wait_p99_ms;                /* over the last window; < 0: no request waited in it */

@@ -15,7 +15,7 @@ import subprocess
 import time
 
 from harness import (PERFCGI_BIN, Load, OwnPerfcgi, clean_env, get, master_http, metric_sum, parse_metrics,
-                     pm_status, restarts, settled, wait_until)
+                     pm_status, restarts, wait_until)
 
 ONE_AT_A_TIME = {"threads": 1, "worker_connections": 1}
 STEP = [f"/io-intensive?ms=200&pm={i}" for i in range(8)]
@@ -43,6 +43,18 @@ def assert_promtool_clean():
     assert r.returncode == 0 and not report, f"promtool check metrics: exit {r.returncode}: {report}"
 
 
+def pm_lines(own):
+    return "".join(line for line in own.log_text().splitlines(True) if " pm: " in line or "TERM" in line)[-3000:]
+
+
+def waiting(own, predicate, seconds, message, **kw):
+    """wait_until, with the controller's log lines in the failure."""
+    try:
+        return wait_until(predicate, seconds, message=message, **kw)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; {pm_status()['pm']}; the log's pm lines:\n{pm_lines(own)}") from None
+
+
 def grow_under_step(peak_above, seconds=30):
     """Runs the load step until more than peak_above workers run; the Load, still running."""
     load = Load(STEP, threads=len(STEP))
@@ -68,18 +80,22 @@ def test_pm_dynamic_grows_under_a_load_step_and_retires_after_the_idle_timeout()
         assert not step.failures, step.summary()
         assert peak <= 6, f"{peak} workers, pm_max_children is 6"
         assert decisions("spawn", "min_spare") >= 1
-        # Load down to one request at a time: the surplus above 2 idle goes after 1 s.
-        wait_until(lambda: workers() <= 3, 30, message="back to at most 1 busy + 2 spare workers")
+        # Load down to one request at a time: the surplus above 2 idle goes after 1 s
+        # (how many stay depends on the class: an event worker holding one of Nginx's
+        # kept-alive connections, with worker_connections=1, takes no other one).
+        waiting(own, lambda: workers() < peak and decisions("retire", "max_spare") >= 1, 30,
+                "fewer workers than at the peak, retired for max_spare")
         light.wait_for(light.ok + 5)
-        assert decisions("retire", "max_spare") >= 1
         assert restarts()["pm"] >= 1
         log = own.log_text()
         assert "pm: spawning" in log and "(max_spare)" in log, log[-2000:]
         # A reload: a new generation of pm_start_servers, the old workers all replaced.
         old = {row["pid"] for row in pm_status(full=True)["processes"]}
         own.p.send_signal(signal.SIGHUP)
-        wait_until(lambda: (pids := settled(2) or settled(3)) and old.isdisjoint(pids), 30,
-                   message="2 (or 3 under the light load) new workers after HUP")
+        def replaced():
+            rows = pm_status(full=True)["processes"]
+            return len(rows) >= 2 and all(r["state"] != "starting" and r["pid"] not in old for r in rows)
+        waiting(own, replaced, 30, "every worker replaced after HUP")
         light.wait_for(light.ok + 5)
         assert_promtool_clean()
     assert not light.failures, light.summary()
@@ -92,7 +108,7 @@ def test_pm_ondemand_starts_no_worker_and_serves_the_first_request():
         status, _, body = get("/io-intensive?ms=1")
         assert status == 200, (status, body[:200])
         assert decisions("spawn", "queued") >= 1
-        wait_until(lambda: workers() == 0, 30, message="the idle worker retired after 1 s")
+        waiting(own, lambda: workers() == 0, 30, "the idle worker retired after 1 s")
         assert decisions("retire", "idle_timeout") >= 1
         st = pm_status()["pm"]
         assert st["last"]["action"] == "retire" and st["last"]["reason"] == "idle_timeout", st
@@ -133,7 +149,7 @@ def test_pm_adaptive_spawns_before_the_queue_wait_reaches_its_target():
         assert first[2] < first[3], f"the first spawn came with the queue wait at its target already: {first}"
         assert decisions("spawn", "busy") + decisions("spawn", "queued") + decisions("spawn", "queue_wait") >= 1
         # Step down: back to pm_min_spare_servers after the idle timeout.
-        wait_until(lambda: sample() == 1, 30, interval=0.2, message="adaptive back to 1 worker")
+        waiting(own, lambda: sample() == 1, 30, "adaptive back to 1 worker", interval=0.2)
         assert decisions("retire", "idle_timeout") >= 1
         assert_promtool_clean()
         print("  adaptive, load step of 8 x /io-intensive?ms=200 then none (t s, workers, queue wait p99 ms):")
