@@ -360,30 +360,38 @@ int settings_pm_start(const struct settings *s)
     return s->pm_min_spare_servers + (s->pm_max_spare_servers - s->pm_min_spare_servers) / 2;
 }
 
+/* A pm bound above another: the message says which, in err. */
+static int pm_exceeds(const char *mode, const char *name, int v, const char *bound, int most, char *err, size_t errlen)
+{
+    if (v <= most) return 0;
+    snprintf(err, errlen, "pm = %s: %s (%d) must not exceed %s (%d)", mode, name, v, bound, most);
+    return 1;
+}
+
+/* pm_start_servers outside [pm_min_spare_servers, `hi`]. */
+static int pm_start_outside(const struct settings *s, const char *hi_name, int hi, char *err, size_t errlen)
+{
+    int start = settings_pm_start(s), lo = s->pm_min_spare_servers;
+    if (start >= lo && start <= hi) return 0;
+    snprintf(err, errlen, "pm = %s: pm_start_servers (%d%s) must be between pm_min_spare_servers (%d) and %s (%d)",
+             pm_names[s->pm], start, s->pm_start_servers ? "" : ", from the spare servers", lo, hi_name, hi);
+    return 1;
+}
+
 /* The pm settings that only make sense together, refused as PHP-FPM refuses them. */
 static int check_pm(const struct settings *s, char *err, size_t errlen)
 {
-    int most = settings_pm_children(s), start = settings_pm_start(s);
-    int lo = s->pm_min_spare_servers, hi = s->pm_max_spare_servers;
-    const char *mode = pm_names[s->pm], *origin = s->pm_start_servers ? "" : ", from the spare servers";
-    if (s->pm == PM_DYNAMIC && lo > hi)
-        snprintf(err, errlen, "pm = %s: pm_min_spare_servers (%d) must not exceed pm_max_spare_servers (%d)", mode,
-                 lo, hi);
-    else if (s->pm == PM_DYNAMIC && hi > most)
-        snprintf(err, errlen, "pm = %s: pm_max_spare_servers (%d) must not exceed pm_max_children (%d)", mode, hi,
-                 most);
-    else if (s->pm == PM_DYNAMIC && (start < lo || start > hi))
-        snprintf(err, errlen, "pm = %s: pm_start_servers (%d%s) must be between pm_min_spare_servers (%d) and"
-                 " pm_max_spare_servers (%d)", mode, start, origin, lo, hi);
-    else if (s->pm == PM_ADAPTIVE && lo > most)
-        snprintf(err, errlen, "pm = %s: pm_min_spare_servers (%d) must not exceed pm_max_children (%d)", mode, lo,
-                 most);
-    else if (s->pm == PM_ADAPTIVE && (start < lo || start > most))
-        snprintf(err, errlen, "pm = %s: pm_start_servers (%d%s) must be between pm_min_spare_servers (%d) and"
-                 " pm_max_children (%d)", mode, start, origin, lo, most);
-    else
-        return 0;
-    return -1;
+    int most = settings_pm_children(s), lo = s->pm_min_spare_servers, hi = s->pm_max_spare_servers;
+    const char *mode = pm_names[s->pm];
+    int bad = 0;
+    if (s->pm == PM_DYNAMIC)
+        bad = pm_exceeds(mode, "pm_min_spare_servers", lo, "pm_max_spare_servers", hi, err, errlen) ||
+              pm_exceeds(mode, "pm_max_spare_servers", hi, "pm_max_children", most, err, errlen) ||
+              pm_start_outside(s, "pm_max_spare_servers", hi, err, errlen);
+    else if (s->pm == PM_ADAPTIVE)
+        bad = pm_exceeds(mode, "pm_min_spare_servers", lo, "pm_max_children", most, err, errlen) ||
+              pm_start_outside(s, "pm_max_children", most, err, errlen);
+    return bad ? -1 : 0;
 }
 
 static int apply_defaults(struct loader *l)
