@@ -174,3 +174,19 @@ def test_pm_bad_combinations_are_refused_at_start():
         p = subprocess.run([str(PERFCGI_BIN), "--bind", "unix:/nonexistent/pm.sock", *args], env=clean_env(),
                            capture_output=True, text=True, timeout=20)
         assert p.returncode != 0 and message in p.stderr, (args, p.returncode, p.stderr[-500:])
+
+
+def test_pm_dynamic_through_a_usr2_upgrade():
+    """The new master of a binary upgrade starts pm_start_servers and takes over once they
+    serve, with pm running on both sides; no request fails."""
+    from test_upgrade import binary_dir, upgrade_round
+    exe = binary_dir("pm-upgrade-bin")
+    with OwnPerfcgi(name="pmupg", binary=exe, start_workers=4, pm="dynamic", workers=6, pm_start_servers=4,
+                    pm_max_spare_servers=4, pm_process_idle_timeout=1) as own, Load(LIGHT, threads=2) as load:
+        load.wait_for(10)
+        old_master, old_workers, new_master, new_workers, through, _ = upgrade_round(own, exe, PERFCGI_BIN, load)
+        assert new_master != old_master and not new_workers & old_workers, (old_master, new_master)
+        load.wait_for(load.ok + 10)
+        st = pm_status()
+        assert st["pm"]["mode"] == "dynamic" and st["upgrade"] == "none", st["pm"]
+    assert not load.failures, load.summary()
