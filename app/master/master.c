@@ -552,17 +552,6 @@ static void pm_configure(struct master *m, long pg_left)
     m->pm_stats.wait_p99_ms = -1; /* pm static measures none */
 }
 
-/* Queue waits of one worker (or of the gone ones) into pm's histogram. */
-static void pm_add_waits(uint64_t into[PM_WAIT_BUCKETS], const struct scoreboard_counters *c)
-{
-    for (int r = 0; r < SCOREBOARD_ROUTES; r++) {
-        uint64_t bucketed = 0;
-        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) bucketed += c->wait_bucket[r][b];
-        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) into[b] += c->wait_bucket[r][b];
-        into[SCOREBOARD_BUCKETS] += c->wait_count[r] > bucketed ? c->wait_count[r] - bucketed : 0;
-    }
-}
-
 /* What pm decides on; *longest: the idle worker idle longest (NULL: none). Workers
  * retiring or marked for replacement are not pm's to count. */
 static void pm_measure(struct master *m, struct pm_figures *f, struct worker_rec **longest)
@@ -628,8 +617,9 @@ static void pm_tick(struct master *m)
     if (d.action == PM_NOTHING) m->pm_listen = pm_listens(&m->pm, &f);
     if (d.action == PM_NOTHING || (d.action == PM_RETIRE && !longest)) return;
     char figures[200];
-    snprintf(figures, sizeof figures, "%d workers (most %d), %d idle, %d busy, %d starting, %d queued, queue wait p99 %.1f ms"
-             " (target %g ms)", f.workers, m->pm.max_children, f.idle, f.busy, f.starting, f.queued,
+    snprintf(figures, sizeof figures,
+             "%d workers (most %d), %d idle, %d busy, %d starting, %d queued, queue wait p99 %.1f ms (target %g ms)",
+             f.workers, m->pm.max_children, f.idle, f.busy, f.starting, f.queued,
              f.wait_p99_ms < 0 ? 0 : f.wait_p99_ms, m->pm.target_wait_ms);
     const char *why = pm_reason_names[d.reason];
     if (d.action == PM_SPAWN) {

@@ -28,7 +28,8 @@ void pm_config_from(struct pm_config *c, const struct settings *cfg, long pg_lef
 {
     *c = (struct pm_config){.mode = cfg->pm, .max_children = settings_pm_children(cfg),
                             .min_spare = cfg->pm_min_spare_servers, .max_spare = cfg->pm_max_spare_servers,
-                            .max_spawn_rate = cfg->pm_max_spawn_rate, .idle_timeout_ms = cfg->pm_process_idle_timeout * 1e3,
+                            .max_spawn_rate = cfg->pm_max_spawn_rate,
+                            .idle_timeout_ms = cfg->pm_process_idle_timeout * 1e3,
                             .target_wait_ms = cfg->pm_target_queue_wait_ms,
                             .rss_budget_kb = (long)cfg->pm_rss_budget_mb * 1024, .pg_left = pg_left,
                             .pg_per_worker = cfg->pool_size + cfg->pool_max_overflow};
@@ -186,6 +187,18 @@ double pm_wait_p99_ms(const uint64_t counts[PM_WAIT_BUCKETS])
         below += (double)counts[b];
     }
     return scoreboard_wait_le[SCOREBOARD_BUCKETS - 1] * 1e3;
+}
+
+void pm_add_waits(uint64_t into[PM_WAIT_BUCKETS], const struct scoreboard_counters *c)
+{
+    for (int r = 0; r < SCOREBOARD_ROUTES; r++) {
+        uint64_t bucketed = 0;
+        for (int b = 0; b < SCOREBOARD_BUCKETS; b++) {
+            bucketed += c->wait_bucket[r][b];
+            into[b] += c->wait_bucket[r][b];
+        }
+        into[SCOREBOARD_BUCKETS] += c->wait_count[r] > bucketed ? c->wait_count[r] - bucketed : 0;
+    }
 }
 
 double pm_window_p99_ms(struct pm_window *w, const uint64_t cumulative[PM_WAIT_BUCKETS])

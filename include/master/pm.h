@@ -72,6 +72,8 @@ int pm_listens(const struct pm_config *c, const struct pm_figures *f);
 /* Queue-wait histograms here: the counts of the scoreboard_wait_le buckets (not
  * cumulative), then of the waits above the largest (counted as that bound). */
 #define PM_WAIT_BUCKETS (SCOREBOARD_BUCKETS + 1)
+/* Adds the queue waits of one worker's counters (or the gone ones') into such a histogram. */
+void pm_add_waits(uint64_t into[PM_WAIT_BUCKETS], const struct scoreboard_counters *c);
 /* Its p99 in ms, interpolated in its bucket; -1 if it is empty. */
 double pm_wait_p99_ms(const uint64_t counts[PM_WAIT_BUCKETS]);
 
