@@ -25,7 +25,7 @@
 
 enum kind {
     KIND_INT, KIND_SECONDS, KIND_BOOL, KIND_STR, KIND_BINDS, KIND_WORKERS, KIND_CLASS, KIND_LEVEL, KIND_MODE, KIND_REDIS_URL,
-    KIND_DB_URL, KIND_LOG_FORMAT
+    KIND_DB_URL, KIND_LOG_FORMAT, KIND_PM
 };
 
 struct setting_def {
@@ -46,6 +46,7 @@ static const struct setting_def defs[] = {
 
 static const char *const class_names[] = {"sync", "thread", "event"};
 static const char *const level_names[] = {"debug", "info", "warning", "error"};
+static const char *const pm_names[] = {"static", "dynamic", "ondemand", "adaptive"};
 
 /* Where a value came from; binds given in a stronger place replace weaker ones. */
 enum origin { FROM_DEFAULT, FROM_FILE, FROM_ENV, FROM_ARGV };
@@ -74,6 +75,11 @@ static const struct setting_def *find_def(const char *name)
 const char *settings_class_name(enum worker_class c)
 {
     return class_names[c];
+}
+
+const char *settings_pm_name(enum pm_mode m)
+{
+    return pm_names[m];
 }
 
 static int pick(const char *value, const char *const *names, int count)
@@ -192,13 +198,16 @@ static int set_value(struct loader *l, const struct setting_def *d, const char *
         return set_binds(f, value, replace, l->err, l->errlen);
     }
     case KIND_CLASS:
-    case KIND_LEVEL: {
-        const char *const *names = d->kind == KIND_CLASS ? class_names : level_names;
+    case KIND_LEVEL:
+    case KIND_PM: {
+        const char *const *names = d->kind == KIND_CLASS ? class_names : d->kind == KIND_PM ? pm_names : level_names;
         int count = d->kind == KIND_CLASS ? 3 : 4;
         int i = pick(value, names, count);
         if (i < 0) {
             snprintf(l->err, l->errlen, "'%s' must be one of %s", value,
-                     d->kind == KIND_CLASS ? "sync, thread, event" : "debug, info, warning, error");
+                     d->kind == KIND_CLASS ? "sync, thread, event"
+                     : d->kind == KIND_PM  ? "static, dynamic, ondemand, adaptive"
+                                           : "debug, info, warning, error");
             return -1;
         }
         *(int *)f = i;
@@ -338,6 +347,53 @@ static int load_argv(struct loader *l, int argc, char **argv)
     return 0;
 }
 
+int settings_pm_children(const struct settings *s)
+{
+    return s->pm == PM_STATIC || !s->pm_max_children ? settings_worker_count(s) : s->pm_max_children;
+}
+
+int settings_pm_start(const struct settings *s)
+{
+    if (s->pm == PM_STATIC) return settings_worker_count(s);
+    if (s->pm == PM_ONDEMAND) return 0;
+    if (s->pm_start_servers) return s->pm_start_servers;
+    return s->pm_min_spare_servers + (s->pm_max_spare_servers - s->pm_min_spare_servers) / 2;
+}
+
+/* A pm bound above another: the message says which, in err. */
+static int pm_exceeds(const char *mode, const char *name, int v, const char *bound, int most, char *err, size_t errlen)
+{
+    if (v <= most) return 0;
+    snprintf(err, errlen, "pm = %s: %s (%d) must not exceed %s (%d)", mode, name, v, bound, most);
+    return 1;
+}
+
+/* pm_start_servers outside [pm_min_spare_servers, `hi`]. */
+static int pm_start_outside(const struct settings *s, const char *hi_name, int hi, char *err, size_t errlen)
+{
+    int start = settings_pm_start(s), lo = s->pm_min_spare_servers;
+    if (start >= lo && start <= hi) return 0;
+    snprintf(err, errlen, "pm = %s: pm_start_servers (%d%s) must be between pm_min_spare_servers (%d) and %s (%d)",
+             pm_names[s->pm], start, s->pm_start_servers ? "" : ", from the spare servers", lo, hi_name, hi);
+    return 1;
+}
+
+/* The pm settings that only make sense together, refused as PHP-FPM refuses them. */
+static int check_pm(const struct settings *s, char *err, size_t errlen)
+{
+    int most = settings_pm_children(s), lo = s->pm_min_spare_servers, hi = s->pm_max_spare_servers;
+    const char *mode = pm_names[s->pm];
+    int bad = 0;
+    if (s->pm == PM_DYNAMIC)
+        bad = pm_exceeds(mode, "pm_min_spare_servers", lo, "pm_max_spare_servers", hi, err, errlen) ||
+              pm_exceeds(mode, "pm_max_spare_servers", hi, "pm_max_children", most, err, errlen) ||
+              pm_start_outside(s, "pm_max_spare_servers", hi, err, errlen);
+    else if (s->pm == PM_ADAPTIVE)
+        bad = pm_exceeds(mode, "pm_min_spare_servers", lo, "pm_max_children", most, err, errlen) ||
+              pm_start_outside(s, "pm_max_children", most, err, errlen);
+    return bad ? -1 : 0;
+}
+
 static int apply_defaults(struct loader *l)
 {
     for (size_t i = 0; i < NDEFS; i++) {
@@ -377,7 +433,8 @@ int settings_load(struct settings *s, int argc, char **argv, char **envp,
     if (apply_defaults(&l) != 0) return -1;
     if (s->config_file && load_file(&l, s->config_file) != 0) return -1;
     if (load_env(&l, envp) != 0) return -1;
-    return load_argv(&l, argc, argv);
+    if (load_argv(&l, argc, argv) != 0) return -1;
+    return check_pm(s, err, errlen);
 }
 
 void settings_free(struct settings *s)
@@ -398,7 +455,7 @@ static const char *kind_metavar(enum kind k)
         [KIND_INT] = "N", [KIND_SECONDS] = "SECONDS", [KIND_BOOL] = "", [KIND_STR] = "TEXT",
         [KIND_BINDS] = "ADDRESS", [KIND_WORKERS] = "N|auto", [KIND_CLASS] = "CLASS",
         [KIND_LEVEL] = "LEVEL", [KIND_MODE] = "MODE", [KIND_REDIS_URL] = "URL", [KIND_DB_URL] = "URL",
-        [KIND_LOG_FORMAT] = "FORMAT",
+        [KIND_LOG_FORMAT] = "FORMAT", [KIND_PM] = "MODE",
     };
     return names[k];
 }
@@ -468,6 +525,7 @@ void settings_print_config(FILE *out, const struct settings *cs)
         }
         case KIND_CLASS: fprintf(out, "%s = %s\n", d->name, class_names[*(int *)f]); break;
         case KIND_LEVEL: fprintf(out, "%s = %s\n", d->name, level_names[*(int *)f]); break;
+        case KIND_PM: fprintf(out, "%s = %s\n", d->name, pm_names[*(int *)f]); break;
         case KIND_MODE: fprintf(out, "%s = %04o\n", d->name, *(int *)f); break;
         }
     }

@@ -157,7 +157,7 @@ static PGresult *pg_ask(PGconn *c, const char *when, double deadline_ms, const c
     return r;
 }
 
-void capacity_postgresql(const struct settings *cfg, const char *when)
+long capacity_postgresql(const struct settings *cfg, const char *when)
 {
     const char *keys[] = {"dbname", "application_name", NULL};
     const char *vals[] = {cfg->database_url, "perfcgi-capacity", NULL};
@@ -170,7 +170,7 @@ void capacity_postgresql(const struct settings *cfg, const char *when)
                     (int)strcspn(why, "\n"), why);
         PQclear(r);
         PQfinish(c);
-        return;
+        return -1;
     }
     char role[64];
     snprintf(role, sizeof role, "%s", PQgetvalue(r, 0, 6));
@@ -179,7 +179,7 @@ void capacity_postgresql(const struct settings *cfg, const char *when)
     PQclear(r);
     PQfinish(c);
 
-    int workers = settings_worker_count(cfg);
+    int workers = settings_pm_children(cfg);
     long per = cfg->pool_size + cfg->pool_max_overflow;
     long most = workers * per + PG_PROBER_CONNECTIONS;
     long for_role = super ? max : max - su_reserved - reserved;
@@ -193,7 +193,7 @@ void capacity_postgresql(const struct settings *cfg, const char *when)
         log_info("%s: PostgreSQL connections: workers %d x (pool_size %d + pool_max_overflow %d) + 1 = %ld at most,"
                  " %ld left of max_connections %ld", when, workers, cfg->pool_size, cfg->pool_max_overflow, most, left,
                  max);
-        return;
+        return left - PG_PROBER_CONNECTIONS;
     }
     log_warning("%s: workers %d x (pool_size %d + pool_max_overflow %d) + 1 for the prober = %ld PostgreSQL"
                 " connections at most; the server allows %ld (%ld for role %s: superuser_reserved_connections %ld,"
@@ -202,4 +202,5 @@ void capacity_postgresql(const struct settings *cfg, const char *when)
                 when, workers, cfg->pool_size, cfg->pool_max_overflow, most, max, for_role, role,
                 super ? 0 : su_reserved, super ? 0 : reserved, limit, others,
                 strcmp(when, "start") == 0 ? "" : ", other roles only", left);
+    return left - PG_PROBER_CONNECTIONS < 0 ? 0 : left - PG_PROBER_CONNECTIONS;
 }

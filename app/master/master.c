@@ -20,6 +20,7 @@
 #include "base/log.h"
 #include "base/proc.h"
 #include "master/capacity.h"
+#include "master/pm.h"
 #include "master/probe.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
@@ -55,6 +56,8 @@ struct worker_rec {
     enum restart_reason why;  /* of a retirement under way */
     double retire_sent_ms;    /* when TERM or ABRT went out */
     int killed;               /* SIGKILL sent */
+    double idle_since_ms;     /* pm: since when nothing was in flight (0: not seen yet) */
+    int64_t busy_seen;        /* pm: the slot's busy_mark then; a change means it served since */
 };
 
 struct master {
@@ -78,12 +81,19 @@ struct master {
     pid_t probe_pid;           /* 0: none running */
     double probe_after_ms;
     const char *capacity_when; /* "start" or "reload": the next prober checks PostgreSQL's connections first */
+    unsigned capacity_seen;    /* the prober's last capacity figure taken (probe_board_capacity_take) */
     const char *pidfile; /* NULL: none */
     enum upgrade_state upgrade;
     pid_t new_master; /* the upgrade's, while it runs */
     double upgrade_started_ms;
     pid_t old_master; /* as the new master of an upgrade, until it was told to retire */
     double drain_until_ms; /* TERM came: the graceful stop begins then; 0: no drain */
+    struct pm_config pm;
+    struct pm_state pm_state;
+    struct pm_window pm_window;
+    struct pm_stats pm_stats;
+    int pm_listen;       /* poll the listeners: a waiting connection is pm's to act on */
+    int listener_ready;  /* the poll found one readable since the last tick */
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -534,6 +544,120 @@ static void balance(struct master *m)
     }
 }
 
+/* pm's bounds from the settings, afresh (start, HUP); PostgreSQL's connections left
+ * for the workers, or -1. */
+/* PostgreSQL's connections left for the workers, once the prober has asked. */
+static void pm_take_capacity(struct master *m)
+{
+    long left;
+    if (probe_board_capacity_take(m->probe, &m->capacity_seen, &left)) m->pm.pg_left = left;
+}
+
+/* pm's bounds from the settings in force. PostgreSQL's connections are unknown until
+ * the prober has asked (pm_take_capacity): a figure from before is dropped. */
+static void pm_configure(struct master *m)
+{
+    long stale;
+    probe_board_capacity_take(m->probe, &m->capacity_seen, &stale);
+    pm_config_from(&m->pm, m->cfg, -1);
+    m->pm_state = (struct pm_state){.spawn_rate = 1};
+    m->pm_stats.mode = m->cfg->pm;
+    m->pm_stats.target = m->target;
+    m->pm_stats.wait_p99_ms = -1; /* pm static measures none */
+}
+
+/* What pm decides on; *longest: the idle worker idle longest (NULL: none). Workers
+ * retiring or marked for replacement are not pm's to count. */
+static void pm_measure(struct master *m, struct pm_figures *f, struct worker_rec **longest)
+{
+    double now = clock_ms();
+    *f = (struct pm_figures){.now_ms = now};
+    *longest = NULL;
+    uint64_t waits[PM_WAIT_BUCKETS] = {0};
+    pm_add_waits(waits, &m->stats.totals);
+    for (int i = 0; i < m->slots_used; i++) {
+        struct worker_rec *w = &m->workers[i];
+        if (!w->pid) continue;
+        struct scoreboard_slot *s = &m->slots[i];
+        pm_add_waits(waits, &s->counters);
+        if (w->phase == PHASE_RETIRING || w->replace >= 0) continue;
+        f->workers++;
+        long rss = atomic_load(&s->rss_kb);
+        f->rss_kb_total += rss;
+        if (rss > f->rss_kb_max) f->rss_kb_max = rss;
+        if (w->phase == PHASE_STARTING) {
+            f->starting++;
+            continue;
+        }
+        int64_t mark = atomic_load(&s->busy_mark); /* changes with every request served */
+        /* An event worker full of kept-alive connections takes no new one: not idle. */
+        int busy = atomic_load(&s->active) > 0 ||
+                   (m->cfg->worker_class == WORKER_EVENT && !atomic_load(&s->accepting));
+        if (busy || !w->idle_since_ms || mark != w->busy_seen) {
+            w->idle_since_ms = now;
+            w->busy_seen = mark;
+        }
+        if (busy) {
+            f->busy++;
+            continue;
+        }
+        f->idle++;
+        if (!*longest || w->idle_since_ms < (*longest)->idle_since_ms) *longest = w;
+    }
+    if (*longest) f->longest_idle_ms = now - (*longest)->idle_since_ms;
+    for (int i = 0; i < m->nlisteners; i++) {
+        int queued, backlog;
+        if (listener_queue(&m->listeners[i], &queued, &backlog) == 0) f->queued += queued;
+    }
+    if (m->listener_ready && !f->queued) f->queued = 1;
+    m->listener_ready = 0;
+    f->wait_p99_ms = pm_window_p99_ms(&m->pm_window, waits);
+}
+
+/* pm's decision of this tick, applied through the target balance() keeps; taken
+ * only once the workers wanted are there (not while a reload or a respawn fills).
+ * It goes on while draining: the workers still accept then. */
+static void pm_tick(struct master *m)
+{
+    m->pm_listen = 0;
+    m->pm_stats.target = m->target;
+    if (m->pm.mode == PM_STATIC) return;
+    struct pm_figures f;
+    struct worker_rec *longest;
+    pm_measure(m, &f, &longest);
+    m->pm_stats.wait_p99_ms = f.wait_p99_ms;
+    if (m->stop != RUNNING || m->old_master || f.workers < m->target) return;
+    struct pm_decision d = pm_decide(&m->pm, &f, &m->pm_state);
+    if (d.action == PM_NOTHING) m->pm_listen = pm_listens(&m->pm, &f);
+    if (d.action == PM_NOTHING || (d.action == PM_RETIRE && !longest)) return;
+    char figures[200];
+    snprintf(figures, sizeof figures,
+             "%d workers (most %d), %d idle, %d busy, %d starting, %d queued, queue wait p99 %.1f ms (target %g ms)",
+             f.workers, m->pm.max_children, f.idle, f.busy, f.starting, f.queued,
+             f.wait_p99_ms < 0 ? 0 : f.wait_p99_ms, m->pm.target_wait_ms);
+    const char *why = pm_reason_names[d.reason];
+    if (d.action == PM_SPAWN) {
+        m->target = f.workers + d.count;
+        log_info("pm: spawning %d worker%s (%s): %s", d.count, d.count == 1 ? "" : "s", why, figures);
+    } else if (d.action == PM_RETIRE) {
+        m->target = f.workers - 1;
+        log_info("pm: retiring worker %ld, idle %.1f s (%s): %s", (long)longest->pid, f.longest_idle_ms / 1e3, why,
+                 figures);
+        retire(longest, RESTART_PM, SIGTERM);
+    } else {
+        log_warning("pm: more workers wanted, none added (%s): %s", why, figures);
+    }
+    struct pm_stats *st = &m->pm_stats;
+    st->decisions[d.action][d.reason]++;
+    st->has_last = 1;
+    st->last_action = d.action;
+    st->last_reason = d.reason;
+    st->last_wall_s = clock_wall_s();
+    st->last_wait_p99_ms = f.wait_p99_ms;
+    st->last_workers = f.workers;
+    st->target = m->target;
+}
+
 /* The sockets of a reload: a bind reuses the running socket of the same
  * address, or is a socket opened for it. */
 struct socket_set {
@@ -638,7 +762,7 @@ static void reload(struct master *m)
     if (settings_owner(next, &uid, &gid, err, sizeof err) > 0)
         for (int i = 0; i < m->nlisteners; i++)
             if (listener_chown(&m->listeners[i], uid, gid, err, sizeof err) != 0) log_warning("reload: %s", err);
-    m->target = settings_worker_count(next);
+    m->target = settings_pm_start(next);
     /* Workers still starting were meant to replace others under the previous
      * settings: they serve nothing yet, so they go now instead of once their own
      * replacements serve (k quick HUPs would otherwise start k generations). */
@@ -650,7 +774,22 @@ static void reload(struct master *m)
     }
     probe_kill(m); /* the next one probes the backends of the new settings, and checks their capacity */
     m->capacity_when = "reload";
-    log_info("reloaded: %d %s workers replace the running ones", m->target, settings_class_name(next->worker_class));
+    log_info("reloaded: %d %s workers (pm %s) replace the running ones", m->target,
+             settings_class_name(next->worker_class), settings_pm_name(next->pm));
+    pm_configure(m);
+}
+
+/* TTIN (+1), TTOU (-1): one worker more or fewer, in [1, 1024]; pm static only,
+ * as the other modes set the count themselves. */
+static void resize(struct master *m, int by)
+{
+    const char *sig = by > 0 ? "TTIN" : "TTOU";
+    if (m->cfg->pm != PM_STATIC) {
+        log_info("%s: ignored, pm %s sets the worker count", sig, settings_pm_name(m->cfg->pm));
+        return;
+    }
+    if (m->target + by >= 1 && m->target + by <= 1024) m->target += by;
+    log_info("%s: %d workers wanted", sig, m->target);
 }
 
 static void handle_signals(struct master *m)
@@ -668,13 +807,7 @@ static void handle_signals(struct master *m)
                 if (m->stop == RUNNING && !m->drain_until_ms) reload(m);
                 break;
             case SIGTTIN:
-                if (m->target < 1024) m->target++;
-                log_info("TTIN: %d workers wanted", m->target);
-                break;
-            case SIGTTOU:
-                if (m->target > 1) m->target--;
-                log_info("TTOU: %d workers wanted", m->target);
-                break;
+            case SIGTTOU: resize(m, sigs[i] == SIGTTIN ? 1 : -1); break;
             case SIGUSR2: upgrade_start(m); break;
             case SIGWINCH: upgrade_served(m); break;
             case SIGUSR1:
@@ -711,6 +844,7 @@ static void snapshot(const void *ctx, struct status_view *v)
     v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
     v->draining = m->stop != RUNNING || m->drain_until_ms;
     v->reload_pending = 0;
+    v->pm = &m->pm_stats;
     for (int i = 0; i < m->slots_used; i++)
         v->reload_pending += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING &&
                              m->workers[i].replace == RESTART_RELOAD;
@@ -722,7 +856,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     struct master *m = calloc(1, sizeof *m);
     if (!m) return 1;
     *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
-                         .nstatus = nstatus, .target = settings_worker_count(cfg), .pidfile = pidfile,
+                         .nstatus = nstatus, .target = settings_pm_start(cfg), .pidfile = pidfile,
                          .old_master = upgrade_old_master()};
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
@@ -734,10 +868,12 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         log_error("cannot start the master: %s", strerror(errno));
         return 1;
     }
-    log_info("perfcgi %s: %d %s workers on %s", settings_version(), m->target,
-             settings_class_name(cfg->worker_class), m->listeners[0].addr);
+    log_info("perfcgi %s: %d %s workers (pm %s, at most %d) on %s", settings_version(), m->target,
+             settings_class_name(cfg->worker_class), settings_pm_name(cfg->pm), settings_pm_children(cfg),
+             m->listeners[0].addr);
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
     m->capacity_when = "start"; /* asked by the first prober: a server slow to answer never holds this loop */
+    pm_configure(m);
 
     double next_check_ms = 0;
     for (;;) {
@@ -745,8 +881,10 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             check_workers(m);
             upgrade_take_over(m);
             probe_check(m);
+            pm_take_capacity(m);
             status_sample(m->status);
             listen_overflow_sample(&m->stats.overflow, m->listeners, m->nlisteners, m->slots, m->slots_used);
+            pm_tick(m);
             next_check_ms = clock_ms() + TICK_MS;
         }
         balance(m);
@@ -759,11 +897,16 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
                 m->stop_deadline_ms = clock_ms() + KILL_AFTER_MS;
             }
         }
-        struct pollfd fds[2 + SETTINGS_MAX_BINDS];
+        struct pollfd fds[2 + 2 * SETTINGS_MAX_BINDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
         int timeout_ms = TICK_MS;
         int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
+        /* Only while no worker is idle: a connection then waits for pm, and idle
+         * workers' requests never wake the master. */
+        int first_listener = nfds;
+        for (int i = 0; m->pm_listen && m->stop == RUNNING && i < m->nlisteners; i++)
+            fds[nfds++] = (struct pollfd){.fd = m->listeners[i].fd, .events = POLLIN};
         int rc = poll(fds, (nfds_t)nfds, timeout_ms);
         if (rc < 0 && errno != EINTR) {
             log_error("poll failed: %s", strerror(errno));
@@ -772,6 +915,12 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         reap(m); /* a lost SIGCHLD byte must not leave a worker unreaped */
         status_server_run(m->status); /* what is ready, and its timeouts */
         if (rc <= 0) continue;
+        for (int i = first_listener; i < nfds; i++)
+            if (fds[i].revents) {
+                m->listener_ready = 1;
+                m->pm_listen = 0; /* until the tick has acted on it */
+                next_check_ms = 0;
+            }
         if (fds[0].revents) handle_signals(m);
         if (fds[1].revents) {
             char drain[256];

@@ -42,6 +42,8 @@ struct probe_result {
 
 struct probe_board {
     struct probe_result r[PROBE_BACKENDS];
+    _Atomic long capacity_pg_left; /* capacity_postgresql's answer, */
+    _Atomic unsigned capacity_seq; /* counted once it is written */
 };
 
 struct probe_board *probe_board_create(void)
@@ -58,6 +60,21 @@ void probe_board_destroy(struct probe_board *b)
 void probe_board_restart(struct probe_board *b)
 {
     for (int i = 0; i < PROBE_BACKENDS; i++) atomic_store(&b->r[i].heartbeat_us, clock_us());
+}
+
+void probe_board_capacity_set(struct probe_board *b, long pg_left)
+{
+    atomic_store(&b->capacity_pg_left, pg_left);
+    atomic_fetch_add(&b->capacity_seq, 1);
+}
+
+int probe_board_capacity_take(const struct probe_board *b, unsigned *seen, long *pg_left)
+{
+    unsigned seq = atomic_load(&b->capacity_seq);
+    if (seq == *seen) return 0;
+    *seen = seq;
+    *pg_left = atomic_load(&b->capacity_pg_left);
+    return 1;
 }
 
 int probe_board_stuck(const struct probe_board *b)
@@ -167,6 +184,7 @@ static void *probe_loop(void *arg)
 
 /* The capacity check, beside the probes: its 2 s budget delays neither of them. */
 struct probe_capacity_job {
+    struct probe_board *b;
     const struct settings *cfg;
     const char *when;
 };
@@ -174,7 +192,7 @@ struct probe_capacity_job {
 static void *probe_capacity(void *arg)
 {
     const struct probe_capacity_job *job = arg;
-    capacity_postgresql(job->cfg, job->when);
+    probe_board_capacity_set(job->b, capacity_postgresql(job->cfg, job->when));
     return NULL;
 }
 
@@ -191,7 +209,7 @@ void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_
     static struct probe_thread threads[PROBE_BACKENDS];
     for (int i = 0; i < PROBE_BACKENDS; i++) threads[i] = (struct probe_thread){b, cfg, (enum probe_backend)i};
     static struct probe_capacity_job job;
-    job = (struct probe_capacity_job){cfg, capacity_when};
+    job = (struct probe_capacity_job){b, cfg, capacity_when};
     pthread_t checker;
     if (capacity_when && pthread_create(&checker, NULL, probe_capacity, &job) != 0)
         log_warning("%s: PostgreSQL connections check skipped: cannot start its thread", capacity_when);

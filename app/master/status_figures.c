@@ -9,11 +9,13 @@
 #include "base/log.h"
 #include "core/endpoint.h"
 #include "core/routes.h"
+#include "master/pm.h"
 #include "master/status_utf8.h"
 
 const char *const restart_reason_names[RESTART_REASONS] = {
     [RESTART_CRASH] = "crash",   [RESTART_TIMEOUT] = "timeout", [RESTART_MAX_REQUESTS] = "max_requests",
     [RESTART_MAX_RSS] = "max_rss", [RESTART_RELOAD] = "reload", [RESTART_SCALE_DOWN] = "scale_down",
+    [RESTART_PM] = "pm",
 };
 
 void status_add_up(const struct status_view *v, const struct status_peaks *p, struct status_totals *t)
@@ -117,6 +119,36 @@ static json_t *status_queue_wait(const struct status_totals *t, int *ok)
     return o;
 }
 
+/* A wait in ms, or null when no request waited in the window. */
+static json_t *status_wait_ms(double ms)
+{
+    return ms < 0 ? json_null() : json_real(round(ms * 10) / 10);
+}
+
+/* The worker count's controller: its mode, bounds, decisions by action and reason, the last one. */
+static json_t *status_pm(const struct status_view *v, int *ok)
+{
+    const struct pm_stats *pm = v->pm;
+    json_t *o = json_object(), *decisions = json_object(), *by[PM_ACTIONS];
+    for (int a = 0; a < PM_ACTIONS; a++) status_put(decisions, pm_action_names[a], by[a] = json_object(), ok);
+    for (int r = 0; *ok && r < PM_REASONS; r++)
+        status_put(by[pm_reason_action[r]], pm_reason_names[r],
+                   json_integer((json_int_t)pm->decisions[pm_reason_action[r]][r]), ok);
+    status_put(o, "mode", json_string(settings_pm_name(v->cfg->pm)), ok);
+    status_put(o, "target", json_integer(pm->target), ok);
+    status_put(o, "max_children", json_integer(settings_pm_children(v->cfg)), ok);
+    status_put(o, "queue_wait_p99_ms", status_wait_ms(pm->wait_p99_ms), ok);
+    status_put(o, "decisions", decisions, ok);
+    json_t *last = pm->has_last ? json_pack("{s:s,s:s,s:f,s:i}", "action", pm_action_names[pm->last_action], "reason",
+                                            pm_reason_names[pm->last_reason], "time", pm->last_wall_s, "workers",
+                                            pm->last_workers)
+                                : json_null();
+    if (pm->has_last) status_put(last, "queue_wait_p99_ms", status_wait_ms(pm->last_wait_p99_ms), ok);
+    status_put(o, "last", last, ok);
+    if (!o) *ok = 0;
+    return o;
+}
+
 json_t *status_json(const struct status_view *v, const struct status_peaks *p, int full)
 {
     struct status_totals t;
@@ -158,6 +190,7 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "listen_drops", json_integer((json_int_t)v->stats->overflow.drops), &ok);
     status_put(o, "busy_seconds", json_real(round((double)t.c.busy_us / 1e3) / 1e3), &ok);
     status_put(o, "queue_wait", status_queue_wait(&t, &ok), &ok);
+    status_put(o, "pm", status_pm(v, &ok), &ok);
     if (full) status_put(o, "processes", status_rows(v, &ok), &ok);
     if (!ok) {
         log_error("status: cannot build the /status answer (out of memory?)");

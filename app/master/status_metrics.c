@@ -6,6 +6,7 @@
 
 #include "core/endpoint.h"
 #include "core/routes.h"
+#include "master/pm.h"
 
 /* How a row's samples are printed. */
 enum metric_kind {
@@ -59,6 +60,9 @@ static void metrics_busy(const struct metrics_out *m, const char *name);
 static void metrics_workers(const struct metrics_out *m, const char *name);
 static void metrics_overflows(const struct metrics_out *m, const char *name);
 static void metrics_drops(const struct metrics_out *m, const char *name);
+static void metrics_pm_decisions(const struct metrics_out *m, const char *name);
+static void metrics_pm_target(const struct metrics_out *m, const char *name);
+static void metrics_pm_wait(const struct metrics_out *m, const char *name);
 
 static const struct metric_row metric_rows[] = {
     {"start_time_seconds", "gauge", "When the master started, in seconds since the epoch.", METRIC_ONE(start_wall_s)},
@@ -78,6 +82,14 @@ static const struct metric_row metric_rows[] = {
     {"slow_requests_total", "counter", "Requests that took more than half of timeout.", METRIC_ONE(c.slow_requests)},
     {"worker_restarts_total", "counter", "Workers replaced, by reason.",
      METRIC_BY("reason", restart_reason_names, restarts)},
+    {"pm_decisions_total", "counter",
+     "Worker count decisions of pm (dynamic, ondemand, adaptive), by action (spawn, retire, hold: more wanted, none "
+     "added) and reason.",
+     .write = metrics_pm_decisions},
+    {"pm_target_workers", "gauge", "Workers pm wants now, by mode.", .write = metrics_pm_target},
+    {"pm_queue_wait_p99_seconds", "gauge",
+     "Queue wait p99 of the requests taken up in the last second, as pm adaptive steers by (0: none waited).",
+     .write = metrics_pm_wait},
     {"requests_total", "counter", "Requests answered, by endpoint and status class.", .write = metrics_requests},
     {"request_duration_seconds", "histogram", "Service time: time spent in the worker per request, by endpoint.",
      .write = metrics_durations},
@@ -186,6 +198,26 @@ static void metrics_overflows(const struct metrics_out *m, const char *name)
 static void metrics_drops(const struct metrics_out *m, const char *name)
 {
     fprintf(m->out, "perfcgi_%s %" PRIu64 "\n", name, m->v->stats->overflow.drops);
+}
+
+static void metrics_pm_decisions(const struct metrics_out *m, const char *name)
+{
+    for (int r = 0; r < PM_REASONS; r++) {
+        enum pm_action a = pm_reason_action[r];
+        fprintf(m->out, "perfcgi_%s{action=\"%s\",reason=\"%s\"} %" PRIu64 "\n", name, pm_action_names[a],
+                pm_reason_names[r], m->v->pm->decisions[a][r]);
+    }
+}
+
+static void metrics_pm_target(const struct metrics_out *m, const char *name)
+{
+    fprintf(m->out, "perfcgi_%s{mode=\"%s\"} %d\n", name, settings_pm_name(m->v->cfg->pm), m->v->pm->target);
+}
+
+static void metrics_pm_wait(const struct metrics_out *m, const char *name)
+{
+    double ms = m->v->pm->wait_p99_ms;
+    fprintf(m->out, "perfcgi_%s %.6f\n", name, ms < 0 ? 0 : ms / 1e3);
 }
 
 void status_metrics_text(const struct status_view *v, const struct status_peaks *p, FILE *out)

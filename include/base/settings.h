@@ -14,7 +14,8 @@
  *
  * Kinds: INT (whole number in [min, max]), SECONDS (decimal seconds in [min, max]),
  * BOOL, STR, BINDS (repeatable unix:PATH or HOST:PORT), WORKERS (INT or "auto"),
- * CLASS (sync|thread|event), LEVEL (debug|info|warning|error), MODE (octal),
+ * CLASS (sync|thread|event), PM (static|dynamic|ondemand|adaptive),
+ * LEVEL (debug|info|warning|error), MODE (octal),
  * REDIS_URL (a STR that must parse as a Redis URL), DB_URL (a STR), LOG_FORMAT (a STR
  * that must compile as an access log format, base/access_format.h). The passwords
  * in REDIS_URL and DB_URL values are masked wherever perfcgi prints them.
@@ -43,6 +44,23 @@
       "On TERM, keep accepting this long with /readyz at 503 before the graceful stop")            \
     X(reload_batch, INT, "0", 0, 1024,                                                             \
       "On HUP, start at most this many new workers at once (0 = all at once)")                     \
+    X(pm, PM, "static", 0, 0,                                                                      \
+      "Worker count: static (workers), dynamic (spare servers), ondemand (started on demand) or adaptive (steered by queue wait)")\
+    X(pm_max_children, INT, "0", 0, 1024,                                                          \
+      "Most workers of pm dynamic, ondemand and adaptive (0 = workers)")                           \
+    X(pm_start_servers, INT, "0", 0, 1024,                                                         \
+      "Workers at start and after HUP, pm dynamic and adaptive (0 = min spare + (max spare - min spare) / 2)")\
+    X(pm_min_spare_servers, INT, "1", 1, 1024,                                                     \
+      "pm dynamic: fewest idle workers; pm adaptive: fewest workers")                              \
+    X(pm_max_spare_servers, INT, "3", 1, 1024, "pm dynamic: most idle workers")                    \
+    X(pm_process_idle_timeout, SECONDS, "10", 0.1, 86400,                                          \
+      "pm dynamic (above max spare), ondemand and adaptive: retire a worker idle this long")        \
+    X(pm_max_spawn_rate, INT, "32", 1, 1024,                                                       \
+      "Most workers pm starts in one tick: 1, doubling each tick while more are needed, up to this")\
+    X(pm_target_queue_wait_ms, INT, "100", 1, 600000,                                              \
+      "pm adaptive: queue wait p99 to stay under; workers are added from half of it")              \
+    X(pm_rss_budget_mb, INT, "0", 0, 1048576,                                                      \
+      "pm adaptive: add no worker that would take the workers' total RSS past this (0 = none)")    \
     X(keepalive_timeout, SECONDS, "5", 0, 3600,                                                    \
       "Close kept-alive FastCGI connections idle for longer than this")                            \
     X(request_read_timeout, SECONDS, "5", 0.1, 3600,                                               \
@@ -80,6 +98,7 @@
 
 enum worker_class { WORKER_SYNC, WORKER_THREAD, WORKER_EVENT };
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERROR };
+enum pm_mode { PM_STATIC, PM_DYNAMIC, PM_ONDEMAND, PM_ADAPTIVE };
 
 #define SETTINGS_MAX_BINDS 8
 
@@ -96,6 +115,7 @@ struct settings_binds {
 #define SETTINGS_CTYPE_WORKERS int /* 0 = auto */
 #define SETTINGS_CTYPE_CLASS enum worker_class
 #define SETTINGS_CTYPE_LEVEL enum log_level
+#define SETTINGS_CTYPE_PM enum pm_mode
 #define SETTINGS_CTYPE_MODE int
 #define SETTINGS_CTYPE_REDIS_URL char *
 #define SETTINGS_CTYPE_DB_URL char *
@@ -124,6 +144,12 @@ void settings_print_config(FILE *out, const struct settings *s);
 /* `workers`, with auto resolved for the worker class and the number of cores. */
 int settings_worker_count(const struct settings *s);
 const char *settings_class_name(enum worker_class c);
+const char *settings_pm_name(enum pm_mode m);
+/* The most workers pm may run (pm static: `workers`), and how many it starts with
+ * (and after a HUP): pm static `workers`, ondemand 0, dynamic and adaptive
+ * pm_start_servers or its default. */
+int settings_pm_children(const struct settings *s);
+int settings_pm_start(const struct settings *s);
 
 /* Who workers run as, from `user` and `group`: 1 with *uid and *gid (the group
  * defaults to the user's), 0 when neither applies (not root, or both empty), -1

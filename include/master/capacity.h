@@ -24,8 +24,10 @@ int capacity_files(const struct settings *cfg, char *note, size_t notelen, char 
  * its reserved connections and the connections others hold, and logs a warning when
  * the workers' pools may open more than is left, or that the check was skipped when
  * PostgreSQL cannot be asked. Never refuses: the pools open lazily and pool_timeout
- * bounds a wait for a connection.
+ * bounds a wait for a connection. The workers are pm's most (settings_pm_children).
+ * Returns the connections left for the workers (the prober's taken off), or -1 when
+ * PostgreSQL could not be asked: pm adaptive stays under it.
  */
-void capacity_postgresql(const struct settings *cfg, const char *when);
+long capacity_postgresql(const struct settings *cfg, const char *when);
 
 #endif

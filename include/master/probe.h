@@ -22,6 +22,11 @@ void probe_board_destroy(struct probe_board *b);
 
 /* The master, before forking a prober: it counts as alive from now on. */
 void probe_board_restart(struct probe_board *b);
+/* The prober: PostgreSQL's connections left for the workers (capacity_postgresql's
+ * answer, < 0 when unknown). The master: 1 and that figure when one came since *seen
+ * (updated), else 0. */
+void probe_board_capacity_set(struct probe_board *b, long pg_left);
+int probe_board_capacity_take(const struct probe_board *b, unsigned *seen, long *pg_left);
 /* Whether a probe has been under way (or the prober silent) for too long: the
  * master then kills the prober and starts another. */
 int probe_board_stuck(const struct probe_board *b);
@@ -36,7 +41,8 @@ json_t *probe_readyz_json(const struct probe_board *b, int *all_up);
 /* Entry point of the forked prober (signals blocked on entry): probes every
  * backend once a second, each on its own thread, until killed; never returns.
  * With capacity_when ("start", "reload"), it also checks PostgreSQL's connections
- * once (capacity_postgresql), on a thread of its own: the master never waits on it. */
+ * once (capacity_postgresql), on a thread of its own: the master never waits on it,
+ * and takes the answer from the board (probe_board_capacity_take). */
 void probe_main(struct probe_board *b, const struct settings *cfg, pid_t master_pid, const char *capacity_when)
     __attribute__((noreturn));
 

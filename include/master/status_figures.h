@@ -19,6 +19,7 @@ enum restart_reason {
     RESTART_MAX_RSS,      /* recycled above max_worker_rss_mb */
     RESTART_RELOAD,       /* replaced by HUP */
     RESTART_SCALE_DOWN,   /* TTOU */
+    RESTART_PM,           /* retired by pm (dynamic, ondemand, adaptive) */
     RESTART_REASONS
 };
 /* "crash", "timeout", ...: the names the log, /status and /metrics use. */
@@ -34,6 +35,7 @@ struct master_stats {
 };
 
 struct probe_board;
+struct pm_stats;
 
 /* What the master shows: its settings, the live slots, what the dead left and
  * the prober's findings. */
@@ -51,6 +53,7 @@ struct status_view {
     pid_t upgrade_pid; /* the other master of the upgrade, 0 when none */
     int draining;      /* TERM came: /readyz answers 503 while the workers still accept */
     int reload_pending; /* workers of a reload not yet replaced (reload_batch) */
+    const struct pm_stats *pm;
 };
 typedef void (*status_snapshot_fn)(const void *ctx, struct status_view *out);
 

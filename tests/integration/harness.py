@@ -882,7 +882,7 @@ class OwnPerfcgi:
     process: its exit status, its log (RUN_DIR/NAME.log, stdout and stderr). With `with`: the stack's perfcgi is stopped first, and on the
     way out this one is killed (its whole process group) and the usual one restored."""
 
-    def __init__(self, name="own", args=(), binary=None, **settings):
+    def __init__(self, name="own", args=(), binary=None, start_workers=None, **settings):
         _need_stack()
         need_local_stack("runs its own perfcgi on the stack's sockets")
         self.binary = str(binary or PERFCGI_BIN)
@@ -893,6 +893,8 @@ class OwnPerfcgi:
         self.settings = dict(stack_perfcgi_settings(), **{k: str(v) for k, v in settings.items()})
         self.p = None
         self.pid = None
+        # Workers to wait for at start: `workers`, unless pm starts another count.
+        self.start_workers = int(self.settings.get("workers", WORKERS)) if start_workers is None else start_workers
 
     def write_config(self, text=None, **changes):
         """Rewrites the config file: `text` as is, or the settings with `changes`."""
@@ -927,7 +929,8 @@ class OwnPerfcgi:
                     raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
                                          f"{self.log_text()[-800:]}") from None
                 raise
-            wait_workers(int(self.settings.get("workers", WORKERS)))
+            if self.start_workers:
+                wait_workers(self.start_workers)
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -31,7 +31,7 @@ from harness import (PERFCGI_BIN, REQUESTS_PER_WORKER, STACK, WORKER_CLASS, WORK
                      wait_until, wait_workers)
 
 SETTLE = 60          # seconds for workers to be replaced / started / stopped
-REASONS = {"crash", "timeout", "max_requests", "max_rss", "reload", "scale_down"}
+REASONS = {"crash", "timeout", "max_requests", "max_rss", "reload", "scale_down", "pm"}
 
 
 class Background:

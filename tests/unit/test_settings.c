@@ -124,6 +124,38 @@ static void bad_flag_value_names_the_flag(void **state)
     settings_free(&s);
 }
 
+/* pm: the counts it starts with and runs at most, and the combinations PHP-FPM refuses. */
+static void pm_counts_and_bad_combinations(void **state)
+{
+    (void)state;
+    struct settings s;
+    char *envp[] = {NULL};
+    char *dyn[] = {"perfcgi", "--pm", "dynamic", "--workers", "8", "--pm-min-spare-servers", "2", NULL};
+    assert_int_equal(load(&s, dyn, envp), 0);
+    assert_int_equal(settings_pm_children(&s), 8);
+    assert_int_equal(settings_pm_start(&s), 2); /* 2 + (3 - 2) / 2 */
+    settings_free(&s);
+    char *ond[] = {"perfcgi", "--pm", "ondemand", "--workers", "3", "--pm-max-children", "5", NULL};
+    assert_int_equal(load(&s, ond, envp), 0);
+    assert_int_equal(settings_pm_children(&s), 5);
+    assert_int_equal(settings_pm_start(&s), 0);
+    settings_free(&s);
+    char *stat[] = {"perfcgi", "--workers", "3", "--pm-max-children", "5", "--pm-max-spare-servers", "9", NULL};
+    assert_int_equal(load(&s, stat, envp), 0); /* static: the pm bounds are not used, nor checked */
+    assert_int_equal(settings_pm_children(&s), 3);
+    assert_int_equal(settings_pm_start(&s), 3);
+    settings_free(&s);
+    char *bad[] = {"perfcgi", "--pm", "dynamic", "--workers", "8", "--pm-start-servers", "4", NULL};
+    assert_int_equal(load(&s, bad, envp), -1);
+    assert_non_null(strstr(err, "pm_start_servers (4) must be between pm_min_spare_servers (1)"));
+    settings_free(&s);
+    char *env_bad[] = {"PERFCGI_PM=adaptive", "PERFCGI_PM_MAX_CHILDREN=2", "PERFCGI_PM_MIN_SPARE_SERVERS=3", NULL};
+    char *plain[] = {"perfcgi", NULL};
+    assert_int_equal(load(&s, plain, env_bad), -1);
+    assert_non_null(strstr(err, "pm_min_spare_servers (3) must not exceed pm_max_children (2)"));
+    settings_free(&s);
+}
+
 static void bad_env_names_the_variable(void **state)
 {
     (void)state;
@@ -376,6 +408,7 @@ int main(void)
         cmocka_unit_test(flags_take_equals_and_bare_booleans),
         cmocka_unit_test(binds_from_a_stronger_place_replace_the_weaker),
         cmocka_unit_test(bad_flag_value_names_the_flag),
+        cmocka_unit_test(pm_counts_and_bad_combinations),
         cmocka_unit_test(bad_env_names_the_variable),
         cmocka_unit_test(bad_file_lines_name_file_and_line),
         cmocka_unit_test(access_log_format_is_checked_where_given),
