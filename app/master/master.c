@@ -21,6 +21,7 @@
 #include "base/proc.h"
 #include "master/capacity.h"
 #include "master/probe.h"
+#include "master/sd_notify.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "master/status_http.h"
@@ -83,6 +84,10 @@ struct master {
     double upgrade_started_ms;
     pid_t old_master; /* as the new master of an upgrade, until it was told to retire */
     double drain_until_ms; /* TERM came: the graceful stop begins then; 0: no drain */
+    /* systemd: READY=1 is due once every worker serves (at start: READY_STARTING, after
+     * a HUP: READY_RELOADING); with MAINPID= as the new master of a binary upgrade. */
+    enum { READY_SENT, READY_STARTING, READY_RELOADING } ready_due;
+    int main_pid_due;
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -356,6 +361,7 @@ static void upgrade_start(struct master *m)
         return;
     }
     if (pid == 0) {
+        notify_exec_env();
         upgrade_exec(keep, n, m->argv);
         log_error("USR2: cannot execute %s: %s", upgrade_binary(), strerror(errno));
         _exit(127);
@@ -400,15 +406,29 @@ static void upgrade_reaped(struct master *m, int status)
     signals_master_new_master(0);
 }
 
+static int workers_serving(const struct master *m)
+{
+    int serving = 0;
+    for (int i = 0; i < m->slots_used; i++) serving += m->workers[i].pid > 0 && m->workers[i].phase == PHASE_SERVING;
+    return serving;
+}
+
+/* Workers of a reload not yet replaced (reload_batch holds some back). */
+static int reload_pending(const struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->slots_used; i++)
+        n += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING && m->workers[i].replace == RESTART_RELOAD;
+    return n;
+}
+
 /* As the new master of an upgrade, once every worker serves (as a reload's replacements
  * must before the workers they replace go): the old master is told to retire, and the
  * sockets are this master's alone (their files go with it). */
 static void upgrade_take_over(struct master *m)
 {
     if (!m->old_master || m->stop != RUNNING) return;
-    int serving = 0;
-    for (int i = 0; i < m->slots_used; i++) serving += m->workers[i].pid > 0 && m->workers[i].phase == PHASE_SERVING;
-    if (serving < m->target) return;
+    if (workers_serving(m) < m->target) return;
     if (getppid() == m->old_master && kill(m->old_master, SIGWINCH) == 0)
         log_info("new master serving; old master %ld told to retire", (long)m->old_master);
     else
@@ -659,11 +679,21 @@ static void handle_signals(struct master *m)
         for (ssize_t i = 0; i < n; i++) {
             switch (sigs[i]) {
             case SIGCHLD: reap(m); break;
-            case SIGTERM: begin_drain(m); break;
+            case SIGTERM:
+                notify_stopping();
+                begin_drain(m);
+                break;
             case SIGINT:
-            case SIGQUIT: begin_stop(m, STOP_QUICK); break;
+            case SIGQUIT:
+                notify_stopping();
+                begin_stop(m, STOP_QUICK);
+                break;
             case SIGHUP:
-                if (m->stop == RUNNING && !m->drain_until_ms) reload(m);
+                if (m->stop != RUNNING || m->drain_until_ms) break;
+                /* READY=1 once the new workers serve (at once if the reload failed). */
+                notify_reloading();
+                m->ready_due = READY_RELOADING;
+                reload(m);
                 break;
             case SIGTTIN:
                 if (m->target < 1024) m->target++;
@@ -708,10 +738,29 @@ static void snapshot(const void *ctx, struct status_view *v)
                                                   : "none";
     v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
     v->draining = m->stop != RUNNING || m->drain_until_ms;
-    v->reload_pending = 0;
-    for (int i = 0; i < m->slots_used; i++)
-        v->reload_pending += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING &&
-                             m->workers[i].replace == RESTART_RELOAD;
+    v->reload_pending = reload_pending(m);
+}
+
+/* What systemd hears on the master's tick: READY=1 once every wanted worker serves
+ * and no old one waits for its replacement (the first time, after a reload, and as
+ * the new master of an upgrade once it took over), then a STATUS= line now and then.
+ * An old master retiring for an upgrade, or a new one still taking over, leaves the
+ * talking to the other. */
+static void tell_systemd(struct master *m)
+{
+    if (m->old_master || m->upgrade == UPGRADE_RETIRING) return;
+    struct status_view v;
+    snapshot(m, &v);
+    if (m->ready_due && m->stop == RUNNING && workers_serving(m) >= m->target && !v.reload_pending) {
+        notify_ready(&v, m->main_pid_due);
+        m->ready_due = READY_SENT;
+        m->main_pid_due = 0;
+        return;
+    }
+    notify_status(&v, m->stop != RUNNING || m->drain_until_ms   ? "stopping"
+                      : m->ready_due == READY_RELOADING         ? "reloading"
+                      : m->ready_due == READY_STARTING          ? "starting"
+                                                                : NULL);
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
@@ -721,7 +770,8 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     if (!m) return 1;
     *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
                          .nstatus = nstatus, .target = settings_worker_count(cfg), .pidfile = pidfile,
-                         .old_master = upgrade_old_master()};
+                         .old_master = upgrade_old_master(), .ready_due = READY_STARTING};
+    m->main_pid_due = m->old_master != 0;
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
     m->slots = scoreboard_create(MAX_SLOTS);
@@ -736,6 +786,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
              settings_class_name(cfg->worker_class), m->listeners[0].addr);
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
     capacity_postgresql(cfg, "start");
+    notify_init();
 
     double next_check_ms = 0;
     for (;;) {
@@ -743,6 +794,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             check_workers(m);
             upgrade_take_over(m);
             probe_check(m);
+            tell_systemd(m);
             status_sample(m->status);
             listen_overflow_sample(&m->stats.overflow, m->listeners, m->nlisteners, m->slots, m->slots_used);
             next_check_ms = clock_ms() + TICK_MS;
@@ -760,7 +812,8 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         struct pollfd fds[2 + SETTINGS_MAX_BINDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
-        int timeout_ms = TICK_MS;
+        int timeout_ms = TICK_MS, pet_ms = notify_watchdog();
+        if (pet_ms < timeout_ms) timeout_ms = pet_ms;
         int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
         int rc = poll(fds, (nfds_t)nfds, timeout_ms);
         if (rc < 0 && errno != EINTR) {
