@@ -10,6 +10,7 @@
 #include "base/listener.h"
 #include "base/log.h"
 #include "base/pidfile.h"
+#include "master/activation.h"
 #include "master/capacity.h"
 #include "master/master.h"
 #include "master/upgrade.h"
@@ -32,8 +33,9 @@ static void close_all(struct listener *ls, int n)
     for (int i = 0; i < n; i++) listener_close(&ls[i]);
 }
 
-/* A socket inherited from the old master of a binary upgrade is taken over, never bound
- * again (a unix socket file it serves must stay); any other is opened. */
+/* A socket inherited from the old master of a binary upgrade, or from systemd (socket
+ * activation), is taken over, never bound again (a unix socket file it serves must
+ * stay); any other is opened. */
 static int open_all(const struct settings_binds *binds, struct listener *out, const struct settings *cfg)
 {
     char err[512];
@@ -103,6 +105,7 @@ int main(int argc, char **argv)
     char err[1024];
     if (!cfg) return 1;
     upgrade_init(argv[0]);
+    activation_init();
     if (settings_load(cfg, argc, argv, environ, &action, err, sizeof err) != 0) {
         fprintf(stderr, "perfcgi: %s\n", err);
         return quit(cfg, 2);
@@ -119,6 +122,10 @@ int main(int argc, char **argv)
         return quit(cfg, 0);
     case SETTINGS_RUN:
         break;
+    }
+    if (activation_match(cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "perfcgi: %s\n", err);
+        return quit(cfg, 1);
     }
     uid_t uid;
     gid_t gid;

@@ -4,8 +4,9 @@
 #
 #   deploy/install.sh install      copies bin/perfcgi to $PREFIX/bin and, at the system paths
 #                                  the unit and the site refer to, the configuration (an
-#                                  existing one is kept), the systemd unit (ExecStart under
-#                                  PREFIX) and the Nginx site: the shared
+#                                  existing one is kept), the systemd units (perfcgi.service,
+#                                  ExecStart under PREFIX, and perfcgi.socket) and the Nginx
+#                                  site: the shared
 #                                  nginx/perfcgi.conf.template rendered for the unit's sockets
 #   deploy/install.sh uninstall    removes what install installs
 #
@@ -32,6 +33,7 @@ cd "$(dirname "$0")/.."
 INSTALL_BIN=$DESTDIR$PREFIX/bin/perfcgi
 INSTALL_CONF=$DESTDIR/etc/perfcgi/perfcgi.ini
 INSTALL_UNIT=$DESTDIR/lib/systemd/system/perfcgi.service
+INSTALL_SOCKET=$DESTDIR/lib/systemd/system/perfcgi.socket
 INSTALL_SITE=$DESTDIR/etc/nginx/sites-available/perfcgi
 INSTALL_LINK=$DESTDIR/etc/nginx/sites-enabled/perfcgi
 # Parent of the site's fastcgi_cache_path, which Nginx creates but Debian does not ship.
@@ -109,11 +111,12 @@ do_install() {
     sed "s|@PREFIX@|$PREFIX|g" deploy/perfcgi.service >"$INSTALL_UNIT.tmp"
     echo "chmod 0644 $INSTALL_UNIT.tmp && mv -f $INSTALL_UNIT.tmp $INSTALL_UNIT"
     chmod 0644 "$INSTALL_UNIT.tmp" && mv -f "$INSTALL_UNIT.tmp" "$INSTALL_UNIT"
+    run "$INSTALL" -m 0644 deploy/perfcgi.socket "$INSTALL_SOCKET"
     render_site
     printf '%s\n' '' 'perfcgi is installed. Still to do, as root (make install did none of it):' \
         '  useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin perfcgi' \
         '  usermod -aG perfcgi www-data      # Nginx may then use the 0660 sockets in /run/perfcgi' \
-        '  systemctl daemon-reload && systemctl enable --now perfcgi' \
+        '  systemctl daemon-reload && systemctl enable --now perfcgi.socket perfcgi' \
         '  ln -sfn ../sites-available/perfcgi /etc/nginx/sites-enabled/perfcgi' \
         '  nginx -t && systemctl reload nginx' \
         "  curl -s http://127.0.0.1:$NGINX_PORT/healthz" \
@@ -123,13 +126,13 @@ do_install() {
 }
 
 do_uninstall() {
-    for l in "$DESTDIR"/etc/systemd/system/*.wants/perfcgi.service; do
+    for l in "$DESTDIR"/etc/systemd/system/*.wants/perfcgi.service "$DESTDIR"/etc/systemd/system/*.wants/perfcgi.socket; do
         if [ -L "$l" ]; then
-            echo "make uninstall: perfcgi is still enabled ($l): systemctl disable --now perfcgi first" >&2
+            echo "make uninstall: perfcgi is still enabled ($l): systemctl disable --now perfcgi.socket perfcgi first" >&2
             exit 1
         fi
     done
-    run rm -f "$INSTALL_BIN" "$INSTALL_UNIT" "$INSTALL_SITE"
+    run rm -f "$INSTALL_BIN" "$INSTALL_UNIT" "$INSTALL_SOCKET" "$INSTALL_SITE"
     # The site link (made by the user): a dangling one would stop Nginx from loading.
     if [ -L "$INSTALL_LINK" ]; then
         case $(readlink "$INSTALL_LINK") in */sites-available/perfcgi) run rm -f "$INSTALL_LINK" ;; esac

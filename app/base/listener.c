@@ -193,7 +193,7 @@ void listener_close(struct listener *l)
 {
     if (l->fd >= 0) close(l->fd);
     l->fd = -1;
-    if (l->unix_path[0] && !l->shared) unlink(l->unix_path);
+    if (l->unix_path[0] && !l->shared && !l->activated) unlink(l->unix_path);
     l->unix_path[0] = '\0';
 }
 

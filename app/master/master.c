@@ -22,6 +22,7 @@
 #include "master/capacity.h"
 #include "master/pm.h"
 #include "master/probe.h"
+#include "master/sd_notify.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "master/status_http.h"
@@ -94,6 +95,10 @@ struct master {
     struct pm_stats pm_stats;
     int pm_listen;       /* poll the listeners: a waiting connection is pm's to act on */
     int listener_ready;  /* the poll found one readable since the last tick */
+    /* systemd: READY=1 is due once every worker serves (at start: READY_STARTING, after
+     * a HUP: READY_RELOADING); with MAINPID= as the new master of a binary upgrade. */
+    enum { READY_SENT, READY_STARTING, READY_RELOADING } ready_due;
+    int main_pid_due;
 };
 
 /* Signal handlers only write the signal number here; the loop does the work. */
@@ -368,6 +373,7 @@ static void upgrade_start(struct master *m)
         return;
     }
     if (pid == 0) {
+        notify_exec_env();
         upgrade_exec(keep, n, m->argv);
         log_error("USR2: cannot execute %s: %s", upgrade_binary(), strerror(errno));
         _exit(127);
@@ -412,15 +418,29 @@ static void upgrade_reaped(struct master *m, int status)
     signals_master_new_master(0);
 }
 
+static int workers_serving(const struct master *m)
+{
+    int serving = 0;
+    for (int i = 0; i < m->slots_used; i++) serving += m->workers[i].pid > 0 && m->workers[i].phase == PHASE_SERVING;
+    return serving;
+}
+
+/* Workers of a reload not yet replaced (reload_batch holds some back). */
+static int reload_pending(const struct master *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->slots_used; i++)
+        n += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING && m->workers[i].replace == RESTART_RELOAD;
+    return n;
+}
+
 /* As the new master of an upgrade, once every worker serves (as a reload's replacements
  * must before the workers they replace go): the old master is told to retire, and the
  * sockets are this master's alone (their files go with it). */
 static void upgrade_take_over(struct master *m)
 {
     if (!m->old_master || m->stop != RUNNING) return;
-    int serving = 0;
-    for (int i = 0; i < m->slots_used; i++) serving += m->workers[i].pid > 0 && m->workers[i].phase == PHASE_SERVING;
-    if (serving < m->target) return;
+    if (workers_serving(m) < m->target) return;
     if (getppid() == m->old_master && kill(m->old_master, SIGWINCH) == 0)
         log_info("new master serving; old master %ld told to retire", (long)m->old_master);
     else
@@ -800,11 +820,21 @@ static void handle_signals(struct master *m)
         for (ssize_t i = 0; i < n; i++) {
             switch (sigs[i]) {
             case SIGCHLD: reap(m); break;
-            case SIGTERM: begin_drain(m); break;
+            case SIGTERM:
+                notify_stopping();
+                begin_drain(m);
+                break;
             case SIGINT:
-            case SIGQUIT: begin_stop(m, STOP_QUICK); break;
+            case SIGQUIT:
+                notify_stopping();
+                begin_stop(m, STOP_QUICK);
+                break;
             case SIGHUP:
-                if (m->stop == RUNNING && !m->drain_until_ms) reload(m);
+                if (m->stop != RUNNING || m->drain_until_ms) break;
+                /* READY=1 once the new workers serve (at once if the reload failed). */
+                notify_reloading();
+                m->ready_due = READY_RELOADING;
+                reload(m);
                 break;
             case SIGTTIN:
             case SIGTTOU: resize(m, sigs[i] == SIGTTIN ? 1 : -1); break;
@@ -843,11 +873,30 @@ static void snapshot(const void *ctx, struct status_view *v)
                                                   : "none";
     v->upgrade_pid = m->old_master ? m->old_master : m->new_master;
     v->draining = m->stop != RUNNING || m->drain_until_ms;
-    v->reload_pending = 0;
+    v->reload_pending = reload_pending(m);
     v->pm = &m->pm_stats;
-    for (int i = 0; i < m->slots_used; i++)
-        v->reload_pending += m->workers[i].pid && m->workers[i].phase != PHASE_RETIRING &&
-                             m->workers[i].replace == RESTART_RELOAD;
+}
+
+/* What systemd hears on the master's tick: READY=1 once every wanted worker serves
+ * and no old one waits for its replacement (the first time, after a reload, and as
+ * the new master of an upgrade once it took over), then a STATUS= line now and then.
+ * An old master retiring for an upgrade, or a new one still taking over, leaves the
+ * talking to the other. */
+static void tell_systemd(struct master *m)
+{
+    if (m->old_master || m->upgrade == UPGRADE_RETIRING) return;
+    struct status_view v;
+    snapshot(m, &v);
+    if (m->ready_due && m->stop == RUNNING && workers_serving(m) >= m->target && !v.reload_pending) {
+        notify_ready(&v, m->main_pid_due);
+        m->ready_due = READY_SENT;
+        m->main_pid_due = 0;
+        return;
+    }
+    notify_status(&v, m->stop != RUNNING || m->drain_until_ms   ? "stopping"
+                      : m->ready_due == READY_RELOADING         ? "reloading"
+                      : m->ready_due == READY_STARTING          ? "starting"
+                                                                : NULL);
 }
 
 int master_run(struct settings *cfg, int argc, char **argv, char **envp, const struct listener *listeners,
@@ -857,7 +906,8 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     if (!m) return 1;
     *m = (struct master){.cfg = cfg, .argc = argc, .argv = argv, .envp = envp, .nlisteners = nlisteners,
                          .nstatus = nstatus, .target = settings_pm_start(cfg), .pidfile = pidfile,
-                         .old_master = upgrade_old_master()};
+                         .old_master = upgrade_old_master(), .ready_due = READY_STARTING};
+    m->main_pid_due = m->old_master != 0;
     memcpy(m->listeners, listeners, sizeof *listeners * (size_t)nlisteners);
     memcpy(m->status_listeners, status_listeners, sizeof *status_listeners * (size_t)nstatus);
     m->slots = scoreboard_create(MAX_SLOTS);
@@ -874,6 +924,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
     if (m->old_master) log_info("new master of a binary upgrade from master %ld", (long)m->old_master);
     m->capacity_when = "start"; /* asked by the first prober: a server slow to answer never holds this loop */
     pm_configure(m);
+    notify_init();
 
     double next_check_ms = 0;
     for (;;) {
@@ -882,6 +933,7 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
             upgrade_take_over(m);
             probe_check(m);
             pm_take_capacity(m);
+            tell_systemd(m);
             status_sample(m->status);
             listen_overflow_sample(&m->stats.overflow, m->listeners, m->nlisteners, m->slots, m->slots_used);
             pm_tick(m);
@@ -900,7 +952,8 @@ int master_run(struct settings *cfg, int argc, char **argv, char **envp, const s
         struct pollfd fds[2 + 2 * SETTINGS_MAX_BINDS];
         fds[0] = (struct pollfd){.fd = signal_pipe[0], .events = POLLIN};
         fds[1] = (struct pollfd){.fd = wake_pipe[0], .events = POLLIN};
-        int timeout_ms = TICK_MS;
+        int timeout_ms = TICK_MS, pet_ms = notify_watchdog();
+        if (pet_ms < timeout_ms) timeout_ms = pet_ms;
         int nfds = 2 + status_server_pollfds(m->status, fds + 2, SETTINGS_MAX_BINDS, &timeout_ms);
         /* Only while no worker is idle: a connection then waits for pm, and idle
          * workers' requests never wake the master. */

@@ -23,6 +23,7 @@ static struct {
     int fd;
     char addr[128];
     int adopted;
+    int activated; /* systemd's socket (activation): its file is never removed */
 } inherited[UPGRADE_MAX_FDS];
 static int ninherited;
 
@@ -53,20 +54,29 @@ static int search_path(const char *name, char *out, size_t outlen)
     return -1;
 }
 
-/* "3=unix:/run/x.sock;4=127.0.0.1:9000": fds and addresses, at most UPGRADE_MAX_FDS. */
+int upgrade_inherit(int fd, const char *addr, size_t len, int activated)
+{
+    if (ninherited >= UPGRADE_MAX_FDS || fd <= STDERR_FILENO || len == 0 || len >= sizeof inherited[0].addr)
+        return -1;
+    inherited[ninherited].fd = fd;
+    inherited[ninherited].adopted = 0;
+    inherited[ninherited].activated = activated;
+    memcpy(inherited[ninherited].addr, addr, len);
+    inherited[ninherited].addr[len] = '\0';
+    ninherited++;
+    return 0;
+}
+
+/* "3=unix:/run/x.sock;4/systemd=127.0.0.1:9000": fds and addresses, at most
+ * UPGRADE_MAX_FDS; "/systemd" marks a socket of systemd's socket activation. */
 static void parse_fds(const char *text)
 {
-    while (text && *text && ninherited < UPGRADE_MAX_FDS) {
+    while (text && *text) {
         char *end;
         long fd = strtol(text, &end, 10);
-        size_t len = *end == '=' ? strcspn(end + 1, ";") : 0;
-        if (end != text && fd > STDERR_FILENO && fd < INT_MAX && len > 0 && len < sizeof inherited[0].addr) {
-            inherited[ninherited].fd = (int)fd;
-            inherited[ninherited].adopted = 0;
-            memcpy(inherited[ninherited].addr, end + 1, len);
-            inherited[ninherited].addr[len] = '\0';
-            ninherited++;
-        }
+        int activated = strncmp(end, UPGRADE_ACTIVATED_MARK, strlen(UPGRADE_ACTIVATED_MARK)) == 0;
+        if (activated) end += strlen(UPGRADE_ACTIVATED_MARK);
+        if (end != text && *end == '=' && fd < INT_MAX) upgrade_inherit((int)fd, end + 1, strcspn(end + 1, ";"), activated);
         text = strchr(text, ';');
         if (text) text++;
     }
@@ -100,6 +110,7 @@ int upgrade_adopt(struct listener *l, const char *addr, int backlog, char *err, 
     for (int i = 0; i < ninherited; i++) {
         if (inherited[i].adopted || strcmp(inherited[i].addr, addr) != 0) continue;
         if (listener_adopt(l, inherited[i].fd, addr, backlog, err, errlen) != 0) return -1;
+        l->activated = inherited[i].activated;
         inherited[i].adopted = 1;
         return 1;
     }
@@ -152,7 +163,7 @@ void upgrade_restore_pidfile(const char *pidfile)
 
 void upgrade_exec(const struct listener *ls, int n, char **argv)
 {
-    char fds[UPGRADE_MAX_FDS * 140] = "", pid[24];
+    char fds[UPGRADE_MAX_FDS * 148] = "", pid[24];
     size_t used = 0;
     for (int i = 0; i < n; i++) {
         /* A ';' in an address would cut the list: that socket is not handed over,
@@ -160,7 +171,8 @@ void upgrade_exec(const struct listener *ls, int n, char **argv)
         if (strchr(ls[i].addr, ';') || ls[i].fd < 0) continue;
         int flags = fcntl(ls[i].fd, F_GETFD);
         if (flags < 0 || fcntl(ls[i].fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) continue;
-        int w = snprintf(fds + used, sizeof fds - used, "%s%d=%s", used ? ";" : "", ls[i].fd, ls[i].addr);
+        int w = snprintf(fds + used, sizeof fds - used, "%s%d%s=%s", used ? ";" : "", ls[i].fd,
+                         ls[i].activated ? UPGRADE_ACTIVATED_MARK : "", ls[i].addr);
         if (w > 0 && (size_t)w < sizeof fds - used) used += (size_t)w;
     }
     snprintf(pid, sizeof pid, "%ld", (long)getppid());

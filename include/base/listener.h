@@ -10,6 +10,7 @@ struct listener {
     char addr[128];      /* as configured: unix:PATH or HOST:PORT */
     char unix_path[108]; /* "" for TCP */
     int shared;          /* another master serves it too (binary upgrade): closing leaves the file */
+    int activated;       /* systemd's (socket activation): it made the file, which stays */
 };
 
 /* An address as configured, taken apart: unix:PATH, or HOST:PORT ([v6]:PORT). */
@@ -42,7 +43,7 @@ int listener_adopt(struct listener *l, int fd, const char *addr, int backlog, ch
 int listener_queue(const struct listener *l, int *queued, int *backlog);
 /* Gives a unix socket file to uid/gid (-1 keeps one); TCP: nothing to do. */
 int listener_chown(const struct listener *l, uid_t uid, gid_t gid, char *err, size_t errlen);
-/* Closes the socket and removes a unix socket file (unless shared). */
+/* Closes the socket and removes a unix socket file (unless shared or activated). */
 void listener_close(struct listener *l);
 
 #endif

@@ -14,6 +14,9 @@
  * address as configured, and the pid of the old master. */
 #define UPGRADE_LISTEN_FDS_VAR "PERFCGI_LISTEN_FDS"
 #define UPGRADE_FROM_VAR "PERFCGI_UPGRADE_FROM"
+/* After an fd in UPGRADE_LISTEN_FDS_VAR ("3/systemd=unix:..."): a socket systemd made
+ * (socket activation), whose unix socket file no master removes. */
+#define UPGRADE_ACTIVATED_MARK "/systemd"
 
 /*
  * At start-up, before the settings are read (they reject unknown PERFCGI_*
@@ -25,6 +28,9 @@
 void upgrade_init(const char *argv0);
 /* The old master's pid when this process is the new master of an upgrade, else 0. */
 pid_t upgrade_old_master(void);
+/* Adds fd, a socket inherited otherwise (socket activation), as the socket of addr
+ * (its first len bytes) for upgrade_adopt: 0, or -1 if the table is full. */
+int upgrade_inherit(int fd, const char *addr, size_t len, int activated);
 /* Opens l for addr from the inherited socket of that address: 1; 0 when none
  * was inherited (open it as usual); -1 with the reason in err. */
 int upgrade_adopt(struct listener *l, const char *addr, int backlog, char *err, size_t errlen);

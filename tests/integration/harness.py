@@ -880,9 +880,13 @@ class OwnPerfcgi:
     itself, with `-c FILE` (settings in the file only, no PERFCGI_* variable, so a HUP
     re-reads them all) on the stack's sockets, so Nginx reaches it. The test owns the
     process: its exit status, its log (RUN_DIR/NAME.log, stdout and stderr). With `with`: the stack's perfcgi is stopped first, and on the
-    way out this one is killed (its whole process group) and the usual one restored."""
+    way out this one is killed (its whole process group) and the usual one restored.
+    `env`: variables added to its environment; `pass_fds`: descriptors it inherits;
+    `wrapper`: a command line that executes perfcgi's (appended to it) in its own process.
+    start() starts it again once it has exited (a restart)."""
 
-    def __init__(self, name="own", args=(), binary=None, start_workers=None, **settings):
+    def __init__(self, name="own", args=(), binary=None, env=None, pass_fds=(), wrapper=(), start_workers=None,
+                 **settings):
         _need_stack()
         need_local_stack("runs its own perfcgi on the stack's sockets")
         self.binary = str(binary or PERFCGI_BIN)
@@ -890,6 +894,7 @@ class OwnPerfcgi:
         self.log = os.path.join(STACK.run_dir, f"{name}.log")
         sanitizer_log(self.log, f"RUN_DIR/{name}.log")
         self.args = list(args)
+        self.env, self.pass_fds, self.wrapper = dict(env or {}), tuple(pass_fds), list(wrapper)
         self.settings = dict(stack_perfcgi_settings(), **{k: str(v) for k, v in settings.items()})
         self.p = None
         self.pid = None
@@ -911,30 +916,35 @@ class OwnPerfcgi:
         stack("stop", "perfcgi")
         try:
             self.write_config()
-            with open(self.log, "ab") as logf:
-                self.p = subprocess.Popen([self.binary, "-c", self.config, *self.args], env=clean_env(),
-                                          cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=logf,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
-            self.pid = self.p.pid
-
-            def serving():
-                if self.p.poll() is not None:
-                    raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
-                                         f"{self.log_text()[-800:]}")
-                return os.path.exists(app_socket()) and master_http("/healthz", timeout=5)[0] == 200
-            try:
-                wait_until(serving, 30, message="own perfcgi serving /healthz")
-            except AssertionError:
-                if self.p.poll() is not None:
-                    raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
-                                         f"{self.log_text()[-800:]}") from None
-                raise
-            if self.start_workers:
-                wait_workers(self.start_workers)
+            self.start()
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def start(self):
+        """Starts it and waits until every worker serves."""
+        with open(self.log, "ab") as logf:
+            self.p = subprocess.Popen([*self.wrapper, self.binary, "-c", self.config, *self.args],
+                                      env=clean_env(**self.env), pass_fds=self.pass_fds, cwd=str(REPO),
+                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.pid = self.p.pid
+
+        def serving():
+            if self.p.poll() is not None:
+                raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
+                                     f"{self.log_text()[-800:]}")
+            return os.path.exists(app_socket()) and master_http("/healthz", timeout=5)[0] == 200
+        try:
+            wait_until(serving, 30, message="own perfcgi serving /healthz")
+        except AssertionError:
+            if self.p.poll() is not None:
+                raise AssertionError(f"perfcgi exited with {self.p.returncode} at start-up: "
+                                     f"{self.log_text()[-800:]}") from None
+            raise
+        if self.start_workers:
+            wait_workers(self.start_workers)
 
     def __exit__(self, *exc):
         try:

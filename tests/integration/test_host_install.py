@@ -49,6 +49,7 @@ PREFIX = "/usr/local"
 BINARY = REPO / "bin" / "perfcgi"
 CONF = "/etc/perfcgi/perfcgi.ini"
 UNIT = "/lib/systemd/system/perfcgi.service"
+SOCKET_UNIT = "/lib/systemd/system/perfcgi.socket"
 SITE = "/etc/nginx/sites-available/perfcgi"
 RUNTIME_DIR = "/run/perfcgi"  # the unit's RuntimeDirectory=perfcgi
 CACHE_DIR = "/var/cache/nginx/perfcgi"
@@ -545,7 +546,8 @@ def test_host_install_puts_each_file_in_place():
         files = {p: m for p, (kind, m) in tree(dest).items() if kind == "file"}
         dirs = {p: m for p, (kind, m) in tree(dest).items() if kind == "dir"}
         expect = {"usr/local/bin/perfcgi": 0o755, "etc/perfcgi/perfcgi.ini": 0o644,
-                  "lib/systemd/system/perfcgi.service": 0o644, "etc/nginx/sites-available/perfcgi": 0o644}
+                  "lib/systemd/system/perfcgi.service": 0o644, "lib/systemd/system/perfcgi.socket": 0o644,
+                  "etc/nginx/sites-available/perfcgi": 0o644}
         assert files == expect, f"installed files and modes {sorted((p, oct(m)) for p, m in files.items())}"
         assert "var/cache/nginx" in dirs, "no var/cache/nginx (the parent of the site's fastcgi_cache_path)"
         bad = {p: oct(m) for p, m in dirs.items() if m != 0o755}
@@ -559,6 +561,7 @@ def test_host_install_puts_each_file_in_place():
         unit = unit_entries(unit_text)
         assert unit_value(unit, "ExecStart") == f"{PREFIX}/bin/perfcgi -c {CONF}", unit_value(unit, "ExecStart")
         assert_site_is_the_template(read(dest + SITE))
+        assert read(dest + SOCKET_UNIT) == read(REPO / "deploy" / "perfcgi.socket"), "the socket unit is not deploy's"
         # make install creates no user: it prints how to.
         assert re.search(r"^\s*useradd --system .*perfcgi$", out, re.M), out
         assert re.search(r"^\s*usermod -aG perfcgi www-data", out, re.M), out
@@ -597,8 +600,19 @@ def test_host_install_files_agree_with_each_other():
         }
         wrong = {k: (unit.get(("Service", k)), v) for k, v in required.items() if unit.get(("Service", k)) != [v]}
         assert not wrong, f"unit settings (got, wanted): {wrong}"
-        assert unit_value(unit, "Type") in ("exec", "simple")
         assert unit_value(unit, "WantedBy", "Install") == "multi-user.target"
+        # systemd: readiness from perfcgi, the new master of a USR2 upgrade allowed to
+        # notify, a watchdog; the FastCGI socket is perfcgi.socket's, at bind's path, as
+        # perfcgi would make it, in the runtime directory the service keeps.
+        assert (unit_value(unit, "Type"), unit_value(unit, "NotifyAccess")) == ("notify", "all")
+        assert seconds(unit_value(unit, "WatchdogSec")) > 0
+        assert unit_value(unit, "Requires", "Unit") == "perfcgi.socket" == unit_value(unit, "Sockets")
+        assert unit_value(unit, "RuntimeDirectoryPreserve") == "yes"
+        sock = unit_entries(read(dest + SOCKET_UNIT))
+        assert unit_value(sock, "ListenStream", "Socket") == cfg["bind"].removeprefix("unix:"), cfg["bind"]
+        assert (unit_value(sock, "SocketUser", "Socket"), unit_value(sock, "SocketGroup", "Socket"),
+                unit_value(sock, "SocketMode", "Socket")) == (cfg["user"], cfg["group"], cfg["socket_mode"])
+        assert unit_value(sock, "WantedBy", "Install") == "sockets.target"
 
 
 def test_host_install_is_repeatable_and_keeps_an_edited_config():
@@ -653,7 +667,7 @@ def test_host_install_honours_prefix_and_listen_variables():
 
 # --- the unit and the site, checked by their own tools ------------------------------------------------
 
-def test_host_install_unit_passes_systemd_analyze_verify():
+def test_host_install_units_pass_systemd_analyze_verify():
     exe = shutil.which("systemd-analyze")
     if not exe:
         raise Skip("systemd-analyze is not installed (apt-get install -y systemd): the unit was not verified")
@@ -669,8 +683,9 @@ def test_host_install_unit_passes_systemd_analyze_verify():
         os.makedirs(os.path.join(tmp, "verify"))
         copy = write(os.path.join(tmp, "verify", "perfcgi.service"),
                      text.replace(line, f"ExecStart={dest}{PREFIX}/bin/perfcgi "))
-        r = subprocess.run([exe, "verify", copy], env=clean_env(), capture_output=True, text=True, timeout=120,
-                           stdin=subprocess.DEVNULL)
+        socket_copy = write(os.path.join(tmp, "verify", "perfcgi.socket"), read(dest + SOCKET_UNIT))
+        r = subprocess.run([exe, "verify", copy, socket_copy], env=clean_env(), capture_output=True, text=True,
+                           timeout=120, stdin=subprocess.DEVNULL)
         output = (r.stdout + r.stderr).strip()
         assert r.returncode == 0 and not output, f"systemd-analyze verify: exit {r.returncode}: {output}"
 

@@ -77,6 +77,38 @@ static void a_new_master_adopts_the_inherited_socket_of_its_address(void **state
     assert_int_equal(upgrade_old_master(), 0);
 }
 
+/* A socket of systemd's (socket activation), named with the mark by an old master or
+ * added by activation, is adopted as systemd's: its file stays even once the socket is
+ * this master's alone (not shared). */
+static void a_socket_of_systemd_keeps_its_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/perfcgi-upgrade-XXXXXX", addr[128], addr2[128], err[256], env[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(addr, sizeof addr, "unix:%s/app.sock", dir);
+    snprintf(addr2, sizeof addr2, "unix:%s/other.sock", dir);
+    struct listener made, made2, adopted, adopted2;
+    assert_int_equal(listener_open(&made, addr, 16, 0600, err, sizeof err), 0);
+    assert_int_equal(listener_open(&made2, addr2, 16, 0600, err, sizeof err), 0);
+    snprintf(env, sizeof env, "%d" UPGRADE_ACTIVATED_MARK "=%s", made.fd, addr);
+    setenv(UPGRADE_LISTEN_FDS_VAR, env, 1);
+    upgrade_init("perfcgi");
+    assert_int_equal(upgrade_inherit(made2.fd, addr2, strlen(addr2), 1), 0);
+    assert_int_equal(upgrade_adopt(&adopted, addr, 32, err, sizeof err), 1);
+    assert_int_equal(upgrade_adopt(&adopted2, addr2, 32, err, sizeof err), 1);
+    assert_true(adopted.activated && adopted2.activated);
+    adopted.shared = adopted2.shared = 0;
+    listener_close(&adopted);
+    listener_close(&adopted2);
+    struct stat st;
+    assert_int_equal(stat(made.unix_path, &st), 0);
+    assert_int_equal(stat(made2.unix_path, &st), 0);
+    unlink(made.unix_path);
+    unlink(made2.unix_path);
+    rmdir(dir);
+    upgrade_init("perfcgi");
+}
+
 /* The pidfile moves to .oldbin and back, as Nginx's. */
 static void the_pidfile_moves_to_oldbin_and_back(void **state)
 {
@@ -107,6 +139,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(the_binary_path_is_absolute),
         cmocka_unit_test(a_new_master_adopts_the_inherited_socket_of_its_address),
+        cmocka_unit_test(a_socket_of_systemd_keeps_its_file),
         cmocka_unit_test(the_pidfile_moves_to_oldbin_and_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
