@@ -195,6 +195,15 @@ void signals_set_mask(const sigset_t *mask)
     pthread_sigmask(SIG_SETMASK, mask, NULL);
 }
 
+void signals_worker_stack(void (*handler)(int, siginfo_t *, void *))
+{
+    struct sigaction sa = {0};
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGNALS_STACK, &sa, NULL);
+}
+
 /* ---- the backend prober ---- */
 
 void signals_probe(void)

@@ -30,6 +30,7 @@ struct master_stats {
     struct scoreboard_counters totals; /* of workers that are gone */
     uint64_t requests_before;          /* requests served by workers that are gone */
     uint64_t restarts[RESTART_REASONS];
+    uint64_t slowlog_records; /* written by the slowlog, before kills included */
     struct listen_overflow overflow;
 };
 
