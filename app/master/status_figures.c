@@ -49,6 +49,7 @@ void status_add_up(const struct status_view *v, const struct status_peaks *p, st
     t->max_children_reached = p->max_children_reached;
     t->start_wall_s = v->stats->start_wall_s;
     memcpy(t->restarts, v->stats->restarts, sizeof t->restarts);
+    t->slowlog_records = v->stats->slowlog_records;
 }
 
 void status_peaks_sample(struct status_peaks *p, const struct status_view *v)
@@ -173,6 +174,7 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "max_active_processes", json_integer(t.max_active), &ok);
     status_put(o, "max_children_reached", json_integer((json_int_t)t.max_children_reached), &ok);
     status_put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
+    status_put(o, "slowlog_records", json_integer((json_int_t)t.slowlog_records), &ok);
     status_put(o, "worker_restarts", restarts, &ok);
     uint64_t overflows = 0;
     for (int i = 0; i < v->nlisteners; i++) overflows += v->stats->overflow.count[i];

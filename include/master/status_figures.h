@@ -79,6 +79,7 @@ struct status_totals {
     uint64_t max_children_reached;
     double start_wall_s;
     uint64_t restarts[RESTART_REASONS];
+    uint64_t slowlog_records;
 };
 
 void status_add_up(const struct status_view *v, const struct status_peaks *peaks, struct status_totals *t);
