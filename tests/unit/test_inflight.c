@@ -1,0 +1,142 @@
+/* Unit tests of worker_inflight and the master's reading of it (slowlog): the record of
+ * each request in flight, what it says a request waits on, and the stack on request. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "base/scoreboard.h"
+#include "base/signals.h"
+#include "core/routes.h"
+#include "master/slowlog.h"
+#include "worker/worker_inflight.h"
+
+static int setup(void **state)
+{
+    (void)state;
+    scoreboard_self = scoreboard_create(1);
+    return scoreboard_self ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    scoreboard_destroy(scoreboard_self, 1);
+    scoreboard_self = NULL;
+    return 0;
+}
+
+static void records_run_out_and_the_rest_are_counted(void **state)
+{
+    (void)state;
+    int recs[SCOREBOARD_REQS];
+    for (int i = 0; i < SCOREBOARD_REQS; i++) assert_true((recs[i] = worker_inflight_take(1000 + i)) >= 0);
+    assert_int_equal(worker_inflight_take(5000), -1);
+    assert_int_equal(atomic_load(&scoreboard_self->reqs_untracked), 1);
+    worker_inflight_release(-1);
+    assert_int_equal(atomic_load(&scoreboard_self->reqs_untracked), 0);
+    /* A record given back is taken again, as another request (its gen moves on). */
+    uint32_t gen = atomic_load(&scoreboard_self->reqs[recs[3]].gen);
+    worker_inflight_release(recs[3]);
+    struct slowlog_view v;
+    assert_int_equal(slowlog_read(&scoreboard_self->reqs[recs[3]], &v), -1);
+    assert_int_equal(worker_inflight_take(6000), recs[3]);
+    assert_int_equal(atomic_load(&scoreboard_self->reqs[recs[3]].gen), gen + 1);
+    for (int i = 0; i < SCOREBOARD_REQS; i++) worker_inflight_release(recs[i]);
+}
+
+static struct exchange *exchange_for(const char *path)
+{
+    static struct exchange ex;
+    memset(&ex, 0, offsetof(struct exchange, state));
+    ex.req.path = path;
+    ex.req.query = "";
+    ex.req.method = "GET";
+    return &ex;
+}
+
+static void a_wait_on_postgresql_shows_the_sql_and_its_parameters(void **state)
+{
+    (void)state;
+    int rec = worker_inflight_take(1000);
+    worker_inflight_uri(rec, "GET /io-intensive?ms=2500");
+    struct exchange *ex = exchange_for("/io-intensive");
+    /* Not routed yet: the endpoint is named from the path. */
+    worker_inflight_state(rec, ex, 0, INFLIGHT_CPU);
+    struct slowlog_view v;
+    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_string_equal(v.state, "io_intensive step 0: in CPU");
+    assert_int_equal(v.op_started_us, 0);
+    ex->route = route_find("/io-intensive");
+    const char *params[] = {"2.500"};
+    backend_pg(&ex->op, "SELECT pg_sleep($1)", 1, params);
+    worker_inflight_state(rec, ex, 1, INFLIGHT_WAITING);
+    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_string_equal(v.uri, "GET /io-intensive?ms=2500");
+    assert_string_equal(v.state, "io_intensive step 1: waiting on postgresql");
+    assert_string_equal(v.op, "SELECT pg_sleep($1) -- $1='2.500'");
+    assert_true(v.op_started_us > 0);
+    worker_inflight_state(rec, ex, 1, INFLIGHT_ANSWERING);
+    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_string_equal(v.state, "io_intensive step 1: answering");
+    assert_int_equal(v.op_started_us, SCOREBOARD_NO_STACK);
+    worker_inflight_release(rec);
+}
+
+static void a_long_redis_argument_is_cut_so_that_the_keys_show(void **state)
+{
+    (void)state;
+    int rec = worker_inflight_take(1000);
+    struct exchange *ex = exchange_for("/cached-data");
+    ex->route = route_find("/cached-data");
+    char script[200];
+    memset(script, 'x', sizeof script - 1);
+    script[sizeof script - 1] = '\0';
+    const char *argv[] = {"EVAL", script, "2", "perfcgi:cached-data:7"};
+    backend_redis(&ex->op, 4, argv);
+    worker_inflight_state(rec, ex, 2, INFLIGHT_WAITING);
+    struct slowlog_view v;
+    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_string_equal(v.state, "cached_data step 2: waiting on redis");
+    assert_non_null(strstr(v.op, "... 2 perfcgi:cached-data:7"));
+    assert_true(strlen(v.op) < SCOREBOARD_OP);
+    worker_inflight_release(rec);
+}
+
+static void the_stack_signal_unwinds_the_serving_thread(void **state)
+{
+    (void)state;
+    worker_inflight_signals();
+    int rec = worker_inflight_take(1000);
+    struct scoreboard_req *r = &scoreboard_self->reqs[rec];
+    atomic_fetch_add(&r->stack_ask, 1);
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGNALS_STACK;
+    si.si_code = SI_QUEUE;
+    si.si_pid = getpid();
+    si.si_uid = getuid();
+    si.si_value.sival_int = rec;
+    assert_int_equal(syscall(SYS_rt_tgsigqueueinfo, getpid(), atomic_load(&r->tid), SIGNALS_STACK, &si), 0);
+    /* Delivered to this thread before the call returns. */
+    assert_int_equal(atomic_load(&r->stack_done), atomic_load(&r->stack_ask));
+    assert_true(atomic_load(&r->stack_frames) >= 2);
+    worker_inflight_release(rec);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(records_run_out_and_the_rest_are_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_wait_on_postgresql_shows_the_sql_and_its_parameters, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_long_redis_argument_is_cut_so_that_the_keys_show, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_stack_signal_unwinds_the_serving_thread, setup, teardown),
+    };
+    return cmocka_run_group_tests_name("inflight", tests, NULL, NULL);
+}
