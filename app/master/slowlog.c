@@ -3,12 +3,9 @@
 #define _GNU_SOURCE
 #include "master/slowlog.h"
 
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #define UNW_LOCAL_ONLY
 #include <libunwind.h>
@@ -69,15 +66,8 @@ static void ask_stack(struct scoreboard_req *r, int i, pid_t pid, uint32_t purpo
     r->stack_asked_us = now_us;
     atomic_store(&r->stack_frames, 0);
     atomic_fetch_add(&r->stack_ask, 1);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = SIGNALS_STACK;
-    si.si_code = SI_QUEUE;
-    si.si_pid = getpid();
-    si.si_uid = getuid();
-    si.si_value.sival_int = i;
-    pid_t tid = atomic_load(&r->tid);
-    if (syscall(SYS_rt_tgsigqueueinfo, pid, tid, SIGNALS_STACK, &si) != 0) atomic_store(&r->stack_done, atomic_load(&r->stack_ask));
+    /* Gone or not that thread any more: the record goes without its stack. */
+    if (signals_send_stack(pid, atomic_load(&r->tid), i) != 0) atomic_store(&r->stack_done, atomic_load(&r->stack_ask));
 }
 
 static void write_record(const struct settings *cfg, const struct scoreboard_req *r, const struct slowlog_view *v,

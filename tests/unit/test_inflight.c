@@ -7,7 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -116,14 +115,7 @@ static void the_stack_signal_unwinds_the_serving_thread(void **state)
     int rec = worker_inflight_take(1000);
     struct scoreboard_req *r = &scoreboard_self->reqs[rec];
     atomic_fetch_add(&r->stack_ask, 1);
-    siginfo_t si;
-    memset(&si, 0, sizeof si);
-    si.si_signo = SIGNALS_STACK;
-    si.si_code = SI_QUEUE;
-    si.si_pid = getpid();
-    si.si_uid = getuid();
-    si.si_value.sival_int = rec;
-    assert_int_equal(syscall(SYS_rt_tgsigqueueinfo, getpid(), atomic_load(&r->tid), SIGNALS_STACK, &si), 0);
+    assert_int_equal(signals_send_stack(getpid(), atomic_load(&r->tid), rec), 0);
     /* Delivered to this thread before the call returns. */
     assert_int_equal(atomic_load(&r->stack_done), atomic_load(&r->stack_ask));
     assert_true(atomic_load(&r->stack_frames) >= 2);
