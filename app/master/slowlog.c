@@ -66,7 +66,15 @@ static void ask_stack(struct scoreboard_req *r, int i, pid_t pid, uint32_t purpo
     r->stack_asked_us = now_us;
     atomic_store(&r->stack_frames, 0);
     atomic_fetch_add(&r->stack_ask, 1);
-    /* Gone or not that thread any more: the record goes without its stack. */
+    /* Then whether it is still in CPU (the other half of worker_inflight's
+     * handshake): if not, the signal could cut a socket call short, so it is
+     * called off, to be asked again if the request goes back to its CPU work. */
+    if (atomic_load(&r->op_started_us) != 0) {
+        r->stack_for = 0;
+        atomic_store(&r->stack_done, atomic_load(&r->stack_ask));
+        return;
+    }
+    /* Gone, or not that thread any more: the record goes without its stack. */
     if (signals_send_stack(pid, atomic_load(&r->tid), i) != 0) atomic_store(&r->stack_done, atomic_load(&r->stack_ask));
 }
 

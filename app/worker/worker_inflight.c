@@ -4,6 +4,7 @@
 #include "worker/worker_inflight.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -151,6 +152,22 @@ static void put_op(struct text *t, const struct backend_op *op)
     }
 }
 
+/* Out of the CPU, before any socket call: a stack the master asked for meanwhile
+ * comes in first, as its signal would cut such a call short (EINTR, which libfcgi
+ * takes for an error). The master asks (stack_ask), then looks whether the request
+ * is still in CPU, and sends or calls it off (stack_done); this side leaves the
+ * CPU (op_started_us), then looks for an ask: with sequentially consistent
+ * atomics one of the two sees the other. Bounded: a master gone half-way
+ * through must not hold the worker. */
+#define STACK_SETTLE_US 100000
+
+static void stack_settle(struct scoreboard_req *r)
+{
+    if (atomic_load(&r->stack_done) == atomic_load(&r->stack_ask)) return;
+    int64_t until = clock_us() + STACK_SETTLE_US;
+    while (atomic_load(&r->stack_done) != atomic_load(&r->stack_ask) && clock_us() < until) sched_yield();
+}
+
 void worker_inflight_state(int rec, const struct exchange *ex, int step, enum inflight_doing doing)
 {
     if (rec < 0 || !scoreboard_self) return;
@@ -168,17 +185,22 @@ void worker_inflight_state(int rec, const struct exchange *ex, int step, enum in
     puts_(&t, waiting ? ": waiting on " : doing == INFLIGHT_CPU ? ": in CPU" : ": answering");
     if (waiting) puts_(&t, backend_name(ex->op.kind));
     *t.at = '\0';
-    if (!waiting)
-        atomic_store_explicit(&r->op_started_us, doing == INFLIGHT_CPU ? 0 : SCOREBOARD_NO_STACK,
-                              memory_order_relaxed);
+    if (doing == INFLIGHT_CPU) {
+        atomic_store_explicit(&r->op_started_us, 0, memory_order_relaxed);
+        memcpy(r->state, state, (size_t)(t.at - state) + 1);
+        return;
+    }
     memcpy(r->state, state, (size_t)(t.at - state) + 1);
-    if (!waiting) return;
-    struct text o = {r->op, r->op + SCOREBOARD_OP - 1};
-    put_op(&o, &ex->op);
-    *o.at = '\0';
-    scoreboard_cut_utf8(r->op);
-    /* Last: a reader that sees the wait sees its text (the clock is vDSO, no syscall). */
-    atomic_store_explicit(&r->op_started_us, clock_us(), memory_order_release);
+    if (waiting) {
+        struct text o = {r->op, r->op + SCOREBOARD_OP - 1};
+        put_op(&o, &ex->op);
+        *o.at = '\0';
+        scoreboard_cut_utf8(r->op);
+    }
+    /* After the text: a reader that sees the wait sees what it waits on (the
+     * clock is vDSO, no syscall). Then the stack handshake. */
+    atomic_store(&r->op_started_us, waiting ? clock_us() : SCOREBOARD_NO_STACK);
+    stack_settle(r);
 }
 
 /* The master asked for the stack of the thread serving record si_value:

@@ -1,5 +1,6 @@
 /* Unit tests of worker_inflight and the master's reading of it (slowlog): the record of
- * each request in flight, what it says a request waits on, and the stack on request. */
+ * each request in flight, what it says a request waits on, the stack on request, and
+ * the master's records. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "base/clock.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "core/routes.h"
@@ -122,6 +124,52 @@ static void the_stack_signal_unwinds_the_serving_thread(void **state)
     worker_inflight_release(rec);
 }
 
+static void the_master_asks_a_stack_only_of_a_request_in_cpu(void **state)
+{
+    (void)state;
+    worker_inflight_signals();
+    struct settings cfg = {0};
+    cfg.request_slowlog_timeout = 0.5;
+    cfg.timeout = 30;
+    int64_t now = clock_us();
+    struct exchange *ex = exchange_for("/io-intensive");
+    ex->route = route_find("/io-intensive");
+    const char *params[] = {"2.500"};
+    backend_pg(&ex->op, "SELECT pg_sleep($1)", 1, params);
+    int waits = worker_inflight_take(now - 1000000), runs = worker_inflight_take(now - 1000000),
+        fresh = worker_inflight_take(now);
+    worker_inflight_state(waits, ex, 1, INFLIGHT_WAITING);
+    worker_inflight_state(runs, ex, 0, INFLIGHT_CPU);
+    worker_inflight_state(fresh, ex, 0, INFLIGHT_CPU);
+    struct scoreboard_req *r = &scoreboard_self->reqs[runs];
+    uint64_t written = 0;
+    /* The one waiting is written at once, without a stack; the one in CPU
+     * waits for its stack (this thread's: its signal comes in before the
+     * call returns); the one under the threshold is left alone. */
+    assert_int_equal(slowlog_check(&cfg, scoreboard_self, getpid(), clock_us(), 0, &written), 0);
+    assert_int_equal(written, 1);
+    assert_int_equal(atomic_load(&scoreboard_self->reqs[waits].stack_ask), 0);
+    assert_int_equal(atomic_load(&r->stack_ask), 1);
+    assert_int_equal(atomic_load(&r->stack_done), 1);
+    assert_true(atomic_load(&r->stack_frames) >= 2);
+    assert_int_equal(atomic_load(&scoreboard_self->reqs[fresh].stack_ask), 0);
+    assert_int_equal(slowlog_check(&cfg, scoreboard_self, getpid(), clock_us(), 0, &written), 1);
+    assert_int_equal(written, 2);
+    /* Written once: nothing more until a kill. */
+    slowlog_check(&cfg, scoreboard_self, getpid(), now + 1000000, 0, &written);
+    assert_int_equal(written, 2);
+    /* Before a kill, whatever request_slowlog_timeout: the requests past
+     * `timeout` get their record again, a waiting one at once. */
+    cfg.request_slowlog_timeout = 0;
+    worker_inflight_state(runs, ex, 1, INFLIGHT_WAITING);
+    worker_inflight_release(fresh);
+    assert_int_equal(slowlog_check(&cfg, scoreboard_self, getpid(), now + 31000000, 1, &written), 1);
+    assert_int_equal(written, 4); /* before the kill: the two past `timeout` */
+    assert_int_equal(atomic_load(&r->stack_ask), 1);
+    worker_inflight_release(waits);
+    worker_inflight_release(runs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +177,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_wait_on_postgresql_shows_the_sql_and_its_parameters, setup, teardown),
         cmocka_unit_test_setup_teardown(a_long_redis_argument_is_cut_so_that_the_keys_show, setup, teardown),
         cmocka_unit_test_setup_teardown(the_stack_signal_unwinds_the_serving_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_master_asks_a_stack_only_of_a_request_in_cpu, setup, teardown),
     };
     return cmocka_run_group_tests_name("inflight", tests, NULL, NULL);
 }
