@@ -101,6 +101,10 @@ int slowlog_check(const struct settings *cfg, struct scoreboard_slot *s, pid_t p
     int ready = 1;
     for (int i = 0; i < SCOREBOARD_REQS; i++) {
         struct scoreboard_req *r = &s->reqs[i];
+        /* The clock first: the strings are copied only for a request that is due. */
+        int64_t started = atomic_load(&r->started_us);
+        int64_t since = slow_us > 0 && (!killing || slow_us < kill_us) ? slow_us : kill_us;
+        if (!started || now_us - started <= since || (!killing && slow_us <= 0)) continue;
         struct slowlog_view v;
         if (slowlog_read(r, &v) != 0) continue;
         int64_t busy = now_us - v.started_us;
