@@ -1,7 +1,7 @@
 # perfcgi: `make` builds bin/perfcgi, `make up` serves the whole stack, `make test` proves it.
 
 CC      ?= cc
-PKGS    := fcgi hiredis libpq inih jansson libuv libmicrohttpd libcurl libsystemd
+PKGS    := fcgi hiredis libpq inih jansson libuv libmicrohttpd libcurl libsystemd libunwind
 OPT     ?= -O2 -g
 # Sanitizers for the asan build; empty otherwise.
 SAN     ?=

@@ -12,7 +12,7 @@
 set -euo pipefail
 
 build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-dev libjansson-dev libuv1-dev libmicrohttpd-dev
-       libcurl4-openssl-dev libsystemd-dev)
+       libcurl4-openssl-dev libsystemd-dev libunwind-dev)
 stack=(nginx libnginx-mod-http-echo redis-server redis-tools postgresql postgresql-client gettext-base curl)
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
       lighttpd apache2 haproxy h2o caddy iproute2 systemd)

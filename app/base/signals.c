@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -193,6 +195,28 @@ void signals_thread_main(sigset_t *wait_mask)
 void signals_set_mask(const sigset_t *mask)
 {
     pthread_sigmask(SIG_SETMASK, mask, NULL);
+}
+
+void signals_worker_stack(void (*handler)(int, siginfo_t *, void *))
+{
+    struct sigaction sa = {0};
+    sa.sa_sigaction = handler;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGNALS_STACK, &sa, NULL);
+}
+
+int signals_send_stack(pid_t pid, pid_t tid, int index)
+{
+    /* sigqueue for one thread: a value (SI_QUEUE) may go to another process. */
+    siginfo_t si;
+    memset(&si, 0, sizeof si);
+    si.si_signo = SIGNALS_STACK;
+    si.si_code = SI_QUEUE;
+    si.si_pid = getpid();
+    si.si_uid = getuid();
+    si.si_value.sival_int = index;
+    return (int)syscall(SYS_rt_tgsigqueueinfo, pid, tid, SIGNALS_STACK, &si);
 }
 
 /* ---- the backend prober ---- */

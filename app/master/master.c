@@ -23,6 +23,7 @@
 #include "master/pm.h"
 #include "master/probe.h"
 #include "master/sd_notify.h"
+#include "master/slowlog.h"
 #include "base/scoreboard.h"
 #include "base/signals.h"
 #include "master/status_http.h"
@@ -500,7 +501,13 @@ static void check_workers(struct master *m)
             continue;
         }
         int64_t started = atomic_load(&s->request_started_us);
-        if (state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout) {
+        int hung = state == SLOT_BUSY && started && (double)(now_us - started) / 1e6 > cfg->timeout;
+        /* The slowlog's records, and before a kill the hung request's own: the
+         * kill waits a tick or two for the stack of a request in CPU. */
+        if ((hung || (cfg->request_slowlog_timeout > 0 && state == SLOT_BUSY)) &&
+            !slowlog_check(cfg, s, w->pid, now_us, hung, &m->stats.slowlog_records) && hung)
+            continue;
+        if (hung) {
             /* The worker wrote it: bounded and escaped before it reaches the log. */
             char raw[sizeof s->oldest_uri + 1], uri[4 * sizeof s->oldest_uri];
             memcpy(raw, s->oldest_uri, sizeof s->oldest_uri);

@@ -10,6 +10,7 @@
 #include "core/endpoint.h"
 #include "core/routes.h"
 #include "master/pm.h"
+#include "master/slowlog.h"
 #include "master/status_utf8.h"
 
 const char *const restart_reason_names[RESTART_REASONS] = {
@@ -50,6 +51,7 @@ void status_add_up(const struct status_view *v, const struct status_peaks *p, st
     t->max_children_reached = p->max_children_reached;
     t->start_wall_s = v->stats->start_wall_s;
     memcpy(t->restarts, v->stats->restarts, sizeof t->restarts);
+    t->slowlog_records = v->stats->slowlog_records;
 }
 
 void status_peaks_sample(struct status_peaks *p, const struct status_view *v)
@@ -79,6 +81,25 @@ static void status_put(json_t *o, const char *key, json_t *value, int *ok)
     if (json_object_set_new(o, key, value) != 0) *ok = 0;
 }
 
+/* A worker's requests in flight: what each does, and the backend operation it waits on. */
+static json_t *status_in_flight(const struct scoreboard_slot *s, int64_t now_us, int *ok)
+{
+    json_t *reqs = json_array();
+    for (int i = 0; reqs && i < SCOREBOARD_REQS; i++) {
+        struct slowlog_view v;
+        if (slowlog_read(&s->reqs[i], &v) != 0) continue;
+        json_t *o = json_pack("{s:s,s:s,s:f}", "uri", v.uri, "state", v.state, "busy_ms",
+                              round((double)(now_us - v.started_us) / 1e3 * 1e3) / 1e3);
+        if (o && v.op_started_us > 0) {
+            status_put(o, "op", json_string(v.op), ok);
+            status_put(o, "op_ms", json_real(round((double)(now_us - v.op_started_us) / 1e3 * 1e3) / 1e3), ok);
+        }
+        if (json_array_append_new(reqs, o) != 0) *ok = 0;
+    }
+    if (!reqs) *ok = 0;
+    return reqs;
+}
+
 /* A row per live worker. */
 static json_t *status_rows(const struct status_view *v, int *ok)
 {
@@ -100,6 +121,8 @@ static json_t *status_rows(const struct status_view *v, int *ok)
                                 (json_int_t)atomic_load(&s->requests), "request_duration_ms",
                                 round(duration * 1e3) / 1e3, "rss_kb", (json_int_t)atomic_load(&s->rss_kb), "last_uri",
                                 uri);
+        if (row) status_put(row, "in_flight", status_in_flight(s, now_us, ok), ok);
+        if (row) status_put(row, "in_flight_untracked", json_integer(atomic_load(&s->reqs_untracked)), ok);
         if (json_array_append_new(rows, row) != 0) *ok = 0;
     }
     return rows;
@@ -183,6 +206,7 @@ json_t *status_json(const struct status_view *v, const struct status_peaks *p, i
     status_put(o, "max_active_processes", json_integer(t.max_active), &ok);
     status_put(o, "max_children_reached", json_integer((json_int_t)t.max_children_reached), &ok);
     status_put(o, "slow_requests", json_integer((json_int_t)t.c.slow_requests), &ok);
+    status_put(o, "slowlog_records", json_integer((json_int_t)t.slowlog_records), &ok);
     status_put(o, "worker_restarts", restarts, &ok);
     uint64_t overflows = 0;
     for (int i = 0; i < v->nlisteners; i++) overflows += v->stats->overflow.count[i];

@@ -80,6 +80,8 @@ static const struct metric_row metric_rows[] = {
     {"processes_max_active", "gauge", "Most workers seen busy at once.", METRIC_ONE(max_active)},
     {"max_children_reached_total", "counter", "Times every worker was seen busy.", METRIC_ONE(max_children_reached)},
     {"slow_requests_total", "counter", "Requests that took more than half of timeout.", METRIC_ONE(c.slow_requests)},
+    {"slowlog_records_total", "counter", "Slowlog records written (request_slowlog_timeout, and before timeout kills).",
+     METRIC_ONE(slowlog_records)},
     {"worker_restarts_total", "counter", "Workers replaced, by reason.",
      METRIC_BY("reason", restart_reason_names, restarts)},
     {"pm_decisions_total", "counter",

@@ -14,13 +14,15 @@ static void sleep_ms(int ms)
     }
 }
 
-void worker_run_blocking(struct exchange *ex, struct blocking_backends *b)
+void worker_run_blocking(struct exchange *ex, struct blocking_backends *b, struct worker_request *wr)
 {
     struct backend_result res;
     PGresult *pg = NULL;
+    worker_request_doing(wr, ex, INFLIGHT_CPU);
     enum step s = exchange_step(ex, NULL);
     while (s == STEP_BACKEND) {
         memset(&res, 0, sizeof res);
+        worker_request_doing(wr, ex, INFLIGHT_WAITING);
         switch (ex->op.kind) {
         case BACKEND_REDIS:
             redis_client_run(b->redis, &ex->op, &res);
@@ -45,8 +47,10 @@ void worker_run_blocking(struct exchange *ex, struct blocking_backends *b)
         case BACKEND_NONE:
             break;
         }
+        worker_request_doing(wr, ex, INFLIGHT_CPU);
         s = exchange_step(ex, &res);
         PQclear(pg);
         pg = NULL;
     }
+    worker_request_doing(wr, ex, INFLIGHT_ANSWERING);
 }

@@ -251,15 +251,19 @@ static void ev_op_start(struct ev_req *r)
  * carried here instead of recursing. */
 static void ev_req_advance(struct ev_req *r, const struct backend_result *res)
 {
+    worker_request_doing(&r->wr, &r->ex, INFLIGHT_CPU);
     enum step s = exchange_step(&r->ex, res);
     while (s == STEP_BACKEND) {
         r->in_start = 1;
         r->finished_early = 0;
+        worker_request_doing(&r->wr, &r->ex, INFLIGHT_WAITING);
         ev_op_start(r);
         r->in_start = 0;
         if (!r->finished_early) return;
+        worker_request_doing(&r->wr, &r->ex, INFLIGHT_CPU);
         s = exchange_step(&r->ex, &r->early);
     }
+    worker_request_doing(&r->wr, &r->ex, INFLIGHT_ANSWERING);
     ev_req_finish(r);
 }
 

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "base/signals.h"
 #include "worker/worker.h"
+#include "worker/worker_inflight.h"
 #include "worker/worker_request.h"
 
 static const struct worker_driver drivers[] = {
@@ -43,6 +44,7 @@ void worker_main_prefork(const struct settings *cfg)
      * and /async-request answers it with its error. */
     char err[256];
     if (http_common_init(err, sizeof err) != 0) log_warning("%s", err);
+    worker_inflight_prefork();
     /* libc reaches the dynamic linker's TLS set-up through lazily bound calls: each
      * thread worker's first threads would look them up themselves, mapping in the
      * symbol tables of every loaded library (~850 KiB a worker). Two threads bind both
@@ -58,6 +60,7 @@ void worker_main(const struct worker_env *env)
 {
     log_set_role("worker");
     signals_worker(&worker_stopping, &worker_reopen_logs);
+    worker_inflight_signals();
     if (worker_drop_privileges(env->cfg) != 0) _exit(WORKER_EXIT_BOOT_FAILED);
     /* Do not outlive the master. After the privilege drop: a change of
      * credentials clears the parent-death signal. */

@@ -61,6 +61,8 @@ void worker_request_reading(struct worker_request *wr)
     static const char reading[] = "(reading a request)";
     _Static_assert(sizeof reading <= sizeof wr->uri, "the placeholder fits");
     memcpy(wr->uri, reading, sizeof reading);
+    wr->steps = 0;
+    wr->rec = worker_inflight_take(wr->started_us);
     pthread_mutex_lock(&inflight_lock);
     inflight_link(wr, wr->started_us);
     publish_inflight();
@@ -75,6 +77,7 @@ void worker_request_drop(struct worker_request *wr)
     wr->reading = 0;
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
+    worker_inflight_release(wr->rec);
 }
 
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
@@ -101,8 +104,11 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
         wr->reading = 0;
     } else {
         wr->started_us = wr->begun_us;
+        wr->steps = 0;
+        wr->rec = worker_inflight_take(wr->started_us);
         inflight_link(wr, wr->begun_us);
     }
+    worker_inflight_uri(wr->rec, wr->uri);
     scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
@@ -165,6 +171,12 @@ static void log_request(const struct settings *cfg, const struct exchange *ex, i
     log_access(&r);
 }
 
+void worker_request_doing(struct worker_request *wr, const struct exchange *ex, enum inflight_doing doing)
+{
+    if (doing == INFLIGHT_WAITING) wr->steps++;
+    worker_inflight_state(wr->rec, ex, wr->steps, doing);
+}
+
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool)
 {
@@ -181,6 +193,7 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     if (wait_us >= 0) scoreboard_count_wait(s, route, wait_us);
     publish_inflight();
     pthread_mutex_unlock(&inflight_lock);
+    worker_inflight_release(wr->rec);
     log_request(cfg, ex, now_us, wait_us, took_us);
     if (!s) return;
     if (ex->pool_wait_ms > 0)

@@ -172,7 +172,7 @@ static void serve_one(struct waiter *w, struct blocking_backends *b, struct work
     fcgi_params_to_request(&req, fr->envp, path, sizeof path);
     exchange_start(&ex, &req, w->env->cfg);
     worker_request_begin(wr, &ex);
-    worker_run_blocking(&ex, b);
+    worker_run_blocking(&ex, b, wr);
     sync_respond(fr, &ex);
     drain_stdin(fr);
     /* A connection waits, or this was the last request before max_requests:

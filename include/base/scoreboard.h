@@ -37,6 +37,38 @@ struct scoreboard_counters {
     uint64_t slow_requests;
 };
 
+/* What a worker is doing for one request in flight, for the master's slowlog
+ * and /status?full. The worker writes it with plain stores at each change of
+ * state (no syscall, no allocation); the master reads it best effort and checks
+ * `gen` again after its copy. An event worker holds more requests than records:
+ * the rest are only counted (untracked). */
+#define SCOREBOARD_REQS 16
+#define SCOREBOARD_URI 128
+#define SCOREBOARD_STATE 48
+#define SCOREBOARD_OP 160
+#define SCOREBOARD_STACK 32
+/* op_started_us of a request that reads or writes its FastCGI records: its
+ * stack says nothing, and a signal could cut a socket call with a timeout short. */
+#define SCOREBOARD_NO_STACK (-1)
+struct scoreboard_req {
+    _Atomic int64_t started_us;    /* in flight since (monotonic); 0: a free record */
+    _Atomic uint32_t gen;          /* bumped each time the record is taken: which request it is */
+    _Atomic pid_t tid;             /* the thread serving it, for the stack */
+    _Atomic int64_t op_started_us; /* waiting on op since; 0: in CPU; SCOREBOARD_NO_STACK: reading or answering */
+    char uri[SCOREBOARD_URI];      /* "GET /path?query" */
+    char state[SCOREBOARD_STATE];  /* "io_intensive step 1: waiting on postgresql" */
+    char op[SCOREBOARD_OP];        /* the SQL text, Redis command, URL the request waits on */
+    /* The stack, on the master's request: it bumps stack_ask and signals tid;
+     * the thread unwinds into stack and sets stack_done to what it saw in stack_ask. */
+    _Atomic uint32_t stack_ask, stack_done;
+    _Atomic int stack_frames;
+    uintptr_t stack[SCOREBOARD_STACK];
+    /* The master's own marks: the gen it has reported slow, or at its kill, and
+     * what its last stack request was for. */
+    uint32_t slow_reported, kill_reported, stack_for;
+    int64_t stack_asked_us;
+};
+
 struct scoreboard_slot {
     _Atomic pid_t pid;
     _Atomic int state;                  /* enum slot_state */
@@ -57,6 +89,8 @@ struct scoreboard_slot {
     _Atomic int64_t worst_wait_us; /* longest queue wait since the master last took it */
     char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
     char oldest_uri[128];               /* of the oldest request in flight */
+    struct scoreboard_req reqs[SCOREBOARD_REQS];
+    _Atomic int reqs_untracked;         /* requests in flight without a record (all were taken) */
     struct scoreboard_counters counters;
 };
 

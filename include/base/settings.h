@@ -38,6 +38,8 @@
       "Recycle a worker whose resident size exceeds this many MiB (0 = never)")                    \
     X(timeout, SECONDS, "30", 1, 86400,                                                            \
       "Kill and replace a worker busy on one request longer than this; backend waits end 1 s before")\
+    X(request_slowlog_timeout, SECONDS, "0", 0, 86400,                                             \
+      "Log once a request busy longer than this: endpoint, state, backend operation, stack (0 = off)")\
     X(graceful_timeout, SECONDS, "30", 0, 86400,                                                   \
       "Time in-flight requests get to finish on a graceful stop or reload")                        \
     X(drain_delay, SECONDS, "0", 0, 3600,                                                          \

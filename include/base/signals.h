@@ -43,6 +43,14 @@ void signals_thread_main(sigset_t *wait_mask);
  * reach it while it idles). */
 void signals_set_mask(const sigset_t *mask);
 
+/* The signal with which the master asks a worker's thread for its stack
+ * (the slowlog), its record's index in si_value; and, in a worker, its handler
+ * (SA_RESTART: a blocking call it interrupts goes on). */
+#define SIGNALS_STACK (SIGRTMIN + 2)
+void signals_worker_stack(void (*handler)(int, siginfo_t *, void *));
+/* Sends SIGNALS_STACK with value index to thread tid of process pid; 0, or -1 (errno). */
+int signals_send_stack(pid_t pid, pid_t tid, int index);
+
 /* The backend prober: dies on TERM, INT and QUIT, ignores the rest. */
 void signals_probe(void);
 

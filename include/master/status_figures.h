@@ -31,6 +31,7 @@ struct master_stats {
     struct scoreboard_counters totals; /* of workers that are gone */
     uint64_t requests_before;          /* requests served by workers that are gone */
     uint64_t restarts[RESTART_REASONS];
+    uint64_t slowlog_records; /* written by the slowlog, before kills included */
     struct listen_overflow overflow;
 };
 
@@ -81,6 +82,7 @@ struct status_totals {
     uint64_t max_children_reached;
     double start_wall_s;
     uint64_t restarts[RESTART_REASONS];
+    uint64_t slowlog_records;
 };
 
 void status_add_up(const struct status_view *v, const struct status_peaks *peaks, struct status_totals *t);

@@ -6,6 +6,7 @@
 #include "backends/pg_pool.h"
 #include "backends/redis_client.h"
 #include "core/exchange.h"
+#include "worker/worker_request.h"
 
 /* The backends of one thread of a blocking worker class. */
 struct blocking_backends {
@@ -14,7 +15,8 @@ struct blocking_backends {
     struct http_client *http; /* made by the first upstream request */
 };
 
-/* Runs an exchange to its answer, doing each backend operation blocking. */
-void worker_run_blocking(struct exchange *ex, struct blocking_backends *b);
+/* Runs an exchange to its answer, doing each backend operation blocking, and
+ * says in wr's record what it does. */
+void worker_run_blocking(struct exchange *ex, struct blocking_backends *b, struct worker_request *wr);
 
 #endif

@@ -9,6 +9,7 @@
 #include "base/settings.h"
 #include "core/exchange.h"
 #include "worker/worker.h"
+#include "worker/worker_inflight.h"
 
 /* One request in flight, kept by the driver next to its exchange: the worker
  * publishes how many are in flight and since when the oldest, so the master
@@ -19,6 +20,8 @@ struct worker_request {
     int64_t begun_us;      /* since when its answer is being made */
     int reading;           /* in flight since worker_request_reading, not begun yet */
     char uri[128];         /* "GET /path?query", for the master's log if it hangs */
+    int rec;               /* its record in the scoreboard (worker_inflight), or -1 */
+    int steps;             /* backend operations it has asked for */
 };
 /* A request whose params are still being read is in flight too: the master's
  * `timeout` covers a peer that stops half-way. Then either begin, or drop if
@@ -26,6 +29,9 @@ struct worker_request {
 void worker_request_reading(struct worker_request *wr);
 void worker_request_drop(struct worker_request *wr);
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
+/* What the request does now, for the slowlog and /status?full: runs its
+ * endpoint, waits on ex->op (counted as one more step), or writes its answer. */
+void worker_request_doing(struct worker_request *wr, const struct exchange *ex, enum inflight_doing doing);
 void worker_request_end(const struct worker_env *env, struct worker_request *wr, const struct exchange *ex,
                         const struct pg_pool_stats *pool);
 /* Shows the pool's figures in /status and /metrics: at each request's end,
