@@ -172,11 +172,27 @@ void signals_worker(volatile sig_atomic_t *stop, volatile sig_atomic_t *reopen)
     unblock_all();
 }
 
+/* What a serving thread takes only inside its wait: stop, reopen the logs, wake up. */
+static const int serving_wake[] = {SIGTERM, SIGUSR1, SIGUSR2};
+
 void signals_serving_thread(sigset_t *wait_mask)
 {
-    static const int wake[] = {SIGTERM, SIGUSR1, SIGUSR2};
-    sigset_t set = set_of(wake, COUNT(wake));
+    sigset_t set = set_of(serving_wake, COUNT(serving_wake));
     pthread_sigmask(SIG_BLOCK, &set, wait_mask);
+}
+
+int signals_take_pending(const sigset_t *wait_mask)
+{
+    sigset_t pending;
+    if (sigpending(&pending) != 0) return 0;
+    for (size_t i = 0; i < COUNT(serving_wake); i++) {
+        if (!sigismember(&pending, serving_wake[i]) || sigismember(wait_mask, serving_wake[i])) continue;
+        sigset_t serving;
+        pthread_sigmask(SIG_SETMASK, wait_mask, &serving); /* the handler runs here */
+        pthread_sigmask(SIG_SETMASK, &serving, NULL);
+        return 1;
+    }
+    return 0;
 }
 
 static void thread_on_wakeup(int sig)

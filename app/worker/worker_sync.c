@@ -125,6 +125,8 @@ static int wait_for_work(struct waiter *w)
     }
     int n = epoll_pwait(w->epfd, evs, SETTINGS_MAX_BINDS + 1, timeout_ms, &w->wait_mask);
     if (n < 0) return errno == EINTR ? WAIT_AGAIN : WAIT_ERROR; /* a signal: look at the flags */
+    /* Under steady load work is always ready, and a TERM would never get in. */
+    if (n > 0 && signals_take_pending(&w->wait_mask)) return WAIT_AGAIN;
     if (n == 0) return give_up_kept(w) ? WAIT_AGAIN : WAIT_KEPT;
     int listener = -1;
     for (int i = 0; i < n; i++) {

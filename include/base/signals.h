@@ -34,6 +34,11 @@ void signals_worker(volatile sig_atomic_t *stop, volatile sig_atomic_t *reopen);
  * just before the wait is not lost and none interrupts a request. wait_mask
  * gets the mask for the wait (epoll_pwait). */
 void signals_serving_thread(sigset_t *wait_mask);
+/* A wait that finds work at once (epoll_pwait with events ready) returns without
+ * taking a signal that came meanwhile: it stays pending, blocked again, for as long
+ * as work keeps waiting. Takes any such signal the wait mask lets in (its handler runs
+ * now): 1 if there was one. One sigpending call when there is none. */
+int signals_take_pending(const sigset_t *wait_mask);
 /* The thread class's main thread, before it starts the serving threads
  * (which inherit its mask): SIGUSR2 only ends a serving thread's wait; the
  * process's signals are blocked but inside the main thread's own wait, whose

@@ -138,3 +138,25 @@ def test_reload_batch_caps_workers_during_hup():
             f"{most[0]} worker processes at once with workers={workers}, reload_batch={batch}: {most[1:]}"
         assert restarts()["reload"] - before["reload"] >= workers, restarts()
         assert set(new) & set(load.served_by), "the new workers serve nothing"
+
+
+def test_graceful_stop_under_steady_load_ends_without_the_deadline_kill():
+    # Load that never lets a listener's queue empty: a sync or thread worker always finds
+    # work waiting, and its wait then returns at once. The TERM must still reach it (it
+    # stayed pending until graceful_timeout, and the master killed the worker mid-request).
+    # An event worker closes no kept-alive connection on a stop (closing one races with
+    # Nginx reusing it): those end with Nginx's keepalive_time, 10 s in the stack's
+    # configuration (a connection opened just before the TERM lives on that long after it),
+    # so its deadline is well above that.
+    deadline = 25 if WORKER_CLASS == "event" else 8
+    with OwnPerfcgi(name="steady", workers=2, graceful_timeout=deadline) as own:
+        with Load(["/io-intensive?ms=20", "/"], threads=12) as load:
+            load.wait_for(100)
+            t0 = time.monotonic()
+            os.kill(own.pid, signal.SIGTERM)
+            rc = own.wait(60)
+            print(f"    stopped {time.monotonic() - t0:.2f} s after TERM, under load")
+        log = own.log_text()
+        assert rc == 0, f"the master exited {rc}: {log[-600:]}"
+        assert "still running at the stop deadline" not in log, \
+            f"workers kept serving past the TERM until graceful_timeout: {log[-800:]}"
