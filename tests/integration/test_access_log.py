@@ -30,6 +30,9 @@ TEMPLATE = "\t".join([f"${{{f}}}" if i % 2 else f"${f}" for i, f in enumerate(FI
                      [f"%({a})s" for a in ATOMS])
 ENDPOINT = {"/": "hello", "/cpu-intensive": "cpu_intensive", "/io-intensive": "io_intensive"}
 SECONDS_MS = re.compile(r"^\d+\.\d{3}$")  # seconds with milliseconds, never negative
+# The stack's request id: Nginx's start of the request, the connection's serial, the
+# request's number on it.
+REQUEST_ID = r"\d+\.\d{3}-\d+-\d+"
 NGINX_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" .* rid=(?P<rid>\S+)$')
 
 
@@ -142,8 +145,7 @@ def test_access_log_format_template_through_nginx():
             assert (row["%(r)s"], row["%(s)s"], row["%(b)s"], row["%(m)s"]) == \
                 (row["request"], row["status"], row["body_bytes_sent"], row["request_method"]), row
             assert (row["%(U)s"], row["%(q)s"], row["%(p)s"]) == (row["uri"], row["args"], f"<{row['pid']}>"), row
-            # Nginx's start of the request, the connection's serial, the request on it.
-            assert re.match(r"^\d+\.\d{3}-\d+-\d+$", row["request_id"]), row
+            assert re.match(rf"^{REQUEST_ID}$", row["request_id"]), row
         check_ids(rows, sent)
 
 
@@ -200,8 +202,8 @@ def test_hup_changes_the_access_log_format_and_refuses_a_bad_one():
             send([("GET", f"/?{tag}=3")])
             lines = wait_until(lambda: (ls := [ln for ln in read_lines(log) if tag in ln]) and len(ls) >= 3 and ls,
                                20, message="three access lines")
-        assert re.match(rf"^[0-9a-f]{{32}} /\?{tag}=1$", lines[0]), lines
-        assert re.match(rf"^[0-9a-f]{{32}} /\?{tag}=2$", lines[1]), f"the old format after a refused HUP: {lines}"
+        assert re.match(rf"^{REQUEST_ID} /\?{tag}=1$", lines[0]), lines
+        assert re.match(rf"^{REQUEST_ID} /\?{tag}=2$", lines[1]), f"the old format after a refused HUP: {lines}"
         row = json.loads(lines[2])
         assert (row["uri"], row["args"]) == ("/", f"{tag}=3"), f"JSON after the HUP: {lines}"
     finally:
