@@ -891,10 +891,12 @@ static void snapshot(const void *ctx, struct status_view *v)
  * talking to the other. */
 static void tell_systemd(struct master *m)
 {
-    if (m->old_master || m->upgrade == UPGRADE_RETIRING) return;
+    if (!notify_enabled() || m->old_master || m->upgrade == UPGRADE_RETIRING) return;
+    int ready = m->ready_due && m->stop == RUNNING && workers_serving(m) >= m->target && !reload_pending(m);
+    if (!ready && !notify_status_due()) return;
     struct status_view v;
     snapshot(m, &v);
-    if (m->ready_due && m->stop == RUNNING && workers_serving(m) >= m->target && !v.reload_pending) {
+    if (ready) {
         notify_ready(&v, m->main_pid_due);
         m->ready_due = READY_SENT;
         m->main_pid_due = 0;

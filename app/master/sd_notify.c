@@ -101,9 +101,19 @@ void notify_stopping(void)
     if (notify.enabled) send_state("STOPPING=1");
 }
 
+int notify_enabled(void)
+{
+    return notify.enabled;
+}
+
+int notify_status_due(void)
+{
+    return notify.enabled && clock_ms() >= notify.next_status_ms;
+}
+
 void notify_status(const struct status_view *v, const char *state)
 {
-    if (!notify.enabled || clock_ms() < notify.next_status_ms) return;
+    if (!notify_status_due()) return;
     char status[512];
     status_line(v, state, status, sizeof status);
     send_state(status);

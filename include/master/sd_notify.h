@@ -22,6 +22,10 @@ void notify_stopping(void);
  * and idle, requests, their rate since the previous line, the listen queue and the
  * mean queue wait since the previous line; `state` ("reloading", ...) or NULL first. */
 void notify_status(const struct status_view *v, const char *state);
+/* Whether systemd listens (NOTIFY_SOCKET), and whether a STATUS= line is due: the
+ * master builds the figures only then. */
+int notify_enabled(void);
+int notify_status_due(void);
 /* WATCHDOG=1 when half the interval has passed since the last one; called on every
  * turn of the master's loop, so that a master stuck anywhere stops petting it.
  * Returns the milliseconds until the next is due (INT_MAX without a watchdog), for
