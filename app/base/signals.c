@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -179,6 +180,16 @@ void signals_serving_thread(sigset_t *wait_mask)
 {
     sigset_t set = set_of(serving_wake, COUNT(serving_wake));
     pthread_sigmask(SIG_BLOCK, &set, wait_mask);
+}
+
+int signals_serving_fd(const sigset_t *wait_mask)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < COUNT(serving_wake); i++)
+        if (!sigismember(wait_mask, serving_wake[i])) sigaddset(&set, serving_wake[i]);
+    if (sigisemptyset(&set)) return -1;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 }
 
 int signals_take_pending(const sigset_t *wait_mask)

@@ -63,14 +63,17 @@ struct waiter {
     FCGX_Request fr;   /* its ipcFd is the kept connection between requests, else -1 */
     int64_t kept_until_us;
     sigset_t wait_mask; /* the signals that may interrupt a wait, and only a wait */
+    int sigfd;          /* readable while one of those is pending (signals_serving_fd), or -1 */
 };
 
 #define KEPT_EVENT UINT32_MAX
+#define SIGNAL_EVENT (UINT32_MAX - 1)
 enum { WAIT_KEPT = -3, WAIT_AGAIN = -2, WAIT_ERROR = -1 };
 
 static int waiter_open(struct waiter *w, const struct worker_env *env)
 {
     w->env = env;
+    w->sigfd = -1;
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     for (int i = 0; w->epfd >= 0 && i < env->nlisteners; i++) {
         struct epoll_event ev = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.u32 = (uint32_t)i};
@@ -117,24 +120,25 @@ static int give_up_kept(struct waiter *w)
  * idle one must not keep the listen queue waiting. */
 static int wait_for_work(struct waiter *w)
 {
-    struct epoll_event evs[SETTINGS_MAX_BINDS + 1];
+    struct epoll_event evs[SETTINGS_MAX_BINDS + 2]; /* the listeners, the kept connection, the signals */
     int kept = w->fr.ipcFd >= 0, timeout_ms = -1;
     if (kept) {
         int64_t left_us = w->kept_until_us - clock_us();
         timeout_ms = left_us > 0 ? (int)((left_us + 999) / 1000) : 0;
     }
-    int n = epoll_pwait(w->epfd, evs, SETTINGS_MAX_BINDS + 1, timeout_ms, &w->wait_mask);
+    int n = epoll_pwait(w->epfd, evs, SETTINGS_MAX_BINDS + 2, timeout_ms, &w->wait_mask);
     if (n < 0) return errno == EINTR ? WAIT_AGAIN : WAIT_ERROR; /* a signal: look at the flags */
-    /* Under steady load work is always ready, and a TERM would never get in. */
-    if (n > 0 && signals_take_pending(&w->wait_mask)) return WAIT_AGAIN;
     if (n == 0) return give_up_kept(w) ? WAIT_AGAIN : WAIT_KEPT;
     int listener = -1;
+    for (int i = 0; i < n; i++) /* under steady load work is always ready: a TERM gets in here */
+        if (evs[i].data.u32 == SIGNAL_EVENT && signals_take_pending(&w->wait_mask)) return WAIT_AGAIN;
     for (int i = 0; i < n; i++) {
+        if (evs[i].data.u32 == SIGNAL_EVENT) continue;
         if (evs[i].data.u32 == KEPT_EVENT) return WAIT_KEPT;
         listener = (int)evs[i].data.u32;
     }
     if (kept && !give_up_kept(w)) return WAIT_KEPT;
-    return listener;
+    return listener >= 0 ? listener : WAIT_AGAIN;
 }
 
 /* Accepts a connection with read and send timeouts of its own (accepted unix
@@ -247,6 +251,12 @@ void *worker_sync_serve(void *server)
     /* The stop and wake-up signals are taken only inside the wait, so one that
      * comes just before it is not lost, and none interrupts a request. */
     signals_serving_thread(&w.wait_mask);
+    /* A sync worker's own signals, watched beside the work (the thread class's main
+     * thread takes them for its serving threads). */
+    if (env->cfg->worker_class == WORKER_SYNC && (w.sigfd = signals_serving_fd(&w.wait_mask)) >= 0) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = SIGNAL_EVENT};
+        epoll_ctl(w.epfd, EPOLL_CTL_ADD, w.sigfd, &ev);
+    }
     while (!worker_stopping) {
         if (env->cfg->worker_class == WORKER_SYNC) worker_housekeeping();
         if (!worker_take_request()) {
@@ -287,6 +297,7 @@ void *worker_sync_serve(void *server)
     if (worker_stopping) drain_backlog(&w, &b);
     FCGX_Free(&w.fr, 0);
     close(w.epfd);
+    if (w.sigfd >= 0) close(w.sigfd);
     redis_client_free(b.redis);
     http_client_free(b.http);
     return NULL;

@@ -36,8 +36,11 @@ void signals_worker(volatile sig_atomic_t *stop, volatile sig_atomic_t *reopen);
 void signals_serving_thread(sigset_t *wait_mask);
 /* A wait that finds work at once (epoll_pwait with events ready) returns without
  * taking a signal that came meanwhile: it stays pending, blocked again, for as long
- * as work keeps waiting. Takes any such signal the wait mask lets in (its handler runs
- * now): 1 if there was one. One sigpending call when there is none. */
+ * as work keeps waiting. signals_serving_fd: a signalfd (non-blocking) of the stop
+ * and wake-up signals the wait mask lets in, to watch beside the work: readable while
+ * one is pending; -1 when the mask lets none in. signals_take_pending: takes such a
+ * signal (its handler runs now): 1 if there was one. */
+int signals_serving_fd(const sigset_t *wait_mask);
 int signals_take_pending(const sigset_t *wait_mask);
 /* The thread class's main thread, before it starts the serving threads
  * (which inherit its mask): SIGUSR2 only ends a serving thread's wait; the
