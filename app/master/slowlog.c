@@ -13,6 +13,7 @@
 #include "base/log.h"
 #include "base/signals.h"
 #include "master/status_utf8.h"
+#include "worker/worker_inflight.h"
 
 /* How long a record waits for the stack of a thread that does not answer
  * (it blocks the signal, or the kernel holds it): then it goes without. */
@@ -29,9 +30,10 @@ int slowlog_read(const struct scoreboard_req *r, struct slowlog_view *v)
     /* The worker writes these with plain stores: a torn copy shows mixed text,
      * made valid UTF-8 here, and a request that ended meanwhile is dropped. */
     status_utf8_clean(r->uri, sizeof r->uri, v->uri, sizeof v->uri);
-    status_utf8_clean(r->state, sizeof r->state, v->state, sizeof v->state);
+    uint64_t doing = atomic_load_explicit(&r->doing, memory_order_relaxed);
     status_utf8_clean(r->op, sizeof r->op, v->op, sizeof v->op);
     if (atomic_load(&r->gen) != v->gen || atomic_load(&r->started_us) != v->started_us) return -1;
+    worker_inflight_describe(doing, v->uri, v->state, sizeof v->state);
     return 0;
 }
 

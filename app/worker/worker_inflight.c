@@ -44,7 +44,7 @@ int worker_inflight_take(int64_t started_us)
         atomic_fetch_add(&r->gen, 1);
         atomic_store_explicit(&r->tid, thread_id(), memory_order_relaxed);
         atomic_store_explicit(&r->op_started_us, SCOREBOARD_NO_STACK, memory_order_relaxed);
-        memcpy(r->state, "reading the request", sizeof "reading the request");
+        atomic_store_explicit(&r->doing, INFLIGHT_READING, memory_order_relaxed);
         r->uri[0] = r->op[0] = '\0';
         return i;
     }
@@ -168,39 +168,68 @@ static void stack_settle(struct scoreboard_req *r)
     while (atomic_load(&r->stack_done) != atomic_load(&r->stack_ask) && clock_us() < until) sched_yield();
 }
 
+/* The `doing` word: the route's index + 1 (0: not routed yet, or no route), the
+ * step, what it does and the backend it waits on, 16 bits each. */
+static uint64_t doing_word(int route, int step, enum inflight_doing doing, enum backend_kind waits_on)
+{
+    return (uint64_t)(uint16_t)(route + 1) | (uint64_t)(uint16_t)step << 16 | (uint64_t)doing << 32 |
+           (uint64_t)waits_on << 48;
+}
+
 void worker_inflight_state(int rec, const struct exchange *ex, int step, enum inflight_doing doing)
 {
     if (rec < 0 || !scoreboard_self) return;
     struct scoreboard_req *r = &scoreboard_self->reqs[rec];
     int waiting = doing == INFLIGHT_WAITING;
-    /* "cached_data step 2: waiting on redis": the endpoint, how far through
-     * its backend operations, and whether it runs or waits. */
-    char state[SCOREBOARD_STATE];
-    struct text t = {state, state + sizeof state - 1};
-    /* Before its first step the exchange is not routed yet: name its endpoint anyway. */
-    const struct endpoint *e = ex->route ? ex->route : route_find(ex->req.path ? ex->req.path : "");
-    puts_(&t, e ? e->name : "not_found");
-    puts_(&t, " step ");
-    put_number(&t, (unsigned long long)step);
-    puts_(&t, waiting ? ": waiting on " : doing == INFLIGHT_CPU ? ": in CPU" : ": answering");
-    if (waiting) puts_(&t, backend_name(ex->op.kind));
-    *t.at = '\0';
+    uint64_t word = doing_word(ex->route ? route_index(ex->route) : -1, step, doing,
+                               waiting ? ex->op.kind : BACKEND_NONE);
     if (doing == INFLIGHT_CPU) {
         atomic_store_explicit(&r->op_started_us, 0, memory_order_relaxed);
-        memcpy(r->state, state, (size_t)(t.at - state) + 1);
+        atomic_store_explicit(&r->doing, word, memory_order_relaxed);
         return;
     }
-    memcpy(r->state, state, (size_t)(t.at - state) + 1);
+    atomic_store_explicit(&r->doing, word, memory_order_relaxed);
     if (waiting) {
         struct text o = {r->op, r->op + SCOREBOARD_OP - 1};
         put_op(&o, &ex->op);
         *o.at = '\0';
         scoreboard_cut_utf8(r->op);
     }
-    /* After the text: a reader that sees the wait sees what it waits on (the
+    /* After the op's text: a reader that sees the wait sees what it waits on (the
      * clock is vDSO, no syscall). Then the stack handshake. */
     atomic_store(&r->op_started_us, waiting ? clock_us() : SCOREBOARD_NO_STACK);
     stack_settle(r);
+}
+
+/* The endpoint of a record not routed yet (or of no route): its uri's path. */
+static const struct endpoint *endpoint_of_uri(const char *uri)
+{
+    const char *path = strchr(uri, ' ');
+    char buf[SCOREBOARD_URI];
+    if (!path) return NULL;
+    path++;
+    size_t n = strcspn(path, "?");
+    memcpy(buf, path, n);
+    buf[n] = '\0';
+    return route_find(buf);
+}
+
+void worker_inflight_describe(uint64_t word, const char *uri, char *out, size_t outlen)
+{
+    unsigned route = (unsigned)(word & 0xffff), step = (unsigned)(word >> 16 & 0xffff);
+    enum inflight_doing doing = (enum inflight_doing)(word >> 32 & 0xffff);
+    struct text t = {out, out + outlen - 1};
+    if (doing == INFLIGHT_READING) {
+        puts_(&t, "reading the request");
+    } else {
+        const struct endpoint *e = route && route <= ROUTE_COUNT ? route_table[route - 1] : endpoint_of_uri(uri);
+        puts_(&t, e ? e->name : "not_found");
+        puts_(&t, " step ");
+        put_number(&t, step);
+        puts_(&t, doing == INFLIGHT_WAITING ? ": waiting on " : doing == INFLIGHT_CPU ? ": in CPU" : ": answering");
+        if (doing == INFLIGHT_WAITING) puts_(&t, backend_name((enum backend_kind)(word >> 48 & 0xffff)));
+    }
+    *t.at = '\0';
 }
 
 /* The master asked for the stack of the thread serving record si_value:

@@ -44,7 +44,6 @@ struct scoreboard_counters {
  * the rest are only counted (untracked). */
 #define SCOREBOARD_REQS 16
 #define SCOREBOARD_URI 128
-#define SCOREBOARD_STATE 48
 #define SCOREBOARD_OP 160
 #define SCOREBOARD_STACK 32
 /* op_started_us of a request that reads or writes its FastCGI records: its
@@ -56,7 +55,10 @@ struct scoreboard_req {
     _Atomic pid_t tid;             /* the thread serving it, for the stack */
     _Atomic int64_t op_started_us; /* waiting on op since; 0: in CPU; SCOREBOARD_NO_STACK: reading or answering */
     char uri[SCOREBOARD_URI];      /* "GET /path?query" */
-    char state[SCOREBOARD_STATE];  /* "io_intensive step 1: waiting on postgresql" */
+    /* What it does, packed in one word stored whole (worker_inflight's layout):
+     * the master puts it in words ("io_intensive step 1: waiting on postgresql"),
+     * off the request's path. */
+    _Atomic uint64_t doing;
     char op[SCOREBOARD_OP];        /* the SQL text, Redis command, URL the request waits on */
     /* The stack, on the master's request: it bumps stack_ask and signals tid;
      * the thread unwinds into stack and sets stack_done to what it saw in stack_ask. */

@@ -11,10 +11,13 @@
 
 /* A copy of one in-flight record, taken while the worker goes on (gen checked
  * around the copy), strings cut and made valid UTF-8. */
+/* "cached_data step 12: waiting on postgresql", and room to spare. */
+#define SLOWLOG_STATE 64
+
 struct slowlog_view {
     uint32_t gen;
     int64_t started_us, op_started_us;
-    char uri[3 * SCOREBOARD_URI], state[3 * SCOREBOARD_STATE], op[3 * SCOREBOARD_OP]; /* bytes not UTF-8 become %XX */
+    char uri[3 * SCOREBOARD_URI], state[SLOWLOG_STATE], op[3 * SCOREBOARD_OP]; /* bytes not UTF-8 become %XX */
 };
 /* 0 when the record holds a request, copied into v; -1 when it is free or changed meanwhile. */
 int slowlog_read(const struct scoreboard_req *r, struct slowlog_view *v);

@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backends/redis_client.h"
@@ -36,14 +39,26 @@ static void request_id_and_start_for_the_access_log(void **state)
     assert_string_equal(req.request_uri, "/?a=%22");
     assert_string_equal(req.request_id, "4f9c0e6a1b2d3c4e5f60718293a4b5c6");
     assert_true(req.request_start == 1796157049.123);
+    /* Other precisions read the same as strtod would: seconds alone, microseconds,
+     * and digits past a double's precision dropped. */
+    const char *stamps[] = {"1796157049", "1796157049.123456", "1796157049.1234567891234"};
+    for (size_t i = 0; i < sizeof stamps / sizeof *stamps; i++) {
+        char kv[64];
+        snprintf(kv, sizeof kv, "REQUEST_START=%s", stamps[i]);
+        char *one[] = {kv, NULL};
+        fcgi_params_to_request(&req, one, path, sizeof path);
+        assert_true(fabs(req.request_start - strtod(stamps[i], NULL)) < 1e-6);
+    }
 
     char *bad[] = {"REQUEST_START=soon", "REQUEST_ID=", NULL};
     fcgi_params_to_request(&req, bad, path, sizeof path);
     assert_true(req.request_start == 0);
     assert_null(req.request_id);
     assert_null(req.request_uri);
-    const char *not_times[] = {"REQUEST_START=-1", "REQUEST_START=nan", "REQUEST_START=inf", "REQUEST_START=1.5x"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *not_times[] = {"REQUEST_START=-1", "REQUEST_START=nan", "REQUEST_START=inf", "REQUEST_START=1.5x",
+                               "REQUEST_START=.5", "REQUEST_START=0.000", "REQUEST_START=1e9",
+                               "REQUEST_START=99999999999999999999"};
+    for (size_t i = 0; i < sizeof not_times / sizeof *not_times; i++) {
         char *one[] = {(char *)not_times[i], NULL};
         fcgi_params_to_request(&req, one, path, sizeof path);
         assert_true(req.request_start == 0);
