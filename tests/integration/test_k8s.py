@@ -64,7 +64,8 @@ def objects():
 
 def one(kind, name):
     """The object of that kind whose name is name, or name plus kustomize's hash suffix."""
-    found = [o for (k, n), o in objects().items() if k == kind and re.fullmatch(re.escape(name) + r"(-[a-z0-9]{10})?", n)]
+    named = re.compile(re.escape(name) + r"(-[a-z0-9]{10})?")
+    found = [o for (k, n), o in objects().items() if k == kind and named.fullmatch(n)]
     assert len(found) == 1, f"{kind} {name}: {len(found)} in the rendered manifests"
     return found[0]
 
@@ -146,14 +147,18 @@ def test_k8s_perfcgi_settings_probes_and_drain():
     assert drain > 0
     sleep = container("perfcgi", "nginx")["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep" and 0 < int(sleep[1]) < drain, sleep
-    assert pod["terminationGracePeriodSeconds"] > drain + graceful, \
-        f"terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} <= drain_delay {drain} + graceful_timeout {graceful}"
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace > drain + graceful, \
+        f"terminationGracePeriodSeconds {grace} <= drain_delay {drain} + graceful_timeout {graceful}"
     # workers fits the container's CPU limit (auto would count the node's cores).
     assert cfg["workers"] == str(2 * int(perfcgi["resources"]["limits"]["cpu"]) + 1)
     # The autoscaler scales this Deployment, on CPU and the busy ratio.
     hpa = one("HorizontalPodAutoscaler", "perfcgi")["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "perfcgi"}
     assert {m["type"] for m in hpa["metrics"]} == {"ContainerResource", "Pods"}
+    # The Pods metric is the one the Prometheus adapter rule of the README makes.
+    pods_metric = next(m["pods"]["metric"]["name"] for m in hpa["metrics"] if m["type"] == "Pods")
+    assert f"as: {pods_metric}\n" in (K8S / "README.md").read_text(), f"no adapter rule for {pods_metric}"
     assert hpa["minReplicas"] >= 2
 
 
@@ -171,7 +176,8 @@ def test_k8s_pgbouncer_config_starts_pgbouncer():
         ini = ini.replace("/etc/pgbouncer/secret", tmp)
         ini = re.sub(r"^listen_addr = .*$", "listen_addr = 127.0.0.1", ini, flags=re.M)
         ini = re.sub(r"^listen_port = .*$", f"listen_port = {port}", ini, flags=re.M)
-        files = {"pgbouncer.ini": ini, "databases.ini": "[databases]\nperfcgi = host=127.0.0.1 port=5432 dbname=perfcgi\n",
+        files = {"pgbouncer.ini": ini,
+                 "databases.ini": "[databases]\nperfcgi = host=127.0.0.1 port=5432 dbname=perfcgi\n",
                  "userlist.txt": '"perfcgi" "secret"\n'}
         for name, text in files.items():
             with open(os.path.join(tmp, name), "w") as f:
