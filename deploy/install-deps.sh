@@ -7,7 +7,9 @@
 # packages into bench/node_modules; `test` adds those and the test
 # tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
 # FastCGI front ends that tests/integration/test_frontends.py puts before each class;
-# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`);
+# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`;
+# kubectl, whose kustomize renders deploy/k8s, and tests/k8s/package-lock.json's packages
+# that validate it, installed into tests/k8s/node_modules);
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
@@ -15,7 +17,10 @@ build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-d
        libcurl4-openssl-dev libsystemd-dev libunwind-dev)
 stack=(nginx libnginx-mod-http-echo redis-server redis-tools postgresql postgresql-client gettext-base curl)
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
-      lighttpd apache2 haproxy h2o caddy iproute2 systemd)
+      lighttpd apache2 haproxy h2o caddy iproute2 systemd pgbouncer)
+
+# kubectl: Debian's (kubernetes-client), unless one is installed already.
+command -v kubectl >/dev/null || test+=(kubernetes-client)
 
 bench=(wrk python3-matplotlib chromium fonts-dejavu-core)
 # Node.js and npm: Debian's, unless a node with its own npm is installed already.
@@ -28,17 +33,19 @@ test) packages+=("${bench[@]}" "${test[@]}") ;;
 fuzz) packages+=(clang) ;;
 esac
 
-# The open-loop tool, from the npm registry at the versions the lock file pins.
-npm_packages() {
-    local bench_dir
-    bench_dir=$(cd "$(dirname "$0")/../bench" && pwd)
-    [[ $bench_dir/node_modules/.package-lock.json -nt $bench_dir/package-lock.json ]] && return 0
-    echo "installing bench/package-lock.json's npm packages into bench/node_modules"
-    (cd "$bench_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+# npm packages of DIR (bench: the open-loop tool; tests/k8s: the Kubernetes schemas),
+# from the npm registry at the versions its lock file pins.
+npm_packages() { # DIR, relative to the repository
+    local dir
+    dir=$(cd "$(dirname "$0")/../$1" && pwd)
+    [[ $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]] && return 0
+    echo "installing $1/package-lock.json's npm packages into $1/node_modules"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 finish() {
     case ${1:-stack} in
-    bench | test) npm_packages ;;
+    bench) npm_packages bench ;;
+    test) npm_packages bench && npm_packages tests/k8s ;;
     esac
 }
 
