@@ -121,6 +121,11 @@ class Host:
         with urllib.request.urlopen(url, timeout=5) as r:
             return json.loads(r.read())
 
+    def ready(self):
+        """/readyz: 200 once its master reached Redis and PostgreSQL over the test network."""
+        with urllib.request.urlopen(f"http://{self.addr}:{STATUS_PORT}/readyz", timeout=5) as r:
+            return r.status == 200
+
     def accepted(self):
         return self.status()["accepted_conn"]
 

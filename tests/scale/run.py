@@ -1,25 +1,22 @@
 #!/usr/bin/env python3
-"""tests/scale/run.py [--out DIR]: the multi-host scale test (`make scale-test`).
+"""tests/scale/run.py [--out DIR] [TEST ...]: the multi-host scale test (`make scale-test`).
 
 Three app hosts (network namespaces, tests/scale/hosts.py) behind the stack's Nginx, with
 the stack's Redis and PostgreSQL reached over the test network. Under load through Nginx,
 every request's status counted: throughput on 1, 2 and 3 hosts; one host SIGKILLed, then
 restarted; one host's link cut, then restored; a rolling restart, one host at a time,
-with the TERM drain. Asserts behaviour, never speed; prints the figures and writes them
+with the TERM drain; the event class behind the upstream's keepalive. Asserts behaviour, never speed; prints the figures and writes them
 to DIR/scale.json (default build/scale). Ends with `N passed, N failed`. Root required.
 """
 
 import argparse
 import atexit
-import collections
 import contextlib
-import http.client as httpclient
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -49,68 +46,26 @@ def host_settings(net, worker_class="sync"):
 
 # --- load through Nginx -----------------------------------------------------------------------
 
-class Load:
-    """`clients` threads, each a kept-alive HTTP connection to Nginx sending GET `path`
-    until stop(); every answer's status counted (0: no answer at all)."""
+class Load(harness.Load):
+    """The harness's load (every request counted, a new connection each), timed."""
 
-    def __init__(self, path, clients):
-        self.path, self.clients = path, clients
-        self.statuses = collections.Counter()
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
-
-    def _client(self):
-        conn = None
-        while not self.stopping.is_set():
-            try:
-                if conn is None:
-                    conn = httpclient.HTTPConnection("127.0.0.1", harness.STACK.port, timeout=30)
-                conn.request("GET", self.path, headers={"X-No-Cache": "1"})
-                r = conn.getresponse()
-                r.read()
-                status = r.status
-                if r.getheader("Connection", "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, httpclient.HTTPException):
-                status = 0
-                conn.close()
-                conn = None
-            with self.lock:
-                self.statuses[status] += 1
-        if conn is not None:
-            conn.close()
-
-    def __enter__(self):
-        self.started = time.monotonic()
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
+    def start(self):
+        self.t0 = time.monotonic()
+        super().start()
 
     def stop(self):
-        if not self.stopping.is_set():
-            self.stopping.set()
-            for t in self.threads:
-                t.join(60)
-            self.seconds = time.monotonic() - self.started
+        super().stop()
+        self.seconds = time.monotonic() - self.t0
 
-    @property
-    def total(self):
-        return sum(self.statuses.values())
+    def figures(self):
+        return {"requests": self.sent, "failed": len(self.failures), "seconds": round(self.seconds, 2),
+                "req_per_s": round(self.sent / self.seconds, 1), "failures": [w for _, _, w in self.failures[:5]]}
 
-    @property
-    def failed(self):
-        return self.total - self.statuses[200]
 
-    def summary(self):
-        return {"requests": self.total, "failed": self.failed, "seconds": round(self.seconds, 2),
-                "req_per_s": round(self.total / self.seconds, 1),
-                "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
+class UpstreamErrors(harness.NginxErrorWatch):
+    """The upstream errors Nginx logs meanwhile: what it met on a lost host (and retried,
+    for every request that did not fail)."""
+    MARKS = harness.NginxErrorWatch.MARKS + ("connect() failed", "timed out", "no live upstreams")
 
 
 def wrk(path, seconds, connections=16):
@@ -133,16 +88,26 @@ def rejoin_seconds(host, since, base=0):
     return round(time.monotonic() - since, 2)
 
 
+def kill_and_restart(host):
+    """SIGKILL to the host's perfcgi (its whole group), a restart 2 s later: the seconds
+    from the restart until it serves again through Nginx."""
+    host.kill()
+    time.sleep(2)
+    restarted = time.monotonic()
+    host.start()
+    return rejoin_seconds(host, restarted)
+
+
 def test_scaling(ctx):
     """io-intensive scales with hosts (waiting needs no core); `/` does not (2 cores)."""
     res = ctx.results["scaling"] = {"io_intensive": {}, "root": {}}
     for n in range(1, HOSTS + 1):
         ctx.nginx.point_at(ctx.hosts[:n])
         before = [h.accepted() for h in ctx.hosts]
-        with Load(f"/io-intensive?ms={IO_MS}", clients=2 * n * WORKERS) as load:
+        with Load([f"/io-intensive?ms={IO_MS}"], threads=2 * n * WORKERS) as load:
             time.sleep(LOAD_SECONDS)
         served = [h.accepted() - b for h, b in zip(ctx.hosts, before)]
-        s = load.summary()
+        s = load.figures()
         s["expected_req_per_s"] = n * WORKERS * 1000 // IO_MS
         s["served_per_host"] = served[:n]
         res["io_intensive"][n] = s
@@ -162,17 +127,14 @@ def test_kill(ctx):
     """SIGKILL of one host's perfcgi under load: failures bounded by its workers' requests
     in flight; it rejoins by itself once restarted."""
     victim = ctx.hosts[0]
-    with Load(FAILOVER_PATH, FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
         time.sleep(1)
-        harness.kill_session(victim.p, lambda: victim.p.wait(timeout=10))
-        time.sleep(2)
-        restarted = time.monotonic()
-        victim.start()
-        rejoin = rejoin_seconds(victim, restarted)
+        rejoin = kill_and_restart(victim)
         time.sleep(1)
-    s = dict(load.summary(), rejoin_seconds=rejoin, bound=WORKERS)
+    s = dict(load.figures(), upstream_errors=len(errors.dropped()), rejoin_seconds=rejoin, bound=WORKERS)
     ctx.results["failover_kill"] = s
-    print(f"  SIGKILL host 1: {s['failed']} failed of {s['requests']} (bound {WORKERS}), "
+    print(f"  SIGKILL host 1: {s['failed']} failed of {s['requests']} (bound {WORKERS}; Nginx met "
+          f"{s['upstream_errors']} upstream errors), "
           f"rejoined {rejoin}s after its restart")
     assert s["failed"] <= WORKERS, s
 
@@ -181,7 +143,7 @@ def test_link_cut(ctx):
     """One host's link down under load: 0 failures (next_upstream error timeout); it rejoins
     once the link is back."""
     victim = ctx.hosts[1]
-    with Load(FAILOVER_PATH, FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
         time.sleep(1)
         victim.link(False)
         time.sleep(2)
@@ -191,9 +153,10 @@ def test_link_cut(ctx):
         base = harness.wait_until(lambda: victim.accepted() + 1, 10, interval=0.05) - 1
         rejoin = rejoin_seconds(victim, restored, base)
         time.sleep(1)
-    s = dict(load.summary(), rejoin_seconds=rejoin)
+    s = dict(load.figures(), upstream_errors=len(errors.dropped()), rejoin_seconds=rejoin)
     ctx.results["failover_link"] = s
-    print(f"  link of host 2 down for 2 s: {s['failed']} failed of {s['requests']}, "
+    print(f"  link of host 2 down for 2 s: {s['failed']} failed of {s['requests']} (Nginx met "
+          f"{s['upstream_errors']} upstream errors), "
           f"rejoined {rejoin}s after the link came up")
     assert s["failed"] == 0, s
 
@@ -203,7 +166,7 @@ def test_rolling(ctx):
     0 failed requests. Nginx keeps sending during the drain (perfcgi still accepts);
     once perfcgi stops listening, the connection is refused and Nginx retries another."""
     steps = []
-    with Load(FAILOVER_PATH, FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
         time.sleep(0.5)
         for h in ctx.hosts:
             t0 = time.monotonic()
@@ -215,9 +178,10 @@ def test_rolling(ctx):
             steps.append({"host": h.n, "drain_and_stop_s": round(stopped - t0, 2),
                           "rejoin_s": rejoin_seconds(h, stopped)})
         time.sleep(0.5)
-    s = dict(load.summary(), steps=steps)
+    s = dict(load.figures(), upstream_errors=len(errors.dropped()), steps=steps)
     ctx.results["rolling"] = s
-    print(f"  rolling restart of {HOSTS} hosts: {s['failed']} failed of {s['requests']}; {steps}")
+    print(f"  rolling restart of {HOSTS} hosts: {s['failed']} failed of {s['requests']} (Nginx met "
+          f"{s['upstream_errors']} upstream errors); {steps}")
     assert s["failed"] == 0, s
 
 
@@ -231,23 +195,20 @@ def test_event_keepalive(ctx):
         h.start()
     ctx.nginx.point_at(ctx.hosts)
     victim, others = ctx.hosts[2], ctx.hosts[:2]
-    with Load(FAILOVER_PATH, FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
         time.sleep(1)
         before = [(h.requests(), h.connections()) for h in others]
         time.sleep(1)
         reuse = [(r1 - r0, c1 - c0) for (r0, c0), (r1, c1) in
                  zip(before, [(h.requests(), h.connections()) for h in others])]
-        harness.kill_session(victim.p, lambda: victim.p.wait(timeout=10))
-        time.sleep(2)
-        restarted = time.monotonic()
-        victim.start()
-        rejoin = rejoin_seconds(victim, restarted)
+        rejoin = kill_and_restart(victim)
         time.sleep(1)
-    s = dict(load.summary(), rejoin_seconds=rejoin, bound=FAILOVER_CLIENTS,
+    s = dict(load.figures(), upstream_errors=len(errors.dropped()), rejoin_seconds=rejoin, bound=FAILOVER_CLIENTS,
              requests_and_connections_in_1s_per_host=reuse)
     ctx.results["event_keepalive_kill"] = s
     print(f"  event class, keepalive: (requests, connections opened) in 1 s on hosts 1-2 {reuse}; SIGKILL host 3: "
-          f"{s['failed']} failed of {s['requests']}, rejoined {rejoin}s after its restart")
+          f"{s['failed']} failed of {s['requests']} (Nginx met {s['upstream_errors']} upstream errors), "
+          f"rejoined {rejoin}s after its restart")
     # A connection per request without keepalive; with it, a few connections in a second.
     assert all(req > 2 * conns for req, conns in reuse), f"connections not kept alive: {reuse}"
     assert s["failed"] <= FAILOVER_CLIENTS, s
@@ -292,6 +253,8 @@ class Context:
                       for i, a in enumerate(self.net.host_addrs)]
         for h in self.hosts:
             h.start()
+        for h in self.hosts:
+            harness.wait_until(h.ready, 15, message=f"host {h.n} ready (Redis and PostgreSQL reached)")
         self.nginx = scale_hosts.Nginx(harness.STACK)
         self.nginx.point_at(self.hosts)
 
