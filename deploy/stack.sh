@@ -484,12 +484,16 @@ redis_start() {
         port_in_use "$REDIS_PORT" && die "redis: port $REDIS_PORT is taken by another program; set REDIS_PORT"
         say "redis: starting on 127.0.0.1:$REDIS_PORT"
         rm -f "$REDIS_PIDFILE"
-        local backend_addrs
+        local backend_addrs listen_args
         read -ra backend_addrs <<<"$BACKEND_LISTEN" # --bind takes one argument per address
+        listen_args=(--bind "${backend_addrs[@]}")
+        # Without a password, protected mode refuses every client not on loopback: the
+        # clients on BACKEND_LISTEN's other addresses are meant to come in.
+        [[ $BACKEND_LISTEN == 127.0.0.1 ]] || listen_args+=(--protected-mode no)
         # Errors before the log file is open (bad arguments) go to stderr: append them to
         # the same log. Both only ever append.
         # shellcheck disable=SC2094
-        if ! redis-server --bind "${backend_addrs[@]}" --port "$REDIS_PORT" \
+        if ! redis-server "${listen_args[@]}" --port "$REDIS_PORT" \
             --daemonize yes --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" \
             --dir "$RUN_DIR" --save '' --appendonly no \
             </dev/null >>"$REDIS_LOG" 2>&1 9>&-; then
