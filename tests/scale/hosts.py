@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 
 import harness
@@ -123,8 +124,11 @@ class Host:
 
     def ready(self):
         """/readyz: 200 once its master reached Redis and PostgreSQL over the test network."""
-        with urllib.request.urlopen(f"http://{self.addr}:{STATUS_PORT}/readyz", timeout=5) as r:
-            return r.status == 200
+        try:
+            with urllib.request.urlopen(f"http://{self.addr}:{STATUS_PORT}/readyz", timeout=5) as r:
+                return r.status == 200
+        except urllib.error.HTTPError as e:
+            raise AssertionError(f"/readyz {e.code}: {e.read()[:300]!r}") from None
 
     def accepted(self):
         return self.status()["accepted_conn"]

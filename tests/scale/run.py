@@ -29,7 +29,8 @@ HOSTS = 3
 WORKERS = 4         # sync workers per host
 LOAD_SECONDS = 4
 IO_MS = 100         # /io-intensive?ms= of the scaling figure: hosts x WORKERS / 0.1 s
-FAILOVER_PATH = "/io-intensive?ms=20"
+# The database and the cache (Redis cache-aside), both over the test network.
+FAILOVER_PATHS = ["/io-intensive?ms=20", "/cached-data?category=7"]
 FAILOVER_CLIENTS = 12
 
 
@@ -127,7 +128,7 @@ def test_kill(ctx):
     """SIGKILL of one host's perfcgi under load: failures bounded by its workers' requests
     in flight; it rejoins by itself once restarted."""
     victim = ctx.hosts[0]
-    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load(FAILOVER_PATHS, FAILOVER_CLIENTS) as load:
         time.sleep(1)
         rejoin = kill_and_restart(victim)
         time.sleep(1)
@@ -143,7 +144,7 @@ def test_link_cut(ctx):
     """One host's link down under load: 0 failures (next_upstream error timeout); it rejoins
     once the link is back."""
     victim = ctx.hosts[1]
-    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load(FAILOVER_PATHS, FAILOVER_CLIENTS) as load:
         time.sleep(1)
         victim.link(False)
         time.sleep(2)
@@ -166,7 +167,7 @@ def test_rolling(ctx):
     0 failed requests. Nginx keeps sending during the drain (perfcgi still accepts);
     once perfcgi stops listening, the connection is refused and Nginx retries another."""
     steps = []
-    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load(FAILOVER_PATHS, FAILOVER_CLIENTS) as load:
         time.sleep(0.5)
         for h in ctx.hosts:
             t0 = time.monotonic()
@@ -195,7 +196,7 @@ def test_event_keepalive(ctx):
         h.start()
     ctx.nginx.point_at(ctx.hosts)
     victim, others = ctx.hosts[2], ctx.hosts[:2]
-    with UpstreamErrors() as errors, Load([FAILOVER_PATH], FAILOVER_CLIENTS) as load:
+    with UpstreamErrors() as errors, Load(FAILOVER_PATHS, FAILOVER_CLIENTS) as load:
         time.sleep(1)
         before = [(h.requests(), h.connections()) for h in others]
         time.sleep(1)
