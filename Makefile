@@ -24,7 +24,7 @@ LIB_OBJ := $(patsubst app/%.c,$(BUILD)/app/%.o,$(filter-out app/main.c,$(APP_SRC
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
-.PHONY: all test unit integration unit-bins asan asan-unit-bins up down clean fuzz fuzz-build fuzz-corpus FORCE
+.PHONY: all test unit integration scale-test unit-bins asan asan-unit-bins up down clean fuzz fuzz-build fuzz-corpus FORCE
 all: bin/perfcgi
 
 # An endpoint is one file, app/core/endpoints/<name>.c: the route table is generated from
@@ -78,6 +78,10 @@ unit: all
 
 integration: all
 	tests/run.sh integration
+
+# Three app hosts in network namespaces behind one Nginx (root): tests/scale/run.py.
+scale-test: all
+	tests/run.sh scale
 
 unit-bins: $(UNIT_BIN)
 

@@ -23,6 +23,8 @@ environment (all optional):
   RUN_DIR       state directory: data, sockets, pid files, logs   [$REPO/run]
   PORT          Nginx port on 127.0.0.1                          [8080]
   REDIS_PORT    Redis port on 127.0.0.1                          [16379]
+  BACKEND_LISTEN  addresses Redis and PostgreSQL listen on          [127.0.0.1]
+                (space-separated; tests/scale adds its test network's)
   PG_PORT       PostgreSQL port on 127.0.0.1                     [15432]
   UPSTREAM_PORT the external API's port on 127.0.0.1 (served by     [18080]
                 the stack's Nginx; /async-request calls it)
@@ -68,7 +70,7 @@ RUN_DIR=${RUN_DIR%/}
 # The settings `up` was given, for the commands that follow it (see usage()).
 STACK_ENV=$RUN_DIR/stack.env
 STACK_VARS=(PORT REDIS_PORT PG_PORT UPSTREAM_PORT PERFCGI_BIN WAIT_TIMEOUT STOP_TIMEOUT PG_BINDIR
-    NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR)
+    NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR BACKEND_LISTEN)
 remembered_var() { # NAME: may stack.env set it?
     [[ $1 =~ ^PERFCGI_[A-Z0-9_]+$ || " ${STACK_VARS[*]} " == *" $1 "* ]]
 }
@@ -100,6 +102,7 @@ UPSTREAM_PORT=${UPSTREAM_PORT:-18080}
 PERFCGI_BIN=$(abspath "${PERFCGI_BIN:-$REPO/bin/perfcgi}")
 WAIT_TIMEOUT=${WAIT_TIMEOUT:-30}
 STOP_TIMEOUT=${STOP_TIMEOUT:-40}
+BACKEND_LISTEN=${BACKEND_LISTEN:-127.0.0.1}
 
 PG_DIR=$RUN_DIR/postgres # the cluster: data/, postgres.log, the unix socket
 REDIS_PIDFILE=$RUN_DIR/redis.pid
@@ -331,7 +334,8 @@ require() {
 }
 
 # --- PostgreSQL -----------------------------------------------------------------------------
-# A private cluster: superuser perfcgi, trust authentication, loopback only. PostgreSQL
+# A private cluster: superuser perfcgi, trust authentication, loopback only (and BACKEND_LISTEN,
+# whose clients need a pg_hba.conf line of their own: tests/scale adds it). PostgreSQL
 # refuses to run as root, so as root every server-side command runs as `postgres`.
 
 as_pg() {
@@ -391,7 +395,7 @@ pg_write_settings() { # DATA SOCKETDIR
     as_pg tee "$1/stack.conf" >/dev/null <<EOF
 # Written by deploy/stack.sh at every start (edits here are lost); included from
 # postgresql.conf.
-listen_addresses = '127.0.0.1'
+listen_addresses = '${BACKEND_LISTEN// /,}'
 port = $PG_PORT
 unix_socket_directories = '$sockets'
 # perfcgi: workers x (pool_size + pool_max_overflow) connections, plus tests.
@@ -466,7 +470,7 @@ pg_stop() {
 }
 
 # --- Redis ----------------------------------------------------------------------------------
-# A private cache: loopback only, no persistence (the data is a cache of PostgreSQL).
+# A private cache: loopback only (unless BACKEND_LISTEN says more), no persistence (the data is a cache of PostgreSQL).
 
 redis_pid() { pid_from_file "$REDIS_PIDFILE" redis-server; }
 redis_ping() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
@@ -480,10 +484,16 @@ redis_start() {
         port_in_use "$REDIS_PORT" && die "redis: port $REDIS_PORT is taken by another program; set REDIS_PORT"
         say "redis: starting on 127.0.0.1:$REDIS_PORT"
         rm -f "$REDIS_PIDFILE"
+        local backend_addrs listen_args
+        read -ra backend_addrs <<<"$BACKEND_LISTEN" # --bind takes one argument per address
+        listen_args=(--bind "${backend_addrs[@]}")
+        # Without a password, protected mode refuses every client not on loopback: the
+        # clients on BACKEND_LISTEN's other addresses are meant to come in.
+        [[ $BACKEND_LISTEN == 127.0.0.1 ]] || listen_args+=(--protected-mode no)
         # Errors before the log file is open (bad arguments) go to stderr: append them to
         # the same log. Both only ever append.
         # shellcheck disable=SC2094
-        if ! redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+        if ! redis-server "${listen_args[@]}" --port "$REDIS_PORT" \
             --daemonize yes --pidfile "$REDIS_PIDFILE" --logfile "$REDIS_LOG" \
             --dir "$RUN_DIR" --save '' --appendonly no \
             </dev/null >>"$REDIS_LOG" 2>&1 9>&-; then

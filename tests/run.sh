@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/run.sh [unit|asan|docs|integration|bench|compose ...]: runs the test tiers (all by
+# tests/run.sh [unit|asan|docs|integration|scale|bench|compose ...]: runs the test tiers (all by
 # default) and ends with one line `N passed, N failed, N skipped` summed over every tier.
 # A skipped test is not a passed one: it is counted apart, and said why where it skips.
 set -uo pipefail
@@ -67,18 +67,24 @@ tier_docs() {
     if python3 tests/nginx_templates.py; then count 1 0; else count 0 1; fi
 }
 
+# CMD ...: runs it, its output shown, and counts its last line, a summary (else one failure).
+run_summarised() {
+    local log out
+    log=$(mktemp)
+    "$@" 2>&1 | tee "$log"
+    out=$(tail -1 "$log")
+    rm -f "$log"
+    count_summary "$out" || count 0 1
+}
+
 # One pass per worker class (the modules without a stack run in the sync pass), and
 # the event class again on the AddressSanitizer build, with the modules without a stack
 # (malformed FastCGI, aborts, signals, limits) run on that build too (TEST_STANDALONE).
 integration_pass() { # LABEL [VAR=VALUE ...]
-    local label=$1 out log
+    local label=$1
     shift
     echo "== integration tests, $label (the real stack through Nginx)"
-    log=$(mktemp)
-    env "$@" python3 tests/integration/run.py 2>&1 | tee "$log"
-    out=$(tail -1 "$log")
-    rm -f "$log"
-    count_summary "$out" || count 0 1
+    run_summarised env "$@" python3 tests/integration/run.py
 }
 
 tier_integration() {
@@ -88,6 +94,13 @@ tier_integration() {
     make -s asan >/dev/null || { count 0 1; return; }
     integration_pass "event workers, ASan+UBSan build" TEST_WORKER_CLASS=event TEST_STANDALONE=1 \
         PERFCGI_BIN="$PWD/build/asan/perfcgi" ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1
+}
+
+# Several app hosts (network namespaces) behind one Nginx: scaling, failover, a rolling
+# restart (make scale-test, tests/scale/run.py); its figures go to build/scale/scale.json.
+tier_scale() {
+    echo "== scale test: 3 app hosts in network namespaces behind one Nginx"
+    run_summarised python3 tests/scale/run.py
 }
 
 # The benchmark, as a smoke test that never judges speed: `make bench-quick` into a run
@@ -141,7 +154,7 @@ tier_compose() {
 }
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(unit asan docs integration bench compose)
+((${#tiers[@]})) || tiers=(unit asan docs integration scale bench compose)
 for t in "${tiers[@]}"; do "tier_$t"; done
 echo "$passed passed, $failed failed, $skipped skipped"
 ((failed == 0))
