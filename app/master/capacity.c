@@ -110,7 +110,8 @@ static const char CHECK_SQL[] =
     " coalesce((SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), -1),"
     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
     "  AND ($1 = 'start' OR usename IS DISTINCT FROM current_user)),"
-    " current_user";
+    " current_user,"
+    " pg_backend_pid()";
 
 /* Waits for c's socket (to read, or to write) until deadline_ms: 0 once ready. A
  * signal that interrupts the wait does not end it. */
@@ -175,13 +176,27 @@ long capacity_postgresql(const struct settings *cfg, const char *when)
     char role[64];
     snprintf(role, sizeof role, "%s", PQgetvalue(r, 0, 6));
     long max = field(r, 0), su_reserved = field(r, 1), reserved = field(r, 2), super = field(r, 3),
-         connlimit = field(r, 4), others = field(r, 5);
+         connlimit = field(r, 4), others = field(r, 5), server_pid = field(r, 7);
+    /* A pooler (PgBouncer) hands its clients a backend key of its own, and runs the
+     * query on one of its server connections: the pids differ. */
+    long client_pid = PQbackendPID(c);
     PQclear(r);
     PQfinish(c);
 
     int workers = settings_pm_children(cfg);
     long per = cfg->pool_size + cfg->pool_max_overflow;
     long most = workers * per + PG_PROBER_CONNECTIONS;
+    if (server_pid != client_pid) {
+        /* The server's numbers bound the pooler's server connections, not perfcgi's:
+         * perfcgi's are the pooler's clients, which its max_client_conn limits (only
+         * its admin console tells). No limit on the workers from here, then. */
+        log_info("%s: PostgreSQL connections: through a connection pooler (PgBouncer: the server runs the query"
+                 " as pid %ld, the connection was given pid %ld): workers %d x (pool_size %d + pool_max_overflow %d)"
+                 " + 1 = %ld client connections at most, which the pooler's max_client_conn must allow; the"
+                 " server's max_connections %ld bounds the pooler's server connections (default_pool_size)",
+                 when, server_pid, client_pid, workers, cfg->pool_size, cfg->pool_max_overflow, most, max);
+        return -1;
+    }
     long for_role = super ? max : max - su_reserved - reserved;
     char limit[160] = "";
     if (connlimit >= 0 && connlimit < for_role) {
