@@ -21,10 +21,11 @@ CLASS_SETTINGS = {"sync": {"workers": 6}, "thread": {"workers": 2, "threads": 6}
 
 
 @contextlib.contextmanager
-def pgbouncer(pool_size=POOL):
+def pgbouncer(pool_size=POOL, max_client_conn=1000):
     """stack.sh's pgbouncer on a free port; yields (port, env for stack.sh); stopped on exit."""
     port = free_ports(1)[0]
-    env = {"PGBOUNCER_PORT": str(port), "PGBOUNCER_POOL_SIZE": str(pool_size)}
+    env = {"PGBOUNCER_PORT": str(port), "PGBOUNCER_POOL_SIZE": str(pool_size),
+           "PGBOUNCER_MAX_CLIENT_CONN": str(max_client_conn)}
     stack("start", "pgbouncer", env=env)
     try:
         yield port, env
@@ -32,10 +33,10 @@ def pgbouncer(pool_size=POOL):
         stack("stop", "pgbouncer", env=env)
 
 
-def through(port, **settings):
-    """perfcgi of this test with its database_url at PgBouncer's port."""
+def through(port, name="pgbouncer", **settings):
+    """perfcgi of this test with its database_url at PgBouncer's port (its log: RUN_DIR/NAME.log)."""
     s = dict(CLASS_SETTINGS[WORKER_CLASS], **settings)
-    return OwnPerfcgi(name="pgbouncer", database_url=f"postgresql://perfcgi@127.0.0.1:{port}/perfcgi", **s)
+    return OwnPerfcgi(name=name, database_url=f"postgresql://perfcgi@127.0.0.1:{port}/perfcgi", **s)
 
 
 def admin(port, command):
@@ -61,13 +62,18 @@ def client_connections(port):
     return len([c for c in admin(port, "SHOW CLIENTS") if c["database"] == "perfcgi"])
 
 
+def pooler_line(own):
+    return wait_until(lambda: [ln for ln in own.log_text().splitlines()
+                               if "through a connection pooler (PgBouncer" in ln], 20,
+                      message="the capacity check's pooler line")[0]
+
+
 def test_pgbouncer_every_endpoint_answers():
     with pgbouncer() as (port, _), through(port) as own:
-        line = wait_until(lambda: [ln for ln in own.log_text().splitlines()
-                                   if "through a connection pooler (PgBouncer" in ln], 20,
-                          message="the capacity check's pooler line")[0]
-        assert "start: PostgreSQL connections:" in line and "max_client_conn" in line, line
-        assert "warning" not in line, line
+        # The capacity check counts perfcgi's connections as PgBouncer's clients.
+        line = pooler_line(own)
+        assert "info: start: PostgreSQL connections: through a connection pooler" in line, line
+        assert "client connections at most, of the pooler's max_client_conn 1000" in line, line
         assert master_http("/readyz")[0] == 200
         for path in ("/", "/cpu-intensive?n=1000", "/expensive-computation?n=20", "/memory-test?mb=1",
                      "/async-request?ms=5"):
@@ -131,3 +137,35 @@ def test_pgbouncer_restart_service_resumes():
         assert (master_pid(), worker_pids()) == (master, workers), "perfcgi restarted"
         # The last 100 requests all answered 200: service resumed by itself.
         assert load.ok >= ok_at_up + 100
+
+
+def sleeping_queries():
+    return int(psql("SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
+                    " AND query LIKE 'SELECT pg_sleep%'"))
+
+
+def test_pgbouncer_deadline_frees_the_server_connection():
+    # A query that outlives the request's deadline, with one server connection in
+    # PgBouncer's pool: sync and thread workers cancel it (PQcancel, which PgBouncer
+    # forwards to the server running it), the event class drops its connection
+    # (PgBouncer then closes that server connection; PostgreSQL ends the sleep when it
+    # next writes). Either way the pool serves the next request.
+    with pgbouncer(pool_size=1) as (port, _), through(port, timeout=1):
+        status, h, body = get("/io-intensive?ms=10000")
+        assert status == 504 and b'"timeout"' in body, (status, body[:300])
+        if WORKER_CLASS != "event":
+            wait_until(lambda: sleeping_queries() == 0, 5, message="the server's pg_sleep cancelled")
+        obj = assert_app_answer(*get("/io-intensive?ms=0"))
+        assert obj["db_ms"] >= 0, obj
+        pools = [p for p in admin(port, "SHOW POOLS") if p["database"] == "perfcgi"]
+        assert int(pools[0]["sv_active"]) + int(pools[0]["sv_idle"]) + int(pools[0]["sv_used"]) <= 1, pools
+
+
+def test_pgbouncer_capacity_check_counts_clients_against_max_client_conn():
+    with pgbouncer(max_client_conn=20) as (port, _), \
+            through(port, name="pgbcap", workers=2, pool_size=5, pool_max_overflow=10) as own:
+        line = pooler_line(own)
+        assert "warning: start:" in line, line
+        assert "workers 2 x (pool_size 5 + pool_max_overflow 10) + 1 = 31 client connections at most" in line, line
+        assert "the pooler's max_client_conn is 20: lower workers or pool_max_overflow, or raise" in line, line
+        assert "max_connections" not in line, line
