@@ -7,7 +7,8 @@
 # packages into bench/node_modules; `test` adds those and the test
 # tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
 # FastCGI front ends that tests/integration/test_frontends.py puts before each class;
-# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`);
+# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`,
+# pgbouncer for tests/integration/test_pgbouncer.py);
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 
@@ -15,7 +16,7 @@ build=(build-essential pkg-config libfcgi-dev libhiredis-dev libpq-dev libinih-d
        libcurl4-openssl-dev libsystemd-dev libunwind-dev)
 stack=(nginx libnginx-mod-http-echo redis-server redis-tools postgresql postgresql-client gettext-base curl)
 test=(libcmocka-dev libfcgi-bin python3 prometheus docker.io docker-compose debootstrap
-      lighttpd apache2 haproxy h2o caddy iproute2 systemd)
+      lighttpd apache2 haproxy h2o caddy iproute2 systemd pgbouncer)
 
 bench=(wrk python3-matplotlib chromium fonts-dejavu-core)
 # Node.js and npm: Debian's, unless a node with its own npm is installed already.
