@@ -7,9 +7,10 @@
 # packages into bench/node_modules; `test` adds those and the test
 # tools (the Docker engine, docker-compose and debootstrap for `make compose-test`; the
 # FastCGI front ends that tests/integration/test_frontends.py puts before each class;
-# iproute2 for the network-namespace client, systemd for `systemd-analyze verify`;
-# kubectl, whose kustomize renders deploy/k8s, and tests/k8s/package-lock.json's packages
-# that validate it, installed into tests/k8s/node_modules);
+# iproute2 for the network-namespace client and the scale test's hosts, systemd for
+# `systemd-analyze verify`, pgbouncer for tests/integration/test_pgbouncer.py; kubectl,
+# whose kustomize renders deploy/k8s, and tests/k8s/package-lock.json's packages that
+# validate it, installed into tests/k8s/node_modules);
 # `fuzz` adds clang for the libFuzzer targets.
 set -euo pipefail
 

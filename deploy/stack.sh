@@ -4,7 +4,7 @@
 #
 #   deploy/stack.sh up                 start whatever is not running, wait until ready
 #   deploy/stack.sh down               stop everything (data stays in RUN_DIR)
-#   deploy/stack.sh start SERVICE      start one service: postgres, redis, perfcgi, nginx
+#   deploy/stack.sh start SERVICE      start one service: postgres, redis, perfcgi, nginx, pgbouncer
 #   deploy/stack.sh stop SERVICE       stop one service
 #   deploy/stack.sh status             one line per service
 #
@@ -17,7 +17,7 @@ set -euo pipefail
 usage() {
     cat <<EOF
 usage: ${0##*/} up | down | start SERVICE | stop SERVICE | status
-       SERVICE is one of: postgres redis perfcgi nginx
+       SERVICE is one of: postgres redis perfcgi nginx pgbouncer
 
 environment (all optional):
   RUN_DIR       state directory: data, sockets, pid files, logs   [$REPO/run]
@@ -41,6 +41,13 @@ environment (all optional):
   WAIT_TIMEOUT  seconds any start-up wait may take               [30]
   STOP_TIMEOUT  seconds perfcgi gets to stop after TERM          [40]
   PG_BINDIR     directory of initdb and pg_ctl       [newest /usr/lib/postgresql/*/bin]
+  PGBOUNCER_PORT  PgBouncer's port (transaction pooling, in front of [16432]
+                PostgreSQL; deploy/pgbouncer.ini). Optional: 'up' starts it
+                only when this is set, 'start pgbouncer' always. perfcgi keeps
+                PERFCGI_DATABASE_URL: point it at this port to use PgBouncer.
+  PGBOUNCER_LISTEN_ADDR  the address PgBouncer listens on          [127.0.0.1]
+  PGBOUNCER_POOL_SIZE    its default_pool_size (server connections) [20]
+  PGBOUNCER_MAX_CLIENT_CONN  its max_client_conn                    [1000]
 
 'up' writes the variables above that it was given (ports, binary, PERFCGI_* ...) to
 RUN_DIR/stack.env; 'status', 'start', 'stop', 'down' and a later 'up' on the same RUN_DIR
@@ -70,7 +77,8 @@ RUN_DIR=${RUN_DIR%/}
 # The settings `up` was given, for the commands that follow it (see usage()).
 STACK_ENV=$RUN_DIR/stack.env
 STACK_VARS=(PORT REDIS_PORT PG_PORT UPSTREAM_PORT PERFCGI_BIN WAIT_TIMEOUT STOP_TIMEOUT PG_BINDIR
-    NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR BACKEND_LISTEN)
+    NGINX_WORKER_PROCESSES NGINX_LISTEN_ADDR BACKEND_LISTEN PGBOUNCER_PORT PGBOUNCER_LISTEN_ADDR
+    PGBOUNCER_POOL_SIZE PGBOUNCER_MAX_CLIENT_CONN)
 remembered_var() { # NAME: may stack.env set it?
     [[ $1 =~ ^PERFCGI_[A-Z0-9_]+$ || " ${STACK_VARS[*]} " == *" $1 "* ]]
 }
@@ -105,6 +113,7 @@ STOP_TIMEOUT=${STOP_TIMEOUT:-40}
 BACKEND_LISTEN=${BACKEND_LISTEN:-127.0.0.1}
 
 PG_DIR=$RUN_DIR/postgres # the cluster: data/, postgres.log, the unix socket
+PGB_DIR=$RUN_DIR/pgbouncer # its rendered config, auth file, pid file and log
 REDIS_PIDFILE=$RUN_DIR/redis.pid
 REDIS_LOG=$RUN_DIR/redis.log
 PERFCGI_LOG=$RUN_DIR/perfcgi.log
@@ -315,6 +324,11 @@ require() {
             need redis-cli redis-tools
             ;;
         perfcgi) need setsid util-linux ;;
+        pgbouncer)
+            need pgbouncer pgbouncer
+            need envsubst gettext-base
+            need "${PG_BINDIR:-/usr/lib/postgresql/15/bin}/psql" postgresql-client
+            ;;
         nginx)
             need nginx nginx
             need envsubst gettext-base
@@ -625,15 +639,16 @@ perfcgi_stop() {
 nginx_pid() { pid_from_file "$NGINX_PIDFILE" nginx; }
 nginx_() { nginx -p "$RUN_DIR/" -c "$NGINX_CONF" -e "$NGINX_ERROR_LOG" "$@"; }
 
-# SRC DST: envsubst restricted to the ${NGINX_*} variables SRC uses, so Nginx's own
-# variables ($host, $request_uri, ...) survive; each of them must be set.
+# SRC DST [PREFIX SERVICE]: envsubst restricted to the ${PREFIX*} variables SRC uses
+# (NGINX_ by default), so Nginx's own variables ($host, $request_uri, ...) survive; each
+# of them must be set.
 render() {
-    local src=$1 dst=$2 vars=() v name
+    local src=$1 dst=$2 prefix=${3:-NGINX_} service=${4:-nginx} vars=() v name
     while read -r v; do
         name=${v:2:${#v}-3}
-        [[ -n ${!name:-} ]] || die "nginx: $src uses $v, which is not set"
+        [[ -n ${!name:-} ]] || die "$service: $src uses $v, which is not set"
         vars+=("$v")
-    done < <(grep -oE '\$\{NGINX_[A-Z0-9_]+\}' "$src" | sort -u)
+    done < <(grep -oE '\$\{'"$prefix"'[A-Z0-9_]+\}' "$src" | sort -u)
     envsubst "${vars[*]}" <"$src" >"$dst.tmp"
     mv "$dst.tmp" "$dst"
 }
@@ -735,6 +750,66 @@ nginx_stop() {
     rm -f "$NGINX_PIDFILE"
 }
 
+# --- pgbouncer (optional) ------------------------------------------------------------------
+# PgBouncer in transaction pooling mode between perfcgi and PostgreSQL: started only when
+# asked ('start pgbouncer', or 'up' with PGBOUNCER_PORT set); the stack's perfcgi keeps
+# PERFCGI_DATABASE_URL, so the default stack never goes through it.
+
+pgbouncer_pid() { pid_from_file "$PGB_DIR/pgbouncer.pid" pgbouncer; }
+
+pgbouncer_answers() { # a query through it reaches PostgreSQL (a login waits for that: bounded)
+    PGCONNECT_TIMEOUT=2 "$PG_BINDIR/psql" -X -q -h "$PGBOUNCER_LISTEN_ADDR" -p "$PGBOUNCER_PORT" -U perfcgi -d perfcgi \
+        -tAc 'SELECT 1' >/dev/null 2>&1
+}
+
+pgbouncer_start() {
+    local pid user=()
+    PGBOUNCER_PORT=${PGBOUNCER_PORT:-16432}
+    check_port_number PGBOUNCER_PORT "$PGBOUNCER_PORT"
+    export PGBOUNCER_PORT PGBOUNCER_DIR=$PGB_DIR PGBOUNCER_PG_HOST=127.0.0.1 PGBOUNCER_PG_PORT=$PG_PORT
+    export PGBOUNCER_LISTEN_ADDR=${PGBOUNCER_LISTEN_ADDR:-127.0.0.1}
+    export PGBOUNCER_POOL_SIZE=${PGBOUNCER_POOL_SIZE:-20}
+    export PGBOUNCER_MAX_CLIENT_CONN=${PGBOUNCER_MAX_CLIENT_CONN:-1000}
+    if pid=$(pgbouncer_pid); then
+        say "pgbouncer: already running (pid $pid)"
+    else
+        mkdir -p "$PGB_DIR"
+        touch "$PGB_DIR/pgbouncer.log"
+        # PgBouncer refuses to run as root: as root it runs as postgres, like PostgreSQL,
+        # and must write its pid file and log.
+        if ((EUID == 0)); then
+            chown postgres:postgres "$PGB_DIR" "$PGB_DIR/pgbouncer.log"
+            user=(-u postgres)
+        fi
+        printf '"perfcgi" ""\n' >"$PGB_DIR/userlist.txt"
+        render "$REPO/deploy/pgbouncer.ini" "$PGB_DIR/pgbouncer.ini" PGBOUNCER_ pgbouncer
+        port_in_use "$PGBOUNCER_PORT" &&
+            die "pgbouncer: port $PGBOUNCER_PORT is taken by another program; set PGBOUNCER_PORT"
+        rm -f "$PGB_DIR/pgbouncer.pid"
+        say "pgbouncer: starting on $PGBOUNCER_LISTEN_ADDR:$PGBOUNCER_PORT (pool_mode transaction, default_pool_size $PGBOUNCER_POOL_SIZE, PostgreSQL 127.0.0.1:$PG_PORT)"
+        if ! pgbouncer -d "${user[@]}" "$PGB_DIR/pgbouncer.ini" </dev/null >>"$PGB_DIR/pgbouncer.log" 2>&1 9>&-; then
+            show_log "$PGB_DIR/pgbouncer.log"
+            die "pgbouncer: failed to start; read $PGB_DIR/pgbouncer.log"
+        fi
+    fi
+    if ! wait_until "$WAIT_TIMEOUT" pgbouncer_answers; then
+        show_log "$PGB_DIR/pgbouncer.log"
+        die "pgbouncer: no answer to SELECT 1 on $PGBOUNCER_LISTEN_ADDR:$PGBOUNCER_PORT within ${WAIT_TIMEOUT}s (is postgres up?); read $PGB_DIR/pgbouncer.log"
+    fi
+}
+
+pgbouncer_stop() {
+    local pid
+    [[ -d $PGB_DIR ]] || return 0 # never started here: nothing to say
+    if ! pid=$(pgbouncer_pid); then
+        say "pgbouncer: not running"
+        return 0
+    fi
+    say "pgbouncer: stopping (pid $pid)"
+    # TERM: immediate shutdown; clients see their connections close and reconnect.
+    stop_pid "$pid" "$WAIT_TIMEOUT" pgbouncer
+}
+
 # --- commands -----------------------------------------------------------------------------
 
 service_line() { # SERVICE: one status line
@@ -763,6 +838,14 @@ service_line() { # SERVICE: one status line
             printf '%-9s stopped\n' perfcgi
         fi
         ;;
+    pgbouncer)
+        if pid=$(pgbouncer_pid); then
+            printf '%-9s running  pid %-7s postgresql://perfcgi@%s:%s/perfcgi  log %s\n' pgbouncer "$pid" \
+                "${PGBOUNCER_LISTEN_ADDR:-127.0.0.1}" "${PGBOUNCER_PORT:-16432}" "$PGB_DIR/pgbouncer.log"
+        elif [[ -n ${PGBOUNCER_PORT:-} ]]; then
+            printf '%-9s stopped\n' pgbouncer
+        fi
+        ;;
     nginx)
         if pid=$(nginx_pid); then
             printf '%-9s running  pid %-7s http://127.0.0.1:%s/ (external API :%s)  logs %s %s\n' nginx "$pid" \
@@ -776,7 +859,7 @@ service_line() { # SERVICE: one status line
 
 cmd_status() {
     local svc
-    for svc in postgres redis perfcgi nginx; do service_line "$svc"; done
+    for svc in postgres redis perfcgi nginx pgbouncer; do service_line "$svc"; done
 }
 
 wait_ready() {
@@ -811,10 +894,13 @@ save_stack_env() {
 }
 
 cmd_up() {
-    require postgres redis perfcgi nginx
+    local pgb=()
+    if [[ -n ${PGBOUNCER_PORT:-} ]]; then pgb=(pgbouncer); fi
+    require postgres redis perfcgi nginx "${pgb[@]}"
     lock_run_dir
     save_stack_env
     pg_start
+    if ((${#pgb[@]})); then pgbouncer_start; fi
     redis_start
     perfcgi_start
     nginx_start
@@ -838,6 +924,7 @@ cmd_down() {
     nginx_stop
     perfcgi_stop
     redis_stop
+    pgbouncer_stop
     if [[ -n $PG_BINDIR ]]; then pg_stop; fi
 }
 
@@ -857,8 +944,8 @@ main() {
             exit 2
         }
         case $2 in
-        postgres | redis | perfcgi | nginx) ;;
-        *) die "unknown service '$2' (postgres, redis, perfcgi or nginx)" ;;
+        postgres | redis | perfcgi | nginx | pgbouncer) ;;
+        *) die "unknown service '$2' (postgres, redis, perfcgi, nginx or pgbouncer)" ;;
         esac
         if [[ $cmd == start ]]; then
             require "$2"

@@ -110,7 +110,8 @@ static const char CHECK_SQL[] =
     " coalesce((SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), -1),"
     " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
     "  AND ($1 = 'start' OR usename IS DISTINCT FROM current_user)),"
-    " current_user";
+    " current_user,"
+    " pg_backend_pid()";
 
 /* Waits for c's socket (to read, or to write) until deadline_ms: 0 once ready. A
  * signal that interrupts the wait does not end it. */
@@ -125,8 +126,10 @@ static int pg_wait(PGconn *c, int write, double deadline_ms)
     return -1;
 }
 
-/* CHECK_SQL's one row, or NULL with why (a static string or c's message). */
-static PGresult *pg_ask(PGconn *c, const char *when, double deadline_ms, const char **why)
+/* The result of sql (with $1 = param; without param, the simple query protocol, the
+ * only one PgBouncer's admin console speaks), or NULL with why (a static string or c's
+ * message). */
+static PGresult *pg_ask(PGconn *c, const char *sql, const char *param, double deadline_ms, const char **why)
 {
     *why = "out of memory";
     if (!c) return NULL;
@@ -138,8 +141,9 @@ static PGresult *pg_ask(PGconn *c, const char *when, double deadline_ms, const c
         }
         st = PQconnectPoll(c);
     }
-    const char *params[] = {when};
-    if (st == PGRES_POLLING_FAILED || !PQsendQueryParams(c, CHECK_SQL, 1, NULL, params, NULL, NULL, 0)) {
+    const char *params[] = {param};
+    if (st == PGRES_POLLING_FAILED ||
+        !(param ? PQsendQueryParams(c, sql, 1, NULL, params, NULL, NULL, 0) : PQsendQuery(c, sql))) {
         *why = PQerrorMessage(c);
         return NULL;
     }
@@ -157,6 +161,49 @@ static PGresult *pg_ask(PGconn *c, const char *when, double deadline_ms, const c
     return r;
 }
 
+/* PgBouncer's max_client_conn, from SHOW CONFIG on its admin console (database_url
+ * with dbname pgbouncer: the role must be in its admin_users or stats_users), or -1
+ * with why. */
+static long pooler_max_clients(const struct settings *cfg, double deadline_ms, const char **why)
+{
+    const char *keys[] = {"dbname", "dbname", "application_name", NULL};
+    const char *vals[] = {cfg->database_url, "pgbouncer", "perfcgi-capacity", NULL};
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    PGresult *r = pg_ask(c, "SHOW CONFIG", NULL, deadline_ms, why);
+    long max = -1;
+    for (int i = 0; r && PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r) && PQnfields(r) > 1; i++)
+        if (strcmp(PQgetvalue(r, i, 0), "max_client_conn") == 0) max = atol(PQgetvalue(r, i, 1));
+    if (max < 0 && r && PQresultStatus(r) == PGRES_TUPLES_OK) *why = "no max_client_conn in SHOW CONFIG";
+    PQclear(r);
+    PQfinish(c);
+    return max;
+}
+
+/* Through a pooler the workers' connections are its clients: checked against its
+ * max_client_conn when its admin console tells it. */
+static void capacity_pooler(const struct settings *cfg, const char *when, double deadline_ms, long server_pid,
+                            long client_pid, long most)
+{
+    const char *why;
+    long max_clients = pooler_max_clients(cfg, deadline_ms, &why);
+    char head[320];
+    snprintf(head, sizeof head,
+             "%s: PostgreSQL connections: through a connection pooler (PgBouncer: the server runs the query as pid"
+             " %ld, the connection was given pid %ld): workers %d x (pool_size %d + pool_max_overflow %d) + 1 = %ld"
+             " client connections at most",
+             when, server_pid, client_pid, settings_pm_children(cfg), cfg->pool_size, cfg->pool_max_overflow, most);
+    if (max_clients < 0)
+        log_info("%s, which the pooler's max_client_conn must allow (its admin console did not tell: %.*s);"
+                 " PostgreSQL's max_connections bounds the pooler's server connections (default_pool_size)",
+                 head, (int)strcspn(why, "\n"), why);
+    else if (most <= max_clients)
+        log_info("%s, of the pooler's max_client_conn %ld (other hosts' clients count too); PostgreSQL's"
+                 " max_connections bounds the pooler's server connections (default_pool_size)", head, max_clients);
+    else
+        log_warning("%s; the pooler's max_client_conn is %ld: lower workers or pool_max_overflow, or raise"
+                    " max_client_conn", head, max_clients);
+}
+
 long capacity_postgresql(const struct settings *cfg, const char *when)
 {
     const char *keys[] = {"dbname", "application_name", NULL};
@@ -164,7 +211,7 @@ long capacity_postgresql(const struct settings *cfg, const char *when)
     double deadline = clock_ms() + PG_CHECK_MS;
     PGconn *c = PQconnectStartParams(keys, vals, 1);
     const char *why;
-    PGresult *r = pg_ask(c, when, deadline, &why);
+    PGresult *r = pg_ask(c, CHECK_SQL, when, deadline, &why);
     if (!r || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         log_warning("%s: PostgreSQL connections check skipped: cannot ask the server: %.*s", when,
                     (int)strcspn(why, "\n"), why);
@@ -175,13 +222,22 @@ long capacity_postgresql(const struct settings *cfg, const char *when)
     char role[64];
     snprintf(role, sizeof role, "%s", PQgetvalue(r, 0, 6));
     long max = field(r, 0), su_reserved = field(r, 1), reserved = field(r, 2), super = field(r, 3),
-         connlimit = field(r, 4), others = field(r, 5);
+         connlimit = field(r, 4), others = field(r, 5), server_pid = field(r, 7);
+    /* A pooler (PgBouncer) hands its clients a backend key of its own, and runs the
+     * query on one of its server connections: the pids differ. */
+    long client_pid = PQbackendPID(c);
     PQclear(r);
     PQfinish(c);
 
     int workers = settings_pm_children(cfg);
     long per = cfg->pool_size + cfg->pool_max_overflow;
     long most = workers * per + PG_PROBER_CONNECTIONS;
+    if (server_pid != client_pid) {
+        /* The server's numbers bound the pooler's server connections, not perfcgi's:
+         * no limit on the workers from here, then. */
+        capacity_pooler(cfg, when, deadline, server_pid, client_pid, most);
+        return -1;
+    }
     long for_role = super ? max : max - su_reserved - reserved;
     char limit[160] = "";
     if (connlimit >= 0 && connlimit < for_role) {

@@ -25,8 +25,11 @@ int capacity_files(const struct settings *cfg, char *note, size_t notelen, char 
  * the workers' pools may open more than is left, or that the check was skipped when
  * PostgreSQL cannot be asked. Never refuses: the pools open lazily and pool_timeout
  * bounds a wait for a connection. The workers are pm's most (settings_pm_children).
- * Returns the connections left for the workers (the prober's taken off), or -1 when
- * PostgreSQL could not be asked: pm adaptive stays under it.
+ * Through a connection pooler (PgBouncer: the server's backend pid is not the one the
+ * connection was given), the server's numbers are the pooler's: it logs what the pooler
+ * must allow instead. Returns the connections left for the workers (the prober's taken
+ * off), or -1 when PostgreSQL could not be asked or sits behind a pooler: pm adaptive
+ * stays under it.
  */
 long capacity_postgresql(const struct settings *cfg, const char *when);
 
