@@ -249,12 +249,13 @@ def test_rolling_usr2(ctx):
 
 def connections_at_peak(ctx):
     """io-intensive?ms=IO_MS across all hosts, enough clients for every worker to hold a
-    database connection: the most PostgreSQL server connections (and, through PgBouncer,
-    its client connections and pool) seen, and the load's figures."""
+    database connection: the most PostgreSQL server connections seen (and, through
+    PgBouncer, its most client connections, its pool's server connections and SHOW POOLS'
+    row when most clients were waiting or active), and the load's figures."""
     ctx.nginx.point_at(ctx.hosts)
     most = {"server_connections": 0}
     if ctx.pgbouncer_port:
-        most.update(pgbouncer_clients=0, pgbouncer_pool_servers=0)
+        most.update(pgbouncer_clients=0, pgbouncer_pool_servers=0, pool_row_at_peak=None)
     with Load([f"/io-intensive?ms={IO_MS}"], threads=2 * HOSTS * WORKERS) as load:
         load.wait_for(HOSTS * WORKERS)
         end = time.monotonic() + LOAD_SECONDS / 2
@@ -262,7 +263,11 @@ def connections_at_peak(ctx):
             most["server_connections"] = max(most["server_connections"], server_connections())
             if ctx.pgbouncer_port:
                 most["pgbouncer_clients"] = max(most["pgbouncer_clients"], client_connections(ctx.pgbouncer_port))
-                most["pgbouncer_pool_servers"] = max(most["pgbouncer_pool_servers"], pool(ctx.pgbouncer_port)[1])
+                row, servers = pool(ctx.pgbouncer_port)
+                most["pgbouncer_pool_servers"] = max(most["pgbouncer_pool_servers"], servers)
+                busy = lambda r: int(r["cl_active"]) + int(r["cl_waiting"])  # noqa: E731
+                if most["pool_row_at_peak"] is None or busy(row) > busy(most["pool_row_at_peak"]):
+                    most["pool_row_at_peak"] = row
             time.sleep(0.05)
     return dict(most, load=load.figures())
 
@@ -276,11 +281,11 @@ def test_pgbouncer_connections(ctx):
     res["without"] = connections_at_peak(ctx)
     ctx.use_pgbouncer(True)
     res["with"] = connections_at_peak(ctx)
-    res["pool_row_after"] = pool(ctx.pgbouncer_port)[0]
     w, p = res["without"], res["with"]
     print(f"  PostgreSQL server connections at the peak of io-intensive?ms={IO_MS} over {HOSTS} hosts x {WORKERS} "
           f"sync workers: {w['server_connections']} without PgBouncer, {p['server_connections']} with (its pool "
-          f"{PGBOUNCER_POOL}, pool servers {p['pgbouncer_pool_servers']}), PgBouncer clients {p['pgbouncer_clients']}; "
+          f"{PGBOUNCER_POOL}, pool servers {p['pgbouncer_pool_servers']}), PgBouncer clients {p['pgbouncer_clients']} "
+          f"(at the peak {p['pool_row_at_peak']['cl_active']} active, {p['pool_row_at_peak']['cl_waiting']} waiting); "
           f"failed {w['load']['failed']} of {w['load']['requests']} without, {p['load']['failed']} of "
           f"{p['load']['requests']} with")
     assert w["load"]["failed"] == 0 and p["load"]["failed"] == 0, res
