@@ -445,6 +445,8 @@ def main():
                 traceback.print_exc()
                 print(f"FAIL {test.__name__}", flush=True)
                 # Whatever the test left down comes back for the next one.
+                if ctx.pgbouncer_env:
+                    harness.stack("start", "pgbouncer", env=ctx.pgbouncer_env)
                 for h in ctx.hosts:
                     h.link(True)
                     if h.p.poll() is not None:
