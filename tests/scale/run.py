@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import harness  # noqa: E402
 import hosts as scale_hosts  # noqa: E402
 # PgBouncer's admin console and PostgreSQL's client backends, as the integration test reads them.
-from test_pgbouncer import admin, client_connections, pool, server_connections  # noqa: E402
+from test_pgbouncer import client_connections, pool, server_connections  # noqa: E402
 
 HOSTS = 3
 WORKERS = 4         # sync workers per host
