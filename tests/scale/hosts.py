@@ -16,6 +16,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -85,16 +86,36 @@ class Network:
             ip("-n", ns, "link", "set", "lo", "up")
 
 
+class Adopted:
+    """The new master of a USR2 upgrade: forked by the old one and reparented once that
+    exits, so not our child; what of Popen a Host uses (no exit status to read)."""
+
+    def __init__(self, pid):
+        self.pid, self.returncode = pid, None
+
+    def poll(self):
+        if self.returncode is None and not harness.proc_alive(self.pid):
+            self.returncode = 0
+        return self.returncode
+
+    def wait(self, timeout):
+        harness.wait_until(lambda: self.poll() is not None, timeout, interval=0.05,
+                           message=f"master {self.pid} exited")
+        return self.returncode
+
+
 class Host:
     """perfcgi in namespace PREFIX-hN: started with `ip netns exec`, which execs it (the
-    pid is the master's), in its own session so that the whole group can be killed."""
+    pid is the master's), in its own session so that the whole group can be killed: the
+    new master of a USR2 upgrade stays in it too."""
 
     def __init__(self, n, addr, settings, log_dir):
         self.n, self.addr = n, addr
         self.ns, self.veth = f"{PREFIX}-h{n}", f"{PREFIX}-v{n}"
         self.settings = settings  # perfcgi's flags, name -> value
         self.log = os.path.join(log_dir, f"host{n}.log")
-        self.p = None
+        self.pidfile = os.path.join(log_dir, f"host{n}.pid")
+        self.p = self.session = None
 
     @property
     def server(self):
@@ -102,12 +123,14 @@ class Host:
 
     def start(self):
         args = ["ip", "netns", "exec", self.ns, str(harness.PERFCGI_BIN),
-                "--bind", self.server, "--status-bind", f"{self.addr}:{STATUS_PORT}", "--access-log", ""]
+                "--bind", self.server, "--status-bind", f"{self.addr}:{STATUS_PORT}", "--access-log", "",
+                "--pidfile", self.pidfile]
         for k, v in self.settings.items():
             args += ["--" + k.replace("_", "-"), str(v)]
         with open(self.log, "ab") as logf:
             self.p = subprocess.Popen(args, env=harness.clean_env(), stdin=subprocess.DEVNULL, stdout=logf,
                                       stderr=subprocess.STDOUT, start_new_session=True)
+        self.session = self.p.pid
         harness.wait_until(self.serving, 30, message=f"host {self.n} serving")
 
     def serving(self):
@@ -150,8 +173,32 @@ class Host:
         return self.p.wait(timeout=timeout)
 
     def kill(self):
-        if self.p is not None:
+        if isinstance(self.p, Adopted):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.session, signal.SIGKILL)
+            self.p.wait(10)
+        elif self.p is not None:
             harness.kill_session(self.p, lambda: self.p.wait(timeout=10))
+
+    def upgrade(self, timeout=30):
+        """USR2: the binary runs again as a new master on the inherited sockets; returns
+        once the old master has exited (0) and the new one's workers all serve: (seconds
+        from USR2 to the old master's exit, ms from USR2 until the new master served, as
+        it logs)."""
+        old = self.p.pid
+        t0 = time.monotonic()
+        self.signal(signal.SIGUSR2)
+        rc = self.p.wait(timeout=timeout)
+        switch_s = time.monotonic() - t0
+        assert rc == 0, f"host {self.n}: the old master exited with {rc}: {harness.read_text(self.log)[-800:]}"
+        new = int(harness.read_text(self.pidfile).split()[0])
+        assert new != old and harness.proc_alive(new), f"host {self.n}: new master {new} (old {old})"
+        assert not os.path.exists(self.pidfile + ".oldbin"), f"host {self.n}: .oldbin left"
+        self.p = Adopted(new)
+        served = re.search(rf"USR2: new master {new} serves \((\d+) ms after USR2\)", harness.read_text(self.log))
+        assert served, f"host {self.n}: {harness.read_text(self.log)[-800:]}"
+        harness.wait_until(self.serving, 10, message=f"host {self.n}'s new master serving")
+        return switch_s, int(served.group(1))
 
     def link(self, up):
         ip("link", "set", self.veth, "up" if up else "down")

@@ -2,11 +2,14 @@
 """tests/scale/run.py [--out DIR] [TEST ...]: the multi-host scale test (`make scale-test`).
 
 Three app hosts (network namespaces, tests/scale/hosts.py) behind the stack's Nginx, with
-the stack's Redis and PostgreSQL reached over the test network. Under load through Nginx,
-every request's status counted: throughput on 1, 2 and 3 hosts; one host SIGKILLed, then
-restarted; one host's link cut, then restored; a rolling restart, one host at a time,
-with the TERM drain; the event class behind the upstream's keepalive. Asserts behaviour, never speed; prints the figures and writes them
-to DIR/scale.json (default build/scale). Ends with `N passed, N failed`. Root required.
+the stack's Redis and PostgreSQL reached over the test network, directly or through the
+stack's PgBouncer (transaction pooling). Under load through Nginx, every request's status
+counted: throughput on 1, 2 and 3 hosts; one host SIGKILLed, then restarted; one host's
+link cut, then restored; a rolling restart, one host at a time, with the TERM drain, then
+with the USR2 binary upgrade; PostgreSQL's server connections without and with PgBouncer;
+PgBouncer restarted; the event class behind the upstream's keepalive. Asserts behaviour,
+never speed; prints the figures and writes them to DIR/scale.json (default build/scale).
+Ends with `N passed, N failed`. Root required.
 """
 
 import argparse
@@ -19,11 +22,14 @@ import subprocess
 import sys
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import harness  # noqa: E402
 import hosts as scale_hosts  # noqa: E402
+# PgBouncer's admin console and PostgreSQL's client backends, as the integration test reads them.
+from test_pgbouncer import client_connections, pool, server_connections  # noqa: E402
 
 HOSTS = 3
 WORKERS = 4         # sync workers per host
@@ -32,17 +38,20 @@ IO_MS = 100         # /io-intensive?ms= of the scaling figure: hosts x WORKERS /
 # The database and the cache (Redis cache-aside), both over the test network.
 FAILOVER_PATHS = ["/io-intensive?ms=20", "/cached-data?category=7"]
 FAILOVER_CLIENTS = 12
+# PgBouncer's default_pool_size: far below the hosts' HOSTS x WORKERS busy connections
+# (a sync worker holds one at a time; pool_size and pool_max_overflow stay as default).
+PGBOUNCER_POOL = 3
 
 
-def database_url(net):
-    """The one place the hosts' database URL is made (PgBouncer goes here)."""
-    return f"postgresql://perfcgi@{net.gateway}:{harness.STACK.pg_port}/perfcgi"
+def database_url(net, pgbouncer_port=None):
+    """The one place the hosts' database URL is made: PostgreSQL, or PgBouncer in front of it."""
+    return f"postgresql://perfcgi@{net.gateway}:{pgbouncer_port or harness.STACK.pg_port}/perfcgi"
 
 
-def host_settings(net, worker_class="sync"):
+def host_settings(net, worker_class="sync", pgbouncer_port=None):
     return {"worker_class": worker_class, "workers": WORKERS,
             "redis_url": f"redis://{net.gateway}:{harness.STACK.redis_port}/0",
-            "database_url": database_url(net), "drain_delay": 1, "graceful_timeout": 10}
+            "database_url": database_url(net, pgbouncer_port), "drain_delay": 1, "graceful_timeout": 10}
 
 
 # --- load through Nginx -----------------------------------------------------------------------
@@ -190,6 +199,7 @@ def test_event_keepalive(ctx):
     """Event workers behind the upstream's keepalive: connections are reused; SIGKILL of one
     host under load fails at most its requests in flight; it rejoins once restarted."""
     ctx.nginx.render("event")
+    ctx.pgbouncer_port = None
     for h in ctx.hosts:
         h.kill()
         h.settings = host_settings(ctx.net, "event")
@@ -215,7 +225,123 @@ def test_event_keepalive(ctx):
     assert s["failed"] <= FAILOVER_CLIENTS, s
 
 
-TESTS = [test_scaling, test_kill, test_link_cut, test_rolling, test_event_keepalive]
+def test_rolling_usr2(ctx):
+    """One host at a time: USR2 (a new master on the inherited sockets; the old one retires
+    once it serves) under load: 0 failed requests, every host's new master serving."""
+    steps = []
+    with UpstreamErrors() as errors, Load(FAILOVER_PATHS, FAILOVER_CLIENTS) as load:
+        time.sleep(0.5)
+        for h in ctx.hosts:
+            old = h.p.pid
+            switch_s, serving_ms = h.upgrade()
+            # Served through Nginx by the new master's workers (its own count starts at 0).
+            harness.wait_until(lambda: h.accepted() > 0, 10, interval=0.05, message=f"host {h.n}'s new master accepts")
+            steps.append({"host": h.n, "old_master": old, "new_master": h.p.pid,
+                          "new_serving_ms": serving_ms, "old_gone_s": round(switch_s, 2)})
+        time.sleep(0.5)
+    s = dict(load.figures(), upstream_errors=len(errors.dropped()), steps=steps)
+    ctx.results["rolling_usr2"] = s
+    print(f"  USR2 upgrade of {HOSTS} hosts, one at a time: {s['failed']} failed of {s['requests']} (Nginx met "
+          f"{s['upstream_errors']} upstream errors); per host (new master serving, old gone): "
+          + ", ".join(f"{st['new_serving_ms']} ms, {st['old_gone_s']} s" for st in steps))
+    assert s["failed"] == 0, s
+
+
+def connections_at_peak(ctx):
+    """io-intensive?ms=IO_MS across all hosts, enough clients for every worker to hold a
+    database connection: the most PostgreSQL server connections seen (and, through
+    PgBouncer, its most client connections, its pool's server connections and SHOW POOLS'
+    row when most clients were waiting or active), and the load's figures."""
+    ctx.nginx.point_at(ctx.hosts)
+    most = {"server_connections": 0}
+    if ctx.pgbouncer_port:
+        most.update(pgbouncer_clients=0, pgbouncer_pool_servers=0, pool_row_at_peak=None)
+    with Load([f"/io-intensive?ms={IO_MS}"], threads=2 * HOSTS * WORKERS) as load:
+        load.wait_for(HOSTS * WORKERS)
+        end = time.monotonic() + LOAD_SECONDS / 2
+        while time.monotonic() < end:
+            most["server_connections"] = max(most["server_connections"], server_connections())
+            if ctx.pgbouncer_port:
+                most["pgbouncer_clients"] = max(most["pgbouncer_clients"], client_connections(ctx.pgbouncer_port))
+                row, servers = pool(ctx.pgbouncer_port)
+                most["pgbouncer_pool_servers"] = max(most["pgbouncer_pool_servers"], servers)
+                busy = lambda r: int(r["cl_active"]) + int(r["cl_waiting"])  # noqa: E731
+                if most["pool_row_at_peak"] is None or busy(row) > busy(most["pool_row_at_peak"]):
+                    most["pool_row_at_peak"] = row
+            time.sleep(0.05)
+    return dict(most, load=load.figures())
+
+
+def test_pgbouncer_connections(ctx):
+    """The same load without and with PgBouncer: directly, a server connection per busy
+    worker; through it, at most its pool while the hosts hold many more clients."""
+    res = ctx.results["pgbouncer"] = {"pool_size": PGBOUNCER_POOL, "pool_mode": "transaction",
+                                      "busy_connections_wanted": HOSTS * WORKERS}
+    ctx.use_pgbouncer(False)
+    res["without"] = connections_at_peak(ctx)
+    ctx.use_pgbouncer(True)
+    res["with"] = connections_at_peak(ctx)
+    w, p = res["without"], res["with"]
+    print(f"  PostgreSQL server connections at the peak of io-intensive?ms={IO_MS} over {HOSTS} hosts x {WORKERS} "
+          f"sync workers: {w['server_connections']} without PgBouncer, {p['server_connections']} with (its pool "
+          f"{PGBOUNCER_POOL}, pool servers {p['pgbouncer_pool_servers']}), PgBouncer clients {p['pgbouncer_clients']} "
+          f"(at the peak {p['pool_row_at_peak']['cl_active']} active, {p['pool_row_at_peak']['cl_waiting']} waiting); "
+          f"failed {w['load']['failed']} of {w['load']['requests']} without, {p['load']['failed']} of "
+          f"{p['load']['requests']} with")
+    assert w["load"]["failed"] == 0 and p["load"]["failed"] == 0, res
+    assert w["server_connections"] >= HOSTS * WORKERS, w
+    assert 1 <= p["server_connections"] <= PGBOUNCER_POOL, p
+    assert p["pgbouncer_pool_servers"] <= PGBOUNCER_POOL, p
+    assert p["pgbouncer_clients"] > PGBOUNCER_POOL, p
+
+
+def test_pgbouncer_restart(ctx):
+    """PgBouncer stopped and started again under load through Nginx: requests fail at most
+    while it is down (and a moment after); every host serves 200s again, not restarted."""
+    ctx.use_pgbouncer(True)
+    ctx.nginx.point_at(ctx.hosts)
+    masters = [h.p.pid for h in ctx.hosts]
+    workers = {h.n: {p["pid"] for p in h.status(full=True)["processes"]} for h in ctx.hosts}
+    back = {}  # host -> seconds from the start command until its workers' first 200
+
+    def all_back(since, before):
+        for n, pids in workers.items():
+            if n not in back and any(load.served_by.get(p, 0) > before.get(p, 0) for p in pids):
+                back[n] = round(time.monotonic() - since, 2)
+        return len(back) == HOSTS
+
+    # Every request needs PostgreSQL (/cached-data may answer from Redis meanwhile).
+    with Load([FAILOVER_PATHS[0]], FAILOVER_CLIENTS) as load, ThreadPoolExecutor(1) as pool_:
+        load.wait_for(50)
+        down = time.monotonic()
+        harness.stack("stop", "pgbouncer", env=ctx.pgbouncer_env)
+        stopped = time.monotonic()
+        time.sleep(1)
+        # Started in the background (stack.sh returns once a query goes through): the
+        # hosts' recovery is timed from the start command on, PgBouncer's own start included.
+        before, starting = dict(load.served_by), time.monotonic()
+        started = pool_.submit(harness.stack, "start", "pgbouncer", env=ctx.pgbouncer_env)
+        harness.wait_until(lambda: all_back(starting, before), 30, interval=0.02,
+                           message="every host serving after PgBouncer's restart")
+        started.result(timeout=60)
+        up = time.monotonic()
+        load.wait_for(load.ok + 100)
+    last_failure = max((f[0] for f in load.failures), default=starting)
+    s = dict(load.figures(), stop_s=round(stopped - down, 2), start_s=round(up - starting, 2),
+             hosts_back_after_start_s=back, last_failure_after_start_s=round(max(0.0, last_failure - starting), 2))
+    ctx.results["pgbouncer_restart"] = s
+    print(f"  PgBouncer stopped ({s['stop_s']} s), down 1 s, started again ({s['start_s']} s until stack.sh saw "
+          f"it answer): {s['failed']} failed of {s['requests']}; every host served 200s again "
+          f"{back} s after the start command, the last failure {s['last_failure_after_start_s']} s after it")
+    # A request in flight when it came back may still fail: 3 s for those.
+    assert all(down <= f[0] <= up + 3 for f in load.failures), s
+    assert [h.p.pid for h in ctx.hosts] == masters, "perfcgi restarted"
+    assert {h.n: {p["pid"] for p in h.status(full=True)["processes"]} for h in ctx.hosts} == workers, \
+        "workers replaced"
+
+
+TESTS = [test_scaling, test_kill, test_link_cut, test_rolling, test_rolling_usr2, test_pgbouncer_connections,
+         test_pgbouncer_restart, test_event_keepalive]
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -224,6 +350,7 @@ class Context:
     def __init__(self, out):
         self.out = out
         self.net = self.hosts = self.nginx = None
+        self.pgbouncer_port = self.pgbouncer_env = None  # the hosts' database_url names it when set
         self.results = {"hosts": HOSTS, "workers_per_host": WORKERS, "worker_class": "sync",
                         "cpus": os.cpu_count(), "load_seconds": LOAD_SECONDS}
 
@@ -258,6 +385,25 @@ class Context:
             harness.wait_until(h.ready, 15, message=f"host {h.n} ready (Redis and PostgreSQL reached)")
         self.nginx = scale_hosts.Nginx(harness.STACK)
         self.nginx.point_at(self.hosts)
+
+    def use_pgbouncer(self, on):
+        """The hosts' database_url at PgBouncer (started on its first use, listening on
+        loopback and the test network's gateway) or at PostgreSQL: hosts restarted on a change."""
+        if on and not self.pgbouncer_env:
+            self.pgbouncer_env = {"PGBOUNCER_PORT": str(harness.free_ports(1)[0]),
+                                  "PGBOUNCER_LISTEN_ADDR": f"127.0.0.1,{self.net.gateway}",
+                                  "PGBOUNCER_POOL_SIZE": str(PGBOUNCER_POOL)}
+            harness.stack("start", "pgbouncer", env=self.pgbouncer_env)
+        port = self.pgbouncer_env["PGBOUNCER_PORT"] if on else None
+        if port == self.pgbouncer_port:
+            return
+        self.pgbouncer_port = port
+        for h in self.hosts:
+            h.kill()
+            h.settings = host_settings(self.net, pgbouncer_port=port)
+            h.start()
+        for h in self.hosts:
+            harness.wait_until(h.ready, 15, message=f"host {h.n} ready")
 
     def stop(self):
         for h in self.hosts or ():
@@ -299,6 +445,8 @@ def main():
                 traceback.print_exc()
                 print(f"FAIL {test.__name__}", flush=True)
                 # Whatever the test left down comes back for the next one.
+                if ctx.pgbouncer_env:
+                    harness.stack("start", "pgbouncer", env=ctx.pgbouncer_env)
                 for h in ctx.hosts:
                     h.link(True)
                     if h.p.poll() is not None:
