@@ -213,53 +213,59 @@ static void params_over(struct fcgi_parser *p, const char *fmt, ...)
     p->params_over = 1;
 }
 
+/* Doubles the room for pairs (and envp, one longer for its NULL); the room
+ * stays for the connection's next requests. */
+static int grow_pairs(struct fcgi_parser *p)
+{
+    size_t cap = p->pairs_cap ? p->pairs_cap * 2 : 32;
+    struct fcgi_pair *pairs = realloc(p->pairs, cap * sizeof *pairs);
+    if (!pairs) return -1;
+    p->pairs = pairs;
+    char **envp = realloc(p->envp, cap * sizeof *envp);
+    if (!envp) return -1;
+    p->envp = envp;
+    p->pairs_cap = cap;
+    return 0;
+}
+
 /*
- * Decodes the PARAMS stream in place, each pair becoming "name=value\0":
- * that takes name_len + value_len + 2 bytes, and the encoded pair took at
- * least as many (two length bytes at the least), so the write position never
- * overtakes the read position and no second buffer is needed. A first pass
- * checks and counts, so a bad stream leaves nothing half decoded. Params over
- * a limit give the pairs kept before it (a pair cut there ends them), so that
- * the answer can still be logged with its method and path.
+ * Decodes the PARAMS stream in place, in one pass, each pair becoming
+ * "name=value\0": the name moves one byte back over its last length byte,
+ * its old last byte becomes '=', and the value stays where it is, ended by a
+ * NUL over the first length byte of the next pair once that is read (or the
+ * byte after the stream, reserved here). A malformed stream fails the parser
+ * for good, so pairs decoded before it are never seen. Params over a limit
+ * give the pairs kept before it (a pair cut there ends them), so that the
+ * answer can still be logged with its method and path.
  */
 static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event *ev)
 {
+    if (fcgi_buf_reserve(&p->params, 1) != 0 || (p->pairs_cap == 0 && grow_pairs(p) != 0))
+        return parser_fail(p, ev, "out of memory for params");
     uint8_t *s = p->params.data;
     size_t n = p->params.len, pos = 0, at, nl, vl, count = 0;
+    size_t end = SIZE_MAX; /* where the previous value ends, for its NUL */
     while (pos < n) {
-        size_t from = pos;
         if (next_pair(s, n, &pos, &at, &nl, &vl) != 0) {
             if (p->params_over) break;
             return parser_fail(p, ev, "request %u: malformed name-value pair in FCGI_PARAMS", p->request_id);
         }
         if (count == p->limits.max_params) {
             params_over(p, "more than %zu FastCGI params (headers and CGI variables)", p->limits.max_params);
-            pos = from;
             break;
         }
+        if (count + 2 > p->pairs_cap && grow_pairs(p) != 0)
+            return parser_fail(p, ev, "out of memory for %zu params", count + 1);
+        if (end != SIZE_MAX) s[end] = '\0';
+        char *name = (char *)s + at - 1; /* at >= 2: two length bytes at the least precede it */
+        memmove(name, s + at, nl);
+        name[nl] = '=';
+        p->pairs[count] = (struct fcgi_pair){name, nl, name + nl + 1, vl};
+        p->envp[count] = name;
+        end = at + nl + vl;
         count++;
     }
-    if (count + 1 > p->pairs_cap) {
-        struct fcgi_pair *pairs = realloc(p->pairs, (count + 1) * sizeof *pairs);
-        if (!pairs) return parser_fail(p, ev, "out of memory for %zu params", count);
-        p->pairs = pairs;
-        char **envp = realloc(p->envp, (count + 1) * sizeof *envp);
-        if (!envp) return parser_fail(p, ev, "out of memory for %zu params", count);
-        p->envp = envp;
-        p->pairs_cap = count + 1;
-    }
-    size_t w = 0;
-    pos = 0;
-    for (size_t i = 0; i < count; i++) {
-        next_pair(s, n, &pos, &at, &nl, &vl);
-        memmove(s + w, s + at, nl);
-        s[w + nl] = '=';
-        memmove(s + w + nl + 1, s + at + nl, vl);
-        s[w + nl + 1 + vl] = '\0';
-        p->pairs[i] = (struct fcgi_pair){(const char *)s + w, nl, (const char *)s + w + nl + 1, vl};
-        p->envp[i] = (char *)s + w;
-        w += nl + vl + 2;
-    }
+    if (end != SIZE_MAX) s[end] = '\0';
     p->envp[count] = NULL;
     p->npairs = count;
     p->request_state = REQ_STDIN;
