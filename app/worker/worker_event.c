@@ -136,7 +136,7 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     memset(r, 0, offsetof(struct ev_req, ex));
     struct request req;
     char path[1024];
-    fcgi_params_to_request(&req, e->envp, path, sizeof path);
+    fcgi_pairs_to_request(&req, e->pairs, e->npairs, path, sizeof path);
     const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
                          e->too_large ? e->error : "", req.request_uri ? req.request_uri : "",
                          req.request_id ? req.request_id : ""};
