@@ -45,7 +45,8 @@ struct ev_req {
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
     struct worker_request wr;
-    char *strings; /* the request's strings, owned here */
+    char *strings; /* the request's strings, owned here; room for strings_cap bytes */
+    size_t strings_cap;
     uv_timer_t sleep;
     int sleep_ready;
     int started;                  /* the exchange runs (the body has arrived) */
@@ -67,6 +68,7 @@ struct ev_conn {
     struct fcgi_buf out;
     size_t out_off;
     struct ev_req *req;
+    struct ev_req *spare; /* the last request's struct and strings, kept for the next one */
     int served;  /* requests answered on this connection */
     int reading; /* a request has begun and its body has not all arrived */
     int close_after_flush, closing;
@@ -108,21 +110,32 @@ static void event_worker_drain(struct event_worker *w);
 
 /* ---- requests ---- */
 
-static void ev_req_free_cb(uv_handle_t *h)
+static void ev_req_release(struct ev_req *r)
 {
-    free(h->data);
+    free(r->strings);
+    free(r);
 }
 
+static void ev_req_free_cb(uv_handle_t *h)
+{
+    ev_req_release(h->data);
+}
+
+/* A request that ends on its open connection is kept as the connection's
+ * spare, for its next request to take without a malloc (one with a sleep
+ * timer is not: its handle closes asynchronously). */
 static void ev_req_free(struct ev_req *r)
 {
     r->w->nreqs--;
     exchange_clear(&r->ex);
-    free(r->strings);
+    struct ev_conn *c = r->conn;
     if (r->sleep_ready) {
         r->sleep.data = r;
         uv_close((uv_handle_t *)&r->sleep, ev_req_free_cb);
+    } else if (c && !c->closing && !c->spare) {
+        c->spare = r;
     } else {
-        free(r);
+        ev_req_release(r);
     }
 }
 
@@ -131,9 +144,19 @@ static void ev_req_free(struct ev_req *r)
  * limits are answered 413 (with the params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct ev_req *r = malloc(sizeof *r);
-    if (!r) return NULL;
+    struct ev_req *r = c->spare;
+    c->spare = NULL;
+    if (!r) {
+        r = malloc(sizeof *r);
+        if (!r) return NULL;
+        r->strings = NULL;
+        r->strings_cap = 0;
+    }
+    char *strings = r->strings;
+    size_t strings_cap = r->strings_cap;
     memset(r, 0, offsetof(struct ev_req, ex));
+    r->strings = strings;
+    r->strings_cap = strings_cap;
     struct request req;
     char path[1024];
     fcgi_pairs_to_request(&req, e->pairs, e->npairs, path, sizeof path);
@@ -143,10 +166,14 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     enum { NSTR = sizeof src / sizeof src[0] };
     size_t len[NSTR], total = 0;
     for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
-    r->strings = malloc(total);
-    if (!r->strings) {
-        free(r);
-        return NULL;
+    if (total > r->strings_cap) {
+        char *grown = realloc(r->strings, total);
+        if (!grown) {
+            ev_req_release(r);
+            return NULL;
+        }
+        r->strings = grown;
+        r->strings_cap = total;
     }
     char *p = r->strings;
     const char *copy[NSTR];
@@ -285,6 +312,7 @@ static void ev_conn_handle_closed(uv_handle_t *h)
 {
     struct ev_conn *c = h->data;
     if (--c->handles_open == 0) {
+        if (c->spare) ev_req_release(c->spare);
         fcgi_parser_free(&c->parser);
         fcgi_buf_free(&c->out);
         free(c);
