@@ -85,10 +85,17 @@ static int read_pair_len(const uint8_t *s, size_t n, size_t *pos, size_t *out)
 /* Steps over the pair at *pos, giving where its name and value start; -1
  * when its lengths point past the end of s. The subtractions cannot wrap:
  * *pos <= n is kept at every step. */
-static int next_pair(const uint8_t *s, size_t n, size_t *pos, size_t *name_at, size_t *name_len, size_t *value_len)
+static inline int next_pair(const uint8_t *s, size_t n, size_t *pos, size_t *name_at, size_t *name_len,
+                            size_t *value_len)
 {
     size_t nl, vl;
-    if (read_pair_len(s, n, pos, &nl) != 0 || read_pair_len(s, n, pos, &vl) != 0) return -1;
+    if (n - *pos >= 2 && s[*pos] < 0x80 && s[*pos + 1] < 0x80) { /* most pairs: two one-byte lengths */
+        nl = s[*pos];
+        vl = s[*pos + 1];
+        *pos += 2;
+    } else if (read_pair_len(s, n, pos, &nl) != 0 || read_pair_len(s, n, pos, &vl) != 0) {
+        return -1;
+    }
     if (nl > n - *pos || vl > n - *pos - nl) return -1;
     *name_at = *pos;
     *name_len = nl;
