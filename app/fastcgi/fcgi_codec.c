@@ -175,6 +175,14 @@ void fcgi_parser_reset_request(struct fcgi_parser *p)
     if (p->action == ACT_PARAMS || p->action == ACT_STDIN || p->action == ACT_ABORT) p->action = ACT_SKIP;
 }
 
+void *fcgi_parser_take_params(struct fcgi_parser *p)
+{
+    void *data = p->params.data;
+    fcgi_buf_init(&p->params);
+    p->npairs = 0;
+    return data;
+}
+
 static enum fcgi_event_type parser_fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

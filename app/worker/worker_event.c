@@ -2,6 +2,7 @@
  * with Redis and PostgreSQL driven from the same loop. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -48,14 +49,16 @@ struct ev_req {
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
     struct worker_request wr;
-    char *strings; /* the request's strings, owned here; room for strings_cap bytes */
-    size_t strings_cap;
+    void *params; /* the parser's params, handed over when the request outlives them */
     uv_timer_t sleep;
     int sleep_ready;
     int started;                  /* the exchange runs (the body has arrived) */
     int in_start, finished_early; /* a backend answered before its start returned */
     struct backend_result early;
-    /* Last: exchange_start sets it up, so a new request zeroes only what comes before. */
+    /* Last: filled as needed, and exchange_start sets ex up, so a new request
+     * zeroes only what comes before path. */
+    char path[1024];      /* the path, when put together from two params */
+    char too_large[128];  /* why the params were refused, the parser's message */
     struct exchange ex;
 };
 
@@ -118,7 +121,7 @@ static void event_worker_drain(struct event_worker *w);
 
 static void ev_req_release(struct ev_req *r)
 {
-    free(r->strings);
+    free(r->params);
     free(r);
 }
 
@@ -145,56 +148,23 @@ static void ev_req_free(struct ev_req *r)
     }
 }
 
-/* Copies the strings the exchange needs, since the parser drops its params
- * when the request ends (or the connection goes). Params over the codec's
- * limits are answered 413 (with the params kept before the limit, for the log). */
+/* The request's strings point into the parser's params, which stay until the
+ * request ends on its connection; one that outlives that (ev_req_abandon)
+ * takes them over. Params over the codec's limits are answered 413 (with the
+ * params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
     struct ev_req *r = c->spare;
     c->spare = NULL;
-    if (!r) {
-        r = malloc(sizeof *r);
-        if (!r) return NULL;
-        r->strings = NULL;
-        r->strings_cap = 0;
-    }
-    char *strings = r->strings;
-    size_t strings_cap = r->strings_cap;
-    memset(r, 0, offsetof(struct ev_req, ex));
-    r->strings = strings;
-    r->strings_cap = strings_cap;
+    if (!r && !(r = malloc(sizeof *r))) return NULL;
+    memset(r, 0, offsetof(struct ev_req, path));
     struct request req;
-    char path[1024];
-    fcgi_pairs_to_request(&req, e->pairs, e->npairs, path, sizeof path);
-    const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
-                         e->too_large ? e->error : "", req.request_uri ? req.request_uri : "",
-                         req.request_id ? req.request_id : ""};
-    enum { NSTR = sizeof src / sizeof src[0] };
-    size_t len[NSTR], total = 0;
-    for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
-    if (total > r->strings_cap) {
-        char *grown = realloc(r->strings, total);
-        if (!grown) {
-            ev_req_release(r);
-            return NULL;
-        }
-        r->strings = grown;
-        r->strings_cap = total;
+    fcgi_pairs_to_request(&req, e->pairs, e->npairs, r->path, sizeof r->path);
+    if (!req.remote_addr) req.remote_addr = "";
+    if (e->too_large) {
+        snprintf(r->too_large, sizeof r->too_large, "%s", e->error);
+        req.too_large = r->too_large;
     }
-    char *p = r->strings;
-    const char *copy[NSTR];
-    for (size_t i = 0; i < NSTR; i++) {
-        memcpy(p, src[i], len[i] + 1);
-        copy[i] = p;
-        p += len[i] + 1;
-    }
-    req.method = copy[0];
-    req.path = copy[1];
-    req.query = copy[2];
-    req.remote_addr = copy[3];
-    req.too_large = e->too_large ? copy[4] : NULL;
-    req.request_uri = req.request_uri ? copy[5] : NULL;
-    req.request_id = req.request_id ? copy[6] : NULL;
     r->w = c->w;
     r->conn = c;
     r->id = c->parser.request_id;
@@ -234,6 +204,7 @@ static void ev_req_finish(struct ev_req *r)
  * closed), so that it does not stay "in flight" on the scoreboard. */
 static void ev_req_abandon(struct ev_req *r)
 {
+    r->params = fcgi_parser_take_params(&r->conn->parser);
     r->conn = NULL;
     if (r->started) return;
     r->started = 1;

@@ -163,6 +163,11 @@ enum fcgi_event_type fcgi_parser_feed(struct fcgi_parser *p, const uint8_t *data
  */
 void fcgi_parser_reset_request(struct fcgi_parser *p);
 
+/* Hands the active request's decoded params (the memory its pairs' strings
+ * are in) over to the caller, to free: they then outlive the request, whose
+ * end would let the parser reuse that memory. fcgi_param finds none after. */
+void *fcgi_parser_take_params(struct fcgi_parser *p);
+
 /* The value of parameter `name` of the active request, or NULL (absent, or
  * before FCGI_EV_PARAMS_DONE). The first of repeated names wins. */
 const char *fcgi_param(const struct fcgi_parser *p, const char *name);

@@ -15,10 +15,11 @@ import json
 import os
 import re
 import signal
+import struct
 import time
 
-from harness import (STACK, WORKER_CLASS, WORKERS, OwnPerfcgi, get, head, perfcgi_with, settled, wait_until,
-                     wait_workers)
+from harness import (STACK, WORKER_CLASS, WORKERS, OwnPerfcgi, _fcgi_pairs, _fcgi_record, fcgi_connect, get, head,
+                     perfcgi_with, settled, wait_until, wait_workers)
 
 # The variables, in the order of the JSON fields.
 FIELDS = ["remote_addr", "request", "request_method", "request_uri", "uri", "args", "status", "body_bytes_sent",
@@ -209,3 +210,39 @@ def test_hup_changes_the_access_log_format_and_refuses_a_bad_one():
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
+
+
+def test_aborted_request_logs_its_own_uri_after_the_next_one():
+    # The web server aborts a request waiting on PostgreSQL and sends the next one on the
+    # same kept connection: the first still logs its own uri and args when it ends (the
+    # event worker's strings point into the connection's params, which the next request
+    # would reuse: the aborted one takes them over).
+    tag = f"abort{os.getpid()}"
+
+    def request(rid, uri, query):
+        params = {"REQUEST_METHOD": "GET", "DOCUMENT_URI": uri, "QUERY_STRING": query,
+                  "REQUEST_URI": f"{uri}?{query}", "REMOTE_ADDR": "127.0.0.1"}
+        return (_fcgi_record(1, struct.pack("!HB5x", 1, 1), rid) + _fcgi_record(4, _fcgi_pairs(params), rid)
+                + _fcgi_record(4, b"", rid) + _fcgi_record(5, b"", rid))
+
+    with access_log("access-abort.log", access_log_format="json") as log:
+        sock = fcgi_connect()
+        try:
+            sock.sendall(request(1, "/io-intensive", f"ms=300&{tag}=1"))
+            time.sleep(0.1)
+            sock.sendall(_fcgi_record(2, b"", 1) + request(2, "/cpu-intensive", f"n=10&{tag}=2"))
+            buf = b""
+            while True:  # up to request 2's END_REQUEST (request 1's records may come first)
+                while len(buf) < 8 or len(buf) < 8 + struct.unpack("!BBHHBx", buf[:8])[3] + buf[6]:
+                    chunk = sock.recv(65536)
+                    assert chunk, "the connection closed before request 2 was answered"
+                    buf += chunk
+                _, rtype, rid, length, padding = struct.unpack("!BBHHBx", buf[:8])
+                buf = buf[8 + length + padding:]
+                if rtype == 3 and rid == 2:
+                    break
+        finally:
+            sock.close()
+        rows = logged(log, tag, 2, json.loads)
+        got = sorted((r["uri"], r["args"]) for r in rows)
+        assert got == [("/cpu-intensive", f"n=10&{tag}=2"), ("/io-intensive", f"ms=300&{tag}=1")], rows

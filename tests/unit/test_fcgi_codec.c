@@ -275,6 +275,37 @@ static void whole_request_in_one_feed(void **state)
     fcgi_buf_free(&b);
 }
 
+/* A request that outlives its end on the connection (its client hung up while
+ * it waits on a backend) takes its params over: the next request on the
+ * connection does not overwrite them. */
+static void taken_params_outlive_the_request(void **state)
+{
+    (void)state;
+    struct fcgi_buf b;
+    fcgi_buf_init(&b);
+    nginx_request(&b, 1, FCGI_FLAG_KEEP_CONN, "n=5", "");
+    nginx_request(&b, 2, FCGI_FLAG_KEEP_CONN, "n=6", "");
+    struct fcgi_parser p;
+    struct fcgi_event ev;
+    size_t off = 0;
+    fcgi_parser_init(&p, NULL);
+    expect(&p, &b, &off, FCGI_EV_BEGIN, &ev);
+    expect(&p, &b, &off, FCGI_EV_PARAMS_DONE, &ev);
+    const char *first = fcgi_param(&p, "QUERY_STRING");
+    void *taken = fcgi_parser_take_params(&p);
+    assert_non_null(taken);
+    assert_null(fcgi_param(&p, "QUERY_STRING"));
+    expect(&p, &b, &off, FCGI_EV_STDIN_END, &ev);
+    fcgi_parser_reset_request(&p);
+    expect(&p, &b, &off, FCGI_EV_BEGIN, &ev);
+    expect(&p, &b, &off, FCGI_EV_PARAMS_DONE, &ev);
+    assert_string_equal(fcgi_param(&p, "QUERY_STRING"), "n=6");
+    assert_string_equal(first, "n=5");
+    free(taken);
+    fcgi_parser_free(&p);
+    fcgi_buf_free(&b);
+}
+
 static void any_cut_gives_the_same_events(void **state)
 {
     (void)state;
@@ -1020,6 +1051,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(constants_agree_with_libfcgi),
         cmocka_unit_test(whole_request_in_one_feed),
+        cmocka_unit_test(taken_params_outlive_the_request),
         cmocka_unit_test(any_cut_gives_the_same_events),
         cmocka_unit_test(kept_connection_carries_requests_back_to_back),
         cmocka_unit_test(params_take_1_and_4_byte_lengths),
