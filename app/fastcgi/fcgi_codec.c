@@ -156,9 +156,7 @@ void fcgi_parser_free(struct fcgi_parser *p)
     fcgi_buf_free(&p->params);
     fcgi_buf_free(&p->mgmt);
     free(p->pairs);
-    free(p->envp);
     p->pairs = NULL;
-    p->envp = NULL;
     p->npairs = p->pairs_cap = 0;
 }
 
@@ -228,27 +226,23 @@ static void params_over(struct fcgi_parser *p, const char *fmt, ...)
     p->params_over = 1;
 }
 
-/* Doubles the room for pairs (and envp, one longer for its NULL); the room
- * stays for the connection's next requests. */
+/* Doubles the room for pairs; the room stays for the connection's next
+ * requests. */
 static int grow_pairs(struct fcgi_parser *p)
 {
     size_t cap = p->pairs_cap ? p->pairs_cap * 2 : 32;
     struct fcgi_pair *pairs = realloc(p->pairs, cap * sizeof *pairs);
     if (!pairs) return -1;
     p->pairs = pairs;
-    char **envp = realloc(p->envp, cap * sizeof *envp);
-    if (!envp) return -1;
-    p->envp = envp;
     p->pairs_cap = cap;
     return 0;
 }
 
 /*
- * Decodes the PARAMS stream in place, in one pass, each pair becoming
- * "name=value\0": the name moves one byte back over its last length byte,
- * its old last byte becomes '=', and the value stays where it is, ended by a
- * NUL over the first length byte of the next pair once that is read (or the
- * byte after the stream, reserved here). A malformed stream fails the parser
+ * Decodes the PARAMS stream in place, in one pass: names and values stay
+ * where they are, each value ended by a NUL over the first length byte of
+ * the next pair once that is read (or the byte after the stream, reserved
+ * here). A malformed stream fails the parser
  * for good, so pairs decoded before it are never seen. Params over a limit
  * give the pairs kept before it (a pair cut there ends them), so that the
  * answer can still be logged with its method and path.
@@ -269,24 +263,18 @@ static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event
             params_over(p, "more than %zu FastCGI params (headers and CGI variables)", p->limits.max_params);
             break;
         }
-        if (count + 2 > p->pairs_cap && grow_pairs(p) != 0)
+        if (count + 1 > p->pairs_cap && grow_pairs(p) != 0)
             return parser_fail(p, ev, "out of memory for %zu params", count + 1);
         if (end != SIZE_MAX) s[end] = '\0';
-        char *name = (char *)s + at - 1; /* at >= 2: two length bytes at the least precede it */
-        memmove(name, s + at, nl);
-        name[nl] = '=';
-        p->pairs[count] = (struct fcgi_pair){name, nl, name + nl + 1, vl};
-        p->envp[count] = name;
+        p->pairs[count] = (struct fcgi_pair){(const char *)s + at, nl, (const char *)s + at + nl, vl};
         end = at + nl + vl;
         count++;
     }
     if (end != SIZE_MAX) s[end] = '\0';
-    p->envp[count] = NULL;
     p->npairs = count;
     p->request_state = REQ_STDIN;
     ev->pairs = p->pairs;
     ev->npairs = count;
-    ev->envp = p->envp;
     ev->too_large = p->params_over;
     if (p->params_over) ev->error = p->error;
     return emit(ev, FCGI_EV_PARAMS_DONE, p->request_id);
