@@ -48,15 +48,16 @@ struct ev_req {
     struct event_worker *w;
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
-    struct worker_request wr;
     void *params; /* the parser's params, handed over when the request outlives them */
-    uv_timer_t sleep;
     int sleep_ready;
     int started;                  /* the exchange runs (the body has arrived) */
     int in_start, finished_early; /* a backend answered before its start returned */
+    /* From here on each field is set before it is read (wr by worker_request_begin,
+     * but for its reading flag; ex by exchange_start): a new request zeroes only
+     * what comes before wr. */
+    struct worker_request wr;
+    uv_timer_t sleep;
     struct backend_result early;
-    /* Last: filled as needed, and exchange_start sets ex up, so a new request
-     * zeroes only what comes before path. */
     char path[1024];      /* the path, when put together from two params */
     char too_large[128];  /* why the params were refused, the parser's message */
     struct exchange ex;
@@ -157,7 +158,8 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     struct ev_req *r = c->spare;
     c->spare = NULL;
     if (!r && !(r = malloc(sizeof *r))) return NULL;
-    memset(r, 0, offsetof(struct ev_req, path));
+    memset(r, 0, offsetof(struct ev_req, wr));
+    r->wr.reading = 0;
     struct request req;
     fcgi_pairs_to_request(&req, e->pairs, e->npairs, r->path, sizeof r->path);
     if (!req.remote_addr) req.remote_addr = "";
