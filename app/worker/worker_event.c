@@ -184,11 +184,18 @@ static void ev_req_finish(struct ev_req *r)
     pg_async_stats(w->pool, &ps);
     worker_request_end(w->env, &r->wr, &r->ex, &ps);
     if (c) {
-        char head[512];
-        size_t n = exchange_head(&r->ex, head, sizeof head);
-        int failed = fcgi_write_stdout(&c->out, r->id, head, n) != 0;
-        if (!r->ex.head_only && r->ex.resp.body_len)
-            failed |= fcgi_write_stdout(&c->out, r->id, r->ex.resp.body, r->ex.resp.body_len) != 0;
+        /* The head and a short body in one record: one record less to write and
+         * for the web server to read. */
+        char out[2048];
+        size_t n = exchange_head(&r->ex, out, 512);
+        size_t body_len = r->ex.head_only ? 0 : r->ex.resp.body_len;
+        if (body_len <= sizeof out - n) {
+            if (body_len) memcpy(out + n, r->ex.resp.body, body_len);
+            n += body_len;
+            body_len = 0;
+        }
+        int failed = fcgi_write_stdout(&c->out, r->id, out, n) != 0;
+        if (body_len) failed |= fcgi_write_stdout(&c->out, r->id, r->ex.resp.body, body_len) != 0;
         failed |= fcgi_write_stdout_end(&c->out, r->id) != 0;
         failed |= fcgi_write_end_request(&c->out, r->id, 0, FCGI_STATUS_REQUEST_COMPLETE) != 0;
         c->req = NULL;
