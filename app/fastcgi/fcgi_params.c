@@ -108,8 +108,13 @@ void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, si
     memset(req, 0, sizeof *req);
     struct seen s = {0};
     for (char **e = envp; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq) take(req, &s, *e, (size_t)(eq - *e), eq + 1);
+        switch (**e) { /* the initials of take's names: the others (HTTP_*, SERVER_*) are not scanned */
+        case 'C': case 'D': case 'P': case 'Q': case 'R': case 'S': {
+            const char *eq = strchr(*e, '=');
+            if (eq) take(req, &s, *e, (size_t)(eq - *e), eq + 1);
+            break;
+        }
+        }
     }
     finish(req, &s, path_buf, path_len);
 }
