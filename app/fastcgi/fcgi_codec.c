@@ -85,10 +85,17 @@ static int read_pair_len(const uint8_t *s, size_t n, size_t *pos, size_t *out)
 /* Steps over the pair at *pos, giving where its name and value start; -1
  * when its lengths point past the end of s. The subtractions cannot wrap:
  * *pos <= n is kept at every step. */
-static int next_pair(const uint8_t *s, size_t n, size_t *pos, size_t *name_at, size_t *name_len, size_t *value_len)
+static inline int next_pair(const uint8_t *s, size_t n, size_t *pos, size_t *name_at, size_t *name_len,
+                            size_t *value_len)
 {
     size_t nl, vl;
-    if (read_pair_len(s, n, pos, &nl) != 0 || read_pair_len(s, n, pos, &vl) != 0) return -1;
+    if (n - *pos >= 2 && s[*pos] < 0x80 && s[*pos + 1] < 0x80) { /* most pairs: two one-byte lengths */
+        nl = s[*pos];
+        vl = s[*pos + 1];
+        *pos += 2;
+    } else if (read_pair_len(s, n, pos, &nl) != 0 || read_pair_len(s, n, pos, &vl) != 0) {
+        return -1;
+    }
     if (nl > n - *pos || vl > n - *pos - nl) return -1;
     *name_at = *pos;
     *name_len = nl;
@@ -149,9 +156,7 @@ void fcgi_parser_free(struct fcgi_parser *p)
     fcgi_buf_free(&p->params);
     fcgi_buf_free(&p->mgmt);
     free(p->pairs);
-    free(p->envp);
     p->pairs = NULL;
-    p->envp = NULL;
     p->npairs = p->pairs_cap = 0;
 }
 
@@ -166,6 +171,14 @@ void fcgi_parser_reset_request(struct fcgi_parser *p)
     p->npairs = 0;
     /* A record of the ended request may be half read: skip the rest of it. */
     if (p->action == ACT_PARAMS || p->action == ACT_STDIN || p->action == ACT_ABORT) p->action = ACT_SKIP;
+}
+
+void *fcgi_parser_take_params(struct fcgi_parser *p)
+{
+    void *data = p->params.data;
+    fcgi_buf_init(&p->params);
+    p->npairs = 0;
+    return data;
 }
 
 static enum fcgi_event_type parser_fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
@@ -213,59 +226,55 @@ static void params_over(struct fcgi_parser *p, const char *fmt, ...)
     p->params_over = 1;
 }
 
+/* Doubles the room for pairs; the room stays for the connection's next
+ * requests. */
+static int grow_pairs(struct fcgi_parser *p)
+{
+    size_t cap = p->pairs_cap ? p->pairs_cap * 2 : 32;
+    struct fcgi_pair *pairs = realloc(p->pairs, cap * sizeof *pairs);
+    if (!pairs) return -1;
+    p->pairs = pairs;
+    p->pairs_cap = cap;
+    return 0;
+}
+
 /*
- * Decodes the PARAMS stream in place, each pair becoming "name=value\0":
- * that takes name_len + value_len + 2 bytes, and the encoded pair took at
- * least as many (two length bytes at the least), so the write position never
- * overtakes the read position and no second buffer is needed. A first pass
- * checks and counts, so a bad stream leaves nothing half decoded. Params over
- * a limit give the pairs kept before it (a pair cut there ends them), so that
- * the answer can still be logged with its method and path.
+ * Decodes the PARAMS stream in place, in one pass: names and values stay
+ * where they are, each value ended by a NUL over the first length byte of
+ * the next pair once that is read (or the byte after the stream, reserved
+ * here). A malformed stream fails the parser
+ * for good, so pairs decoded before it are never seen. Params over a limit
+ * give the pairs kept before it (a pair cut there ends them), so that the
+ * answer can still be logged with its method and path.
  */
 static enum fcgi_event_type params_done(struct fcgi_parser *p, struct fcgi_event *ev)
 {
+    if (fcgi_buf_reserve(&p->params, 1) != 0 || (p->pairs_cap == 0 && grow_pairs(p) != 0))
+        return parser_fail(p, ev, "out of memory for params");
     uint8_t *s = p->params.data;
     size_t n = p->params.len, pos = 0, at, nl, vl, count = 0;
+    size_t end = SIZE_MAX; /* where the previous value ends, for its NUL */
     while (pos < n) {
-        size_t from = pos;
         if (next_pair(s, n, &pos, &at, &nl, &vl) != 0) {
             if (p->params_over) break;
             return parser_fail(p, ev, "request %u: malformed name-value pair in FCGI_PARAMS", p->request_id);
         }
         if (count == p->limits.max_params) {
             params_over(p, "more than %zu FastCGI params (headers and CGI variables)", p->limits.max_params);
-            pos = from;
             break;
         }
+        if (count + 1 > p->pairs_cap && grow_pairs(p) != 0)
+            return parser_fail(p, ev, "out of memory for %zu params", count + 1);
+        if (end != SIZE_MAX) s[end] = '\0';
+        p->pairs[count] = (struct fcgi_pair){(const char *)s + at, nl, (const char *)s + at + nl, vl};
+        end = at + nl + vl;
         count++;
     }
-    if (count + 1 > p->pairs_cap) {
-        struct fcgi_pair *pairs = realloc(p->pairs, (count + 1) * sizeof *pairs);
-        if (!pairs) return parser_fail(p, ev, "out of memory for %zu params", count);
-        p->pairs = pairs;
-        char **envp = realloc(p->envp, (count + 1) * sizeof *envp);
-        if (!envp) return parser_fail(p, ev, "out of memory for %zu params", count);
-        p->envp = envp;
-        p->pairs_cap = count + 1;
-    }
-    size_t w = 0;
-    pos = 0;
-    for (size_t i = 0; i < count; i++) {
-        next_pair(s, n, &pos, &at, &nl, &vl);
-        memmove(s + w, s + at, nl);
-        s[w + nl] = '=';
-        memmove(s + w + nl + 1, s + at + nl, vl);
-        s[w + nl + 1 + vl] = '\0';
-        p->pairs[i] = (struct fcgi_pair){(const char *)s + w, nl, (const char *)s + w + nl + 1, vl};
-        p->envp[i] = (char *)s + w;
-        w += nl + vl + 2;
-    }
-    p->envp[count] = NULL;
+    if (end != SIZE_MAX) s[end] = '\0';
     p->npairs = count;
     p->request_state = REQ_STDIN;
     ev->pairs = p->pairs;
     ev->npairs = count;
-    ev->envp = p->envp;
     ev->too_large = p->params_over;
     if (p->params_over) ev->error = p->error;
     return emit(ev, FCGI_EV_PARAMS_DONE, p->request_id);

@@ -7,13 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A variable's value, NULL when it is absent or empty: some front ends send
- * every CGI variable, empty or not (Caddy: DOCUMENT_URI and SCRIPT_NAME). */
-static const char *param_value(const char *kv, const char *name, size_t name_len)
-{
-    return strncmp(kv, name, name_len) == 0 && kv[name_len] ? kv + name_len : NULL;
-}
-
 /* Nginx's $msec, "1764621049.123": digits, a point, digits; anything else
  * counts as absent (0). Read as one integer over a power of ten, so that the
  * quotient is the correctly rounded double, at a tenth of strtod's cost (no
@@ -37,8 +30,6 @@ static double parse_stamp(const char *s)
     return *p || !n ? 0 : (double)n / (double)scale;
 }
 
-#define PARAM(kv, name) param_value(kv, name "=", sizeof name)
-
 /* Copies the first n bytes of each part into buf as one string. */
 static const char *join_path(char *buf, size_t len, const char *a, size_t alen, const char *b)
 {
@@ -48,56 +39,91 @@ static const char *join_path(char *buf, size_t len, const char *a, size_t alen, 
     return buf;
 }
 
-void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, size_t path_len)
+/* The variables read before the request can be put together. */
+struct seen {
+    const char *request_uri, *document_uri, *script_name, *path_info, *content_length, *request_start;
+};
+
+#define IS(name) (len == sizeof name - 1 && memcmp(n, name, sizeof name - 1) == 0)
+
+/* Notes variable n (len bytes, not NUL-terminated) = v. An empty value counts
+ * as absent: some front ends send every CGI variable, empty or not (Caddy:
+ * DOCUMENT_URI and SCRIPT_NAME). The last of repeated names wins. */
+static void take(struct request *req, struct seen *s, const char *n, size_t len, const char *v)
 {
-    memset(req, 0, sizeof *req);
-    const char *request_uri = NULL, *document_uri = NULL, *script_name = NULL, *path_info = NULL,
-               *content_length = NULL, *request_start = NULL, *v;
-    for (char **e = envp; e && *e; e++) {
-        const char *kv = *e;
-        switch (kv[0]) {
-        case 'C':
-            if ((v = PARAM(kv, "CONTENT_LENGTH"))) content_length = v;
-            break;
-        case 'D':
-            if ((v = PARAM(kv, "DOCUMENT_URI"))) document_uri = v;
-            break;
-        case 'P':
-            if ((v = PARAM(kv, "PATH_INFO"))) path_info = v;
-            break;
-        case 'Q':
-            if ((v = PARAM(kv, "QUERY_STRING"))) req->query = v;
-            break;
-        case 'R':
-            if ((v = PARAM(kv, "REQUEST_METHOD"))) req->method = v;
-            else if ((v = PARAM(kv, "REQUEST_URI"))) request_uri = v;
-            else if ((v = PARAM(kv, "REQUEST_ID"))) req->request_id = v;
-            else if ((v = PARAM(kv, "REQUEST_START"))) request_start = v;
-            else if ((v = PARAM(kv, "REMOTE_ADDR"))) req->remote_addr = v;
-            break;
-        case 'S':
-            if ((v = PARAM(kv, "SCRIPT_NAME"))) script_name = v;
-            break;
-        }
+    if (!*v) return;
+    switch (len) { /* the length first: most names (HTTP_*) match none */
+    case 9:
+        if (IS("PATH_INFO")) s->path_info = v;
+        break;
+    case 10:
+        if (IS("REQUEST_ID")) req->request_id = v;
+        break;
+    case 11:
+        if (IS("REQUEST_URI")) s->request_uri = v;
+        else if (IS("REMOTE_ADDR")) req->remote_addr = v;
+        else if (IS("SCRIPT_NAME")) s->script_name = v;
+        break;
+    case 12:
+        if (IS("DOCUMENT_URI")) s->document_uri = v;
+        else if (IS("QUERY_STRING")) req->query = v;
+        break;
+    case 13:
+        if (IS("REQUEST_START")) s->request_start = v;
+        break;
+    case 14:
+        if (IS("REQUEST_METHOD")) req->method = v;
+        else if (IS("CONTENT_LENGTH")) s->content_length = v;
+        break;
     }
+}
+
+/* Puts the request together from what take noted. */
+static void finish(struct request *req, const struct seen *s, char *path_buf, size_t path_len)
+{
     /* Nginx sends DOCUMENT_URI (decoded, normalised); other front ends send
      * REQUEST_URI (Caddy, lighttpd, Apache, HAProxy, h2o), or only the CGI pair
      * SCRIPT_NAME + PATH_INFO (cgi-fcgi and hand-written clients). */
-    size_t request_path_len = request_uri ? strcspn(request_uri, "?") : 0;
-    if (document_uri) req->path = document_uri;
-    else if (request_path_len) req->path = join_path(path_buf, path_len, request_uri, request_path_len, "");
-    else if (script_name || path_info)
-        req->path = join_path(path_buf, path_len, script_name ? script_name : "",
-                              script_name ? strlen(script_name) : 0, path_info ? path_info : "");
+    size_t request_path_len = s->request_uri ? strcspn(s->request_uri, "?") : 0;
+    if (s->document_uri) req->path = s->document_uri;
+    else if (request_path_len) req->path = join_path(path_buf, path_len, s->request_uri, request_path_len, "");
+    else if (s->script_name || s->path_info)
+        req->path = join_path(path_buf, path_len, s->script_name ? s->script_name : "",
+                              s->script_name ? strlen(s->script_name) : 0, s->path_info ? s->path_info : "");
     else req->path = "/";
-    req->request_uri = request_uri;
+    req->request_uri = s->request_uri;
     if (!req->query) req->query = "";
     if (!req->method) req->method = "GET";
-    if (content_length) {
+    if (s->content_length) {
         char *end;
         errno = 0;
-        long long n = strtoll(content_length, &end, 10);
+        long long n = strtoll(s->content_length, &end, 10);
         req->content_length = errno || *end || n < 0 ? -1 : n;
     }
-    if (request_start) req->request_start = parse_stamp(request_start);
+    if (s->request_start) req->request_start = parse_stamp(s->request_start);
+}
+
+void fcgi_params_to_request(struct request *req, char **envp, char *path_buf, size_t path_len)
+{
+    memset(req, 0, sizeof *req);
+    struct seen s = {0};
+    for (char **e = envp; e && *e; e++) {
+        switch (**e) { /* the initials of take's names: the others (HTTP_*, SERVER_*) are not scanned */
+        case 'C': case 'D': case 'P': case 'Q': case 'R': case 'S': {
+            const char *eq = strchr(*e, '=');
+            if (eq) take(req, &s, *e, (size_t)(eq - *e), eq + 1);
+            break;
+        }
+        }
+    }
+    finish(req, &s, path_buf, path_len);
+}
+
+void fcgi_pairs_to_request(struct request *req, const struct fcgi_pair *pairs, size_t npairs, char *path_buf,
+                           size_t path_len)
+{
+    memset(req, 0, sizeof *req);
+    struct seen s = {0};
+    for (size_t i = 0; i < npairs; i++) take(req, &s, pairs[i].name, pairs[i].name_len, pairs[i].value);
+    finish(req, &s, path_buf, path_len);
 }

@@ -2,6 +2,7 @@
  * with Redis and PostgreSQL driven from the same loop. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -25,6 +26,9 @@
 
 struct ev_conn;
 
+/* What a connection's deadline is for. */
+enum ev_due { DUE_NONE, DUE_IDLE, DUE_READ };
+
 /* A worker that leaves new connections to a sibling (scoreboard_should_yield:
  * the first idle one, or when all are busy, one holding fewer than ACCEPT_SLACK
  * connections under this one) pauses accepting for ACCEPT_YIELD_MS; a connection
@@ -44,14 +48,18 @@ struct ev_req {
     struct event_worker *w;
     struct ev_conn *conn; /* NULL once the connection is gone */
     uint16_t id;
-    struct worker_request wr;
-    char *strings; /* the request's strings, owned here */
-    uv_timer_t sleep;
+    void *params; /* the parser's params, handed over when the request outlives them */
     int sleep_ready;
     int started;                  /* the exchange runs (the body has arrived) */
     int in_start, finished_early; /* a backend answered before its start returned */
+    /* From here on each field is set before it is read (wr by worker_request_begin,
+     * but for its reading flag; ex by exchange_start): a new request zeroes only
+     * what comes before wr. */
+    struct worker_request wr;
+    uv_timer_t sleep;
     struct backend_result early;
-    /* Last: exchange_start sets it up, so a new request zeroes only what comes before. */
+    char path[1024];      /* the path, when put together from two params */
+    char too_large[128];  /* why the params were refused, the parser's message */
     struct exchange ex;
 };
 
@@ -61,12 +69,16 @@ struct ev_conn {
     int fd;
     uv_poll_t poll;
     int watching; /* the UV_READABLE | UV_WRITABLE events poll watches now */
-    uv_timer_t timer; /* keepalive_timeout between requests, request_read_timeout while one arrives */
+    uv_timer_t timer; /* fires at or before due */
+    enum ev_due due_kind; /* keepalive_timeout between requests, request_read_timeout while one arrives */
+    uint64_t due;         /* when due_kind is up, on the loop's clock (ms) */
+    uint64_t timer_due;   /* when the timer fires, if active */
     int handles_open;
     struct fcgi_parser parser;
     struct fcgi_buf out;
     size_t out_off;
     struct ev_req *req;
+    struct ev_req *spare; /* the last request's struct and strings, kept for the next one */
     int served;  /* requests answered on this connection */
     int reading; /* a request has begun and its body has not all arrived */
     int close_after_flush, closing;
@@ -108,60 +120,53 @@ static void event_worker_drain(struct event_worker *w);
 
 /* ---- requests ---- */
 
-static void ev_req_free_cb(uv_handle_t *h)
+static void ev_req_release(struct ev_req *r)
 {
-    free(h->data);
+    free(r->params);
+    free(r);
 }
 
+static void ev_req_free_cb(uv_handle_t *h)
+{
+    ev_req_release(h->data);
+}
+
+/* A request that ends on its open connection is kept as the connection's
+ * spare, for its next request to take without a malloc (one with a sleep
+ * timer is not: its handle closes asynchronously). */
 static void ev_req_free(struct ev_req *r)
 {
     r->w->nreqs--;
     exchange_clear(&r->ex);
-    free(r->strings);
+    struct ev_conn *c = r->conn;
     if (r->sleep_ready) {
         r->sleep.data = r;
         uv_close((uv_handle_t *)&r->sleep, ev_req_free_cb);
+    } else if (c && !c->closing && !c->spare) {
+        c->spare = r;
     } else {
-        free(r);
+        ev_req_release(r);
     }
 }
 
-/* Copies the strings the exchange needs, since the parser drops its params
- * when the request ends (or the connection goes). Params over the codec's
- * limits are answered 413 (with the params kept before the limit, for the log). */
+/* The request's strings point into the parser's params, which stay until the
+ * request ends on its connection; one that outlives that (ev_req_abandon)
+ * takes them over. Params over the codec's limits are answered 413 (with the
+ * params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct ev_req *r = malloc(sizeof *r);
-    if (!r) return NULL;
-    memset(r, 0, offsetof(struct ev_req, ex));
+    struct ev_req *r = c->spare;
+    c->spare = NULL;
+    if (!r && !(r = malloc(sizeof *r))) return NULL;
+    memset(r, 0, offsetof(struct ev_req, wr));
+    r->wr.reading = 0;
     struct request req;
-    char path[1024];
-    fcgi_params_to_request(&req, e->envp, path, sizeof path);
-    const char *src[] = {req.method, req.path, req.query, req.remote_addr ? req.remote_addr : "",
-                         e->too_large ? e->error : "", req.request_uri ? req.request_uri : "",
-                         req.request_id ? req.request_id : ""};
-    enum { NSTR = sizeof src / sizeof src[0] };
-    size_t len[NSTR], total = 0;
-    for (size_t i = 0; i < NSTR; i++) total += (len[i] = strlen(src[i])) + 1;
-    r->strings = malloc(total);
-    if (!r->strings) {
-        free(r);
-        return NULL;
+    fcgi_pairs_to_request(&req, e->pairs, e->npairs, r->path, sizeof r->path);
+    if (!req.remote_addr) req.remote_addr = "";
+    if (e->too_large) {
+        snprintf(r->too_large, sizeof r->too_large, "%s", e->error);
+        req.too_large = r->too_large;
     }
-    char *p = r->strings;
-    const char *copy[NSTR];
-    for (size_t i = 0; i < NSTR; i++) {
-        memcpy(p, src[i], len[i] + 1);
-        copy[i] = p;
-        p += len[i] + 1;
-    }
-    req.method = copy[0];
-    req.path = copy[1];
-    req.query = copy[2];
-    req.remote_addr = copy[3];
-    req.too_large = e->too_large ? copy[4] : NULL;
-    req.request_uri = req.request_uri ? copy[5] : NULL;
-    req.request_id = req.request_id ? copy[6] : NULL;
     r->w = c->w;
     r->conn = c;
     r->id = c->parser.request_id;
@@ -179,11 +184,18 @@ static void ev_req_finish(struct ev_req *r)
     pg_async_stats(w->pool, &ps);
     worker_request_end(w->env, &r->wr, &r->ex, &ps);
     if (c) {
-        char head[512];
-        size_t n = exchange_head(&r->ex, head, sizeof head);
-        int failed = fcgi_write_stdout(&c->out, r->id, head, n) != 0;
-        if (!r->ex.head_only && r->ex.resp.body_len)
-            failed |= fcgi_write_stdout(&c->out, r->id, r->ex.resp.body, r->ex.resp.body_len) != 0;
+        /* The head and a short body in one record: one record less to write and
+         * for the web server to read. */
+        char out[2048];
+        size_t n = exchange_head(&r->ex, out, 512);
+        size_t body_len = r->ex.head_only ? 0 : r->ex.resp.body_len;
+        if (body_len <= sizeof out - n) {
+            if (body_len) memcpy(out + n, r->ex.resp.body, body_len);
+            n += body_len;
+            body_len = 0;
+        }
+        int failed = fcgi_write_stdout(&c->out, r->id, out, n) != 0;
+        if (body_len) failed |= fcgi_write_stdout(&c->out, r->id, r->ex.resp.body, body_len) != 0;
         failed |= fcgi_write_stdout_end(&c->out, r->id) != 0;
         failed |= fcgi_write_end_request(&c->out, r->id, 0, FCGI_STATUS_REQUEST_COMPLETE) != 0;
         c->req = NULL;
@@ -201,6 +213,7 @@ static void ev_req_finish(struct ev_req *r)
  * closed), so that it does not stay "in flight" on the scoreboard. */
 static void ev_req_abandon(struct ev_req *r)
 {
+    r->params = fcgi_parser_take_params(&r->conn->parser);
     r->conn = NULL;
     if (r->started) return;
     r->started = 1;
@@ -285,6 +298,7 @@ static void ev_conn_handle_closed(uv_handle_t *h)
 {
     struct ev_conn *c = h->data;
     if (--c->handles_open == 0) {
+        if (c->spare) ev_req_release(c->spare);
         fcgi_parser_free(&c->parser);
         fcgi_buf_free(&c->out);
         free(c);
@@ -317,23 +331,39 @@ static void ev_conn_close(struct ev_conn *c)
     event_worker_maybe_exit(w);
 }
 
-static void ev_conn_on_idle(uv_timer_t *t)
-{
-    ev_conn_close(t->data);
-}
-
-static void ev_conn_on_read_timeout(uv_timer_t *t)
+static void ev_conn_on_timer(uv_timer_t *t)
 {
     struct ev_conn *c = t->data;
-    log_info("closing a FastCGI connection: request %u not received within request_read_timeout (%g s)",
-             c->parser.request_id, c->w->cfg->request_read_timeout);
+    uint64_t now = uv_now(&c->w->loop);
+    if (c->due_kind == DUE_NONE) return;
+    if (now < c->due) { /* the deadline moved on since the timer was set */
+        c->timer_due = c->due;
+        uv_timer_start(&c->timer, ev_conn_on_timer, c->due - now, 0);
+        return;
+    }
+    if (c->due_kind == DUE_READ)
+        log_info("closing a FastCGI connection: request %u not received within request_read_timeout (%g s)",
+                 c->parser.request_id, c->w->cfg->request_read_timeout);
     ev_conn_close(c);
 }
 
-static uint64_t ev_timer_ms(double seconds)
+/*
+ * Gives the connection its deadline, `seconds` from now (DUE_NONE: none). The
+ * timer is only set again when it must fire sooner than it will; a later
+ * deadline is kept here, and the timer, when it fires, sets itself for the
+ * rest (libev's "be smart about timeouts"): a request on a kept connection
+ * costs no timer operation instead of three.
+ */
+static void ev_conn_deadline(struct ev_conn *c, enum ev_due kind, double seconds)
 {
+    c->due_kind = kind;
+    if (kind == DUE_NONE) return;
     uint64_t ms = (uint64_t)(seconds * 1e3);
-    return ms ? ms : 1;
+    if (!ms) ms = 1;
+    c->due = uv_now(&c->w->loop) + ms;
+    if (uv_is_active((uv_handle_t *)&c->timer) && c->timer_due <= c->due) return;
+    c->timer_due = c->due;
+    uv_timer_start(&c->timer, ev_conn_on_timer, ms, 0);
 }
 
 static void ev_conn_on_io(uv_poll_t *h, int status, int events);
@@ -367,7 +397,7 @@ static void ev_conn_idle(struct ev_conn *c)
         ev_conn_close(c);
         return;
     }
-    uv_timer_start(&c->timer, ev_conn_on_idle, ev_timer_ms(c->w->cfg->keepalive_timeout), 0);
+    ev_conn_deadline(c, DUE_IDLE, c->w->cfg->keepalive_timeout);
 }
 
 static void ev_conn_flush(struct ev_conn *c)
@@ -382,7 +412,7 @@ static void ev_conn_flush(struct ev_conn *c)
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             ev_conn_watch(c);
-            if (progress || !uv_is_active((uv_handle_t *)&c->timer)) ev_conn_idle(c);
+            if (progress || c->due_kind == DUE_NONE) ev_conn_idle(c);
             return;
         }
         ev_conn_close(c);
@@ -406,7 +436,7 @@ static int ev_conn_event(struct ev_conn *c, const struct fcgi_event *e)
     case FCGI_EV_BEGIN:
         /* From here the request must arrive whole within request_read_timeout. */
         c->reading = 1;
-        uv_timer_start(&c->timer, ev_conn_on_read_timeout, ev_timer_ms(w->cfg->request_read_timeout), 0);
+        ev_conn_deadline(c, DUE_READ, w->cfg->request_read_timeout);
         return 0;
     case FCGI_EV_PARAMS_DONE: {
         /* Past max_requests, a kept connection is closed unanswered: Nginx
@@ -431,7 +461,7 @@ static int ev_conn_event(struct ev_conn *c, const struct fcgi_event *e)
     case FCGI_EV_STDIN_END: {
         struct ev_req *r = c->req;
         c->reading = 0;
-        uv_timer_stop(&c->timer);
+        ev_conn_deadline(c, DUE_NONE, 0);
         if (r && !r->started) {
             r->started = 1;
             ev_req_advance(r, NULL);

@@ -30,6 +30,23 @@ void worker_request_limit_draw(const struct settings *cfg)
 
 /* The requests in flight, oldest first (requests begin in time order). */
 static pthread_mutex_t inflight_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Only the thread class serves from several threads: the others take no lock. */
+static int inflight_shared;
+
+void worker_request_threaded(void)
+{
+    inflight_shared = 1;
+}
+
+static void inflight_lock_take(void)
+{
+    if (inflight_shared) pthread_mutex_lock(&inflight_lock);
+}
+
+static void inflight_lock_give(void)
+{
+    if (inflight_shared) pthread_mutex_unlock(&inflight_lock);
+}
 static struct list_node inflight = {&inflight, &inflight};
 static int inflight_count;
 
@@ -63,20 +80,20 @@ void worker_request_reading(struct worker_request *wr)
     memcpy(wr->uri, reading, sizeof reading);
     wr->steps = 0;
     wr->rec = worker_inflight_take(wr->started_us);
-    pthread_mutex_lock(&inflight_lock);
+    inflight_lock_take();
     inflight_link(wr, wr->started_us);
     publish_inflight();
-    pthread_mutex_unlock(&inflight_lock);
+    inflight_lock_give();
 }
 
 void worker_request_drop(struct worker_request *wr)
 {
     int64_t now_us = clock_us();
-    pthread_mutex_lock(&inflight_lock);
+    inflight_lock_take();
     inflight_unlink(wr, now_us);
     wr->reading = 0;
     publish_inflight();
-    pthread_mutex_unlock(&inflight_lock);
+    inflight_lock_give();
     worker_inflight_release(wr->rec);
 }
 
@@ -84,7 +101,7 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
 {
     wr->begun_us = clock_us();
     const struct request *q = &ex->req;
-    pthread_mutex_lock(&inflight_lock);
+    inflight_lock_take();
     /* "METHOD /path?query", cut on a whole character when it does not fit. */
     const char *parts[] = {q->method, " ", q->path, q->query[0] ? "?" : "", q->query};
     size_t at = 0;
@@ -111,7 +128,7 @@ void worker_request_begin(struct worker_request *wr, const struct exchange *ex)
     worker_inflight_uri(wr->rec, wr->uri);
     scoreboard_set_uri(scoreboard_self, wr->uri);
     publish_inflight();
-    pthread_mutex_unlock(&inflight_lock);
+    inflight_lock_give();
 }
 
 int worker_take_request(void)
@@ -187,12 +204,12 @@ void worker_request_end(const struct worker_env *env, struct worker_request *wr,
     /* The wall clock only when something needs it: a stamped request or the access log. */
     int64_t now_us = ex->req.request_start > 0 || log_access_on() ? (int64_t)(clock_wall_s() * 1e6) : 0;
     int64_t wait_us = queue_wait(wr, &ex->req, end_us, now_us);
-    pthread_mutex_lock(&inflight_lock);
+    inflight_lock_take();
     inflight_unlink(wr, end_us);
     scoreboard_count(s, route, ex->resp.status, ex->resp.x_cache, took_us, cfg->timeout * 1e3 / 2);
     if (wait_us >= 0) scoreboard_count_wait(s, route, wait_us);
     publish_inflight();
-    pthread_mutex_unlock(&inflight_lock);
+    inflight_lock_give();
     worker_inflight_release(wr->rec);
     log_request(cfg, ex, now_us, wait_us, took_us);
     if (!s) return;

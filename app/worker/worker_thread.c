@@ -24,6 +24,7 @@ int worker_thread_run(const struct worker_env *env)
 
     sigset_t previous;
     signals_thread_main(&previous);
+    worker_request_threaded();
     int rc = 0;
     for (int i = 0; i < n; i++) {
         servers[i] = (struct sync_server){.env = env, .pool = pool};

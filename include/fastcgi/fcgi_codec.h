@@ -63,8 +63,8 @@ struct fcgi_limits {
     size_t max_stdin_bytes;  /* request body; default 1 MiB */
 };
 
-/* One decoded parameter. The value is NUL-terminated; the name is not (it is
- * followed by '='), use name_len. */
+/* One decoded parameter. The value is NUL-terminated; the name is not, use
+ * name_len. */
 struct fcgi_pair {
     const char *name;
     size_t name_len;
@@ -75,7 +75,7 @@ struct fcgi_pair {
 enum fcgi_event_type {
     FCGI_EV_NEED_MORE,    /* all the input was consumed and nothing is complete */
     FCGI_EV_BEGIN,        /* a responder request starts: request_id, keep_conn */
-    FCGI_EV_PARAMS_DONE,  /* pairs/npairs/envp are ready; fcgi_param works until the reset;
+    FCGI_EV_PARAMS_DONE,  /* pairs/npairs are ready; fcgi_param works until the reset;
                              too_large: the params went over the limits */
     FCGI_EV_STDIN,        /* data/len: a chunk of the body, pointing into the fed input */
     FCGI_EV_STDIN_END,    /* the body is complete */
@@ -98,11 +98,10 @@ struct fcgi_event {
      * valid until the next feed. */
     const uint8_t *data;
     size_t len;
-    /* PARAMS_DONE: valid until fcgi_parser_reset_request. envp is a
-     * NULL-terminated "NAME=value" array, as fcgi_params_to_request takes. */
+    /* PARAMS_DONE: valid until fcgi_parser_reset_request (or
+     * fcgi_parser_take_params); fcgi_pairs_to_request reads them. */
     const struct fcgi_pair *pairs;
     size_t npairs;
-    char **envp;
     int too_large;     /* PARAMS_DONE: over the limits; pairs are those kept before, error says why */
     const char *error; /* ERROR, and PARAMS_DONE when too_large: a message kept by the parser */
 };
@@ -130,7 +129,6 @@ struct fcgi_parser {
     int params_over; /* the active request's params went over a limit */
     struct fcgi_buf params, mgmt;
     struct fcgi_pair *pairs;
-    char **envp;
     size_t npairs, pairs_cap;
     int failed;
     char error[128];
@@ -162,6 +160,11 @@ enum fcgi_event_type fcgi_parser_feed(struct fcgi_parser *p, const uint8_t *data
  * early) are skipped. A kept connection may then begin the next request.
  */
 void fcgi_parser_reset_request(struct fcgi_parser *p);
+
+/* Hands the active request's decoded params (the memory its pairs' strings
+ * are in) over to the caller, to free: they then outlive the request, whose
+ * end would let the parser reuse that memory. fcgi_param finds none after. */
+void *fcgi_parser_take_params(struct fcgi_parser *p);
 
 /* The value of parameter `name` of the active request, or NULL (absent, or
  * before FCGI_EV_PARAMS_DONE). The first of repeated names wins. */

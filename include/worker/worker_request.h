@@ -27,6 +27,8 @@ struct worker_request {
  * `timeout` covers a peer that stops half-way. Then either begin, or drop if
  * the request could not be read. */
 void worker_request_reading(struct worker_request *wr);
+/* Several threads will serve (the thread class): called before they start. */
+void worker_request_threaded(void);
 void worker_request_drop(struct worker_request *wr);
 void worker_request_begin(struct worker_request *wr, const struct exchange *ex);
 /* What the request does now, for the slowlog and /status?full: runs its

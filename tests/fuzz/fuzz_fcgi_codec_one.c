@@ -220,15 +220,13 @@ static int fc_params_done(struct fc_run *r, const struct fcgi_event *ev)
 {
     if (ev->request_id != r->p.request_id || ev->npairs != r->p.npairs)
         return fc_fail(r, "PARAMS_DONE disagrees with the parser");
-    if (!ev->envp || ev->envp[ev->npairs] != NULL) return fc_fail(r, "envp is not NULL-terminated");
     struct fcgi_buf s;
     fcgi_buf_init(&s);
     int rc = 0;
     for (size_t i = 0; i < ev->npairs && rc == 0; i++) {
         const struct fcgi_pair *x = &ev->pairs[i];
-        if (x->name[x->name_len] != '=' || x->value != x->name + x->name_len + 1 || x->value[x->value_len] != '\0' ||
-            ev->envp[i] != x->name) {
-            rc = fc_fail(r, "pair %zu is not laid out as name=value", i);
+        if (x->value != x->name + x->name_len || x->value[x->value_len] != '\0') {
+            rc = fc_fail(r, "pair %zu is not decoded in place (name, value, NUL)", i);
             break;
         }
         /* A lookup by a name without NUL finds the first pair of that name
@@ -245,7 +243,9 @@ static int fc_params_done(struct fc_run *r, const struct fcgi_event *ev)
         }
         fc_put_u64(&s, x->name_len);
         fc_put_u64(&s, x->value_len);
-        fc_put(&s, x->name, x->name_len + 1 + x->value_len);
+        fc_put(&s, x->name, x->name_len);
+        fc_put(&s, "=", 1);
+        fc_put(&s, x->value, x->value_len);
     }
     if (rc == 0 && ev->too_large) fc_put(&s, ev->error, strlen(ev->error));
     if (rc == 0) fc_log_item(&r->events, FC_EVENT + ev->type, ev->request_id, s.data, s.len);

@@ -15,10 +15,11 @@ import json
 import os
 import re
 import signal
+import struct
 import time
 
-from harness import (STACK, WORKER_CLASS, WORKERS, OwnPerfcgi, get, head, perfcgi_with, settled, wait_until,
-                     wait_workers)
+from harness import (STACK, WORKER_CLASS, WORKERS, OwnPerfcgi, _fcgi_pairs, _fcgi_record, fcgi_connect, get, head,
+                     perfcgi_with, settled, wait_until, wait_workers)
 
 # The variables, in the order of the JSON fields.
 FIELDS = ["remote_addr", "request", "request_method", "request_uri", "uri", "args", "status", "body_bytes_sent",
@@ -209,3 +210,58 @@ def test_hup_changes_the_access_log_format_and_refuses_a_bad_one():
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(log)
+
+
+def test_aborted_request_logs_its_own_uri_after_the_next_one():
+    # The web server aborts a request waiting on PostgreSQL and sends the next one on the
+    # same kept connection: the first still logs its own uri and args when it ends (the
+    # event worker's strings point into the connection's params, which the next request
+    # would reuse: the aborted one takes them over).
+    tag = f"abort{os.getpid()}"
+
+    def request(rid, uri, query):
+        params = {"REQUEST_METHOD": "GET", "DOCUMENT_URI": uri, "QUERY_STRING": query,
+                  "REQUEST_URI": f"{uri}?{query}", "REMOTE_ADDR": "127.0.0.1"}
+        return (_fcgi_record(1, struct.pack("!HB5x", 1, 1), rid) + _fcgi_record(4, _fcgi_pairs(params), rid)
+                + _fcgi_record(4, b"", rid) + _fcgi_record(5, b"", rid))
+
+    def answered(sock, rid):
+        """Reads up to request rid's END_REQUEST (others' records may come first);
+        False if the connection closes before."""
+        buf = b""
+        while True:
+            while len(buf) < 8 or len(buf) < 8 + struct.unpack("!BBHHBx", buf[:8])[3] + buf[6]:
+                try:
+                    chunk = sock.recv(65536)
+                except ConnectionResetError:
+                    return False
+                if not chunk:
+                    return False
+                buf += chunk
+            _, rtype, got, length, padding = struct.unpack("!BBHHBx", buf[:8])
+            buf = buf[8 + length + padding:]
+            if rtype == 3 and got == rid:
+                return True
+
+    with access_log("access-abort.log", access_log_format="json") as log:
+        sock = fcgi_connect()
+        try:
+            sock.sendall(request(1, "/io-intensive", f"ms=300&{tag}=1"))
+            time.sleep(0.1)
+            sock.sendall(_fcgi_record(2, b"", 1) + request(2, "/cpu-intensive", f"n=10&{tag}=2"))
+            kept = answered(sock, 2)
+        finally:
+            sock.close()
+        # libfcgi (sync, thread) ends the connection on the abort: the next request
+        # then comes on a new one.
+        assert kept or WORKER_CLASS != "event", "the event worker closed the connection after an abort"
+        if not kept:
+            sock = fcgi_connect()
+            try:
+                sock.sendall(request(2, "/cpu-intensive", f"n=10&{tag}=2"))
+                assert answered(sock, 2), "request 2 on a new connection unanswered"
+            finally:
+                sock.close()
+        rows = logged(log, tag, 2, json.loads)
+        got = sorted((r["uri"], r["args"]) for r in rows)
+        assert got == [("/cpu-intensive", f"n=10&{tag}=2"), ("/io-intensive", f"ms=300&{tag}=1")], rows

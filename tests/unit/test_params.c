@@ -13,6 +13,39 @@
 #include "backends/redis_client.h"
 #include "fastcgi/fcgi_params.h"
 
+static void assert_same_string(const char *a, const char *b)
+{
+    if (a && b) assert_string_equal(a, b);
+    else assert_ptr_equal(a, b);
+}
+
+/* Reads envp with fcgi_params_to_request, and the same variables as the
+ * codec's pairs with fcgi_pairs_to_request (the event worker's way): both
+ * must give the same request. */
+static void to_request(struct request *req, char **envp, char *path_buf, size_t path_len)
+{
+    struct fcgi_pair pairs[16];
+    size_t n = 0;
+    for (char **e = envp; *e; e++, n++) {
+        assert_true(n < sizeof pairs / sizeof pairs[0]);
+        const char *eq = strchr(*e, '=');
+        pairs[n] = (struct fcgi_pair){*e, (size_t)(eq - *e), eq + 1, strlen(eq + 1)};
+    }
+    char other_buf[1024];
+    assert_true(path_len <= sizeof other_buf);
+    struct request other;
+    fcgi_pairs_to_request(&other, pairs, n, other_buf, path_len);
+    fcgi_params_to_request(req, envp, path_buf, path_len);
+    assert_string_equal(req->method, other.method);
+    assert_string_equal(req->path, other.path);
+    assert_string_equal(req->query, other.query);
+    assert_same_string(req->request_uri, other.request_uri);
+    assert_same_string(req->request_id, other.request_id);
+    assert_same_string(req->remote_addr, other.remote_addr);
+    assert_int_equal(req->content_length, other.content_length);
+    assert_true(req->request_start == other.request_start);
+}
+
 static void nginx_params_use_document_uri(void **state)
 {
     (void)state;
@@ -20,7 +53,7 @@ static void nginx_params_use_document_uri(void **state)
                     "QUERY_STRING=n=5", "CONTENT_LENGTH=", NULL};
     struct request req;
     char path[64];
-    fcgi_params_to_request(&req, envp, path, sizeof path);
+    to_request(&req, envp, path, sizeof path);
     assert_string_equal(req.method, "HEAD");
     assert_string_equal(req.path, "/cpu-intensive");
     assert_string_equal(req.query, "n=5");
@@ -35,7 +68,7 @@ static void request_id_and_start_for_the_access_log(void **state)
                     "REQUEST_START=1796157049.123", NULL};
     struct request req;
     char path[64];
-    fcgi_params_to_request(&req, envp, path, sizeof path);
+    to_request(&req, envp, path, sizeof path);
     assert_string_equal(req.request_uri, "/?a=%22");
     assert_string_equal(req.request_id, "4f9c0e6a1b2d3c4e5f60718293a4b5c6");
     assert_true(req.request_start == 1796157049.123);
@@ -46,12 +79,12 @@ static void request_id_and_start_for_the_access_log(void **state)
         char kv[64];
         snprintf(kv, sizeof kv, "REQUEST_START=%s", stamps[i]);
         char *one[] = {kv, NULL};
-        fcgi_params_to_request(&req, one, path, sizeof path);
+        to_request(&req, one, path, sizeof path);
         assert_true(fabs(req.request_start - strtod(stamps[i], NULL)) < 1e-6);
     }
 
     char *bad[] = {"REQUEST_START=soon", "REQUEST_ID=", NULL};
-    fcgi_params_to_request(&req, bad, path, sizeof path);
+    to_request(&req, bad, path, sizeof path);
     assert_true(req.request_start == 0);
     assert_null(req.request_id);
     assert_null(req.request_uri);
@@ -60,7 +93,7 @@ static void request_id_and_start_for_the_access_log(void **state)
                                "REQUEST_START=99999999999999999999"};
     for (size_t i = 0; i < sizeof not_times / sizeof *not_times; i++) {
         char *one[] = {(char *)not_times[i], NULL};
-        fcgi_params_to_request(&req, one, path, sizeof path);
+        to_request(&req, one, path, sizeof path);
         assert_true(req.request_start == 0);
     }
 }
@@ -71,13 +104,13 @@ static void other_clients_fall_back_to_request_uri(void **state)
     char *envp[] = {"REQUEST_METHOD=GET", "REQUEST_URI=/mixed?n=5&ms=1", "CONTENT_LENGTH=12", NULL};
     struct request req;
     char path[64];
-    fcgi_params_to_request(&req, envp, path, sizeof path);
+    to_request(&req, envp, path, sizeof path);
     assert_string_equal(req.path, "/mixed");
     assert_string_equal(req.query, "");
     assert_int_equal(req.content_length, 12);
 
     char *bad[] = {"CONTENT_LENGTH=12x", NULL};
-    fcgi_params_to_request(&req, bad, path, sizeof path);
+    to_request(&req, bad, path, sizeof path);
     assert_int_equal(req.content_length, -1);
     assert_string_equal(req.method, "GET");
     assert_string_equal(req.path, "/");
@@ -91,19 +124,19 @@ static void empty_variables_count_as_missing(void **state)
                      "REQUEST_URI=/cpu-intensive?n=7", "QUERY_STRING=n=7", "CONTENT_LENGTH=", NULL};
     struct request req;
     char path[64];
-    fcgi_params_to_request(&req, caddy, path, sizeof path);
+    to_request(&req, caddy, path, sizeof path);
     assert_string_equal(req.path, "/cpu-intensive");
     assert_string_equal(req.query, "n=7");
     assert_int_equal(req.content_length, 0);
 
     char *root[] = {"REQUEST_METHOD=", "DOCUMENT_URI=", "SCRIPT_NAME=", "REQUEST_URI=/?x=1", NULL};
-    fcgi_params_to_request(&req, root, path, sizeof path);
+    to_request(&req, root, path, sizeof path);
     assert_string_equal(req.path, "/");
     assert_string_equal(req.method, "GET");
 
     /* A REQUEST_URI that is only a query names no path: the CGI pair does. */
     char *query_only[] = {"REQUEST_URI=?x=1", "SCRIPT_NAME=/mixed", NULL};
-    fcgi_params_to_request(&req, query_only, path, sizeof path);
+    to_request(&req, query_only, path, sizeof path);
     assert_string_equal(req.path, "/mixed");
 }
 
@@ -125,7 +158,7 @@ static void cgi_pair_names_the_path(void **state)
         char *envp[] = {(char *)cases[i].script_name, (char *)cases[i].path_info, NULL};
         struct request req;
         char path[16];
-        fcgi_params_to_request(&req, envp, path, sizeof path);
+        to_request(&req, envp, path, sizeof path);
         assert_string_equal(req.path, cases[i].path);
     }
 }
