@@ -78,7 +78,6 @@ struct ev_conn {
     struct fcgi_buf out;
     size_t out_off;
     struct ev_req *req;
-    struct ev_req *spare; /* the last request's struct and strings, kept for the next one */
     int served;  /* requests answered on this connection */
     int reading; /* a request has begun and its body has not all arrived */
     int close_after_flush, closing;
@@ -98,6 +97,11 @@ struct event_worker {
     struct accept_backlog backlog; /* per listener, connections that outwaited a pause: taken without yielding */
     struct list_node conns; /* newest first */
     int nconns, nreqs;
+    /* Ended requests' structs, kept for the next ones to take without a malloc:
+     * a few per worker, not one per connection, which would hold them on every
+     * idle kept connection (thousands after a burst). */
+    struct ev_req *spares;
+    int nspares;
     int stopping;
     int draining; /* max_requests taken: no new connection, kept ones close */
 };
@@ -131,19 +135,24 @@ static void ev_req_free_cb(uv_handle_t *h)
     ev_req_release(h->data);
 }
 
-/* A request that ends on its open connection is kept as the connection's
- * spare, for its next request to take without a malloc (one with a sleep
- * timer is not: its handle closes asynchronously). */
+/* About the requests a worker has in flight at once under a steady load. */
+#define EV_SPARES_MAX 8
+
+/* An ended request's struct is kept as a spare, for a next request to take
+ * without a malloc (one with a sleep timer is not: its handle closes
+ * asynchronously; nor one holding params it took over). */
 static void ev_req_free(struct ev_req *r)
 {
-    r->w->nreqs--;
+    struct event_worker *w = r->w;
+    w->nreqs--;
     exchange_clear(&r->ex);
-    struct ev_conn *c = r->conn;
     if (r->sleep_ready) {
         r->sleep.data = r;
         uv_close((uv_handle_t *)&r->sleep, ev_req_free_cb);
-    } else if (c && !c->closing && !c->spare) {
-        c->spare = r;
+    } else if (!r->params && w->nspares < EV_SPARES_MAX) {
+        r->conn = (struct ev_conn *)w->spares; /* the list's link, while it is a spare */
+        w->spares = r;
+        w->nspares++;
     } else {
         ev_req_release(r);
     }
@@ -155,9 +164,14 @@ static void ev_req_free(struct ev_req *r)
  * params kept before the limit, for the log). */
 static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
 {
-    struct ev_req *r = c->spare;
-    c->spare = NULL;
-    if (!r && !(r = malloc(sizeof *r))) return NULL;
+    struct event_worker *w = c->w;
+    struct ev_req *r = w->spares;
+    if (r) {
+        w->spares = (struct ev_req *)r->conn;
+        w->nspares--;
+    } else if (!(r = malloc(sizeof *r))) {
+        return NULL;
+    }
     memset(r, 0, offsetof(struct ev_req, wr));
     r->wr.reading = 0;
     struct request req;
@@ -298,7 +312,6 @@ static void ev_conn_handle_closed(uv_handle_t *h)
 {
     struct ev_conn *c = h->data;
     if (--c->handles_open == 0) {
-        if (c->spare) ev_req_release(c->spare);
         fcgi_parser_free(&c->parser);
         fcgi_buf_free(&c->out);
         free(c);
@@ -642,6 +655,12 @@ static void event_worker_close_handle(uv_handle_t *h, void *arg)
 static void event_worker_maybe_exit(struct event_worker *w)
 {
     if (!w->stopping || w->nreqs > 0 || !list_empty(&w->conns)) return;
+    while (w->spares) {
+        struct ev_req *r = w->spares;
+        w->spares = (struct ev_req *)r->conn;
+        ev_req_release(r);
+    }
+    w->nspares = 0;
     if (w->redis) {
         redis_async_free(w->redis);
         w->redis = NULL;
