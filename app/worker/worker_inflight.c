@@ -201,7 +201,9 @@ void worker_inflight_state(int rec, const struct exchange *ex, int step, enum in
     stack_settle(r);
 }
 
-/* The endpoint of a record not routed yet (or of no route): its uri's path. */
+/* The endpoint of a record not routed yet (or of no route): its uri's path. The
+ * uri is the master's copy, where bytes not UTF-8 are %XX: longer than the record's
+ * field, and a path that long is no route's. */
 static const struct endpoint *endpoint_of_uri(const char *uri)
 {
     const char *path = strchr(uri, ' ');
@@ -209,6 +211,7 @@ static const struct endpoint *endpoint_of_uri(const char *uri)
     if (!path) return NULL;
     path++;
     size_t n = strcspn(path, "?");
+    if (n >= sizeof buf) return NULL;
     memcpy(buf, path, n);
     buf[n] = '\0';
     return route_find(buf);

@@ -170,6 +170,20 @@ static void the_master_asks_a_stack_only_of_a_request_in_cpu(void **state)
     worker_inflight_release(runs);
 }
 
+/* The master names a request not routed yet from its uri as slowlog_read made it:
+ * bytes not UTF-8 become %XX there, three times as long as the record's field. */
+static void a_request_not_routed_yet_is_named_from_a_uri_of_any_length(void **state)
+{
+    (void)state;
+    char uri[3 * SCOREBOARD_URI];
+    memcpy(uri, "GET /", 5);
+    memset(uri + 5, 'x', sizeof uri - 6);
+    uri[sizeof uri - 1] = '\0';
+    char out[SLOWLOG_STATE];
+    worker_inflight_describe((uint64_t)INFLIGHT_CPU << 32, uri, out, sizeof out);
+    assert_string_equal(out, "not_found step 0: in CPU");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +192,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_long_redis_argument_is_cut_so_that_the_keys_show, setup, teardown),
         cmocka_unit_test_setup_teardown(the_stack_signal_unwinds_the_serving_thread, setup, teardown),
         cmocka_unit_test_setup_teardown(the_master_asks_a_stack_only_of_a_request_in_cpu, setup, teardown),
+        cmocka_unit_test(a_request_not_routed_yet_is_named_from_a_uri_of_any_length),
     };
     return cmocka_run_group_tests_name("inflight", tests, NULL, NULL);
 }
