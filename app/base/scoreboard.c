@@ -87,9 +87,9 @@ int scoreboard_used(void)
  * no connections now, so it does not count as a candidate. */
 #define STALLED_US 1000000
 
-int scoreboard_should_yield(int my_connections, int slack, int keep)
+int scoreboard_should_yield(int my_connections, int slack)
 {
-    int least = -1, open_before_me = 0, open_idle = 0, fewer_than_keep = 0, past_me = 0, n = scoreboard_used();
+    int least = -1, idle_before_me = 0, idle_sibling = 0, past_me = 0, n = scoreboard_used();
     int me_idle = scoreboard_self && atomic_load(&scoreboard_self->state) == SLOT_IDLE;
     int64_t now = clock_us();
     for (int i = 0; i < n; i++) {
@@ -103,18 +103,15 @@ int scoreboard_should_yield(int my_connections, int slack, int keep)
         if (state != SLOT_IDLE && state != SLOT_BUSY) continue;
         int64_t oldest = atomic_load(&s->request_started_us);
         if (oldest && now - oldest > STALLED_US) continue;
-        int c = atomic_load(&s->connections);
-        if (c < keep) {
-            fewer_than_keep = 1;
-            if (state == SLOT_IDLE) { /* an idle sibling with room under `keep` */
-                open_idle = 1;
-                open_before_me |= !past_me;
-            }
+        if (state == SLOT_IDLE) {
+            idle_sibling = 1;
+            idle_before_me |= !past_me;
         }
+        int c = atomic_load(&s->connections);
         if (least < 0 || c < least) least = c;
     }
-    if (me_idle) return my_connections < keep ? open_before_me : fewer_than_keep;
-    if (open_idle) return 1;
+    if (me_idle) return idle_before_me;
+    if (idle_sibling) return 1;
     return least >= 0 && my_connections > least + slack;
 }
 

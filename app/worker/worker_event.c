@@ -108,14 +108,6 @@ struct event_worker {
 
 static void ev_conn_close(struct ev_conn *c);
 static void ev_conn_flush(struct ev_conn *c);
-/* The connections an idle worker takes before it leaves new ones to siblings
- * holding fewer (scoreboard_should_yield): as many as it can serve at once from
- * its PostgreSQL pool. */
-static int event_worker_keep(const struct event_worker *w)
-{
-    return w->cfg->pool_size + w->cfg->pool_max_overflow;
-}
-
 static void event_worker_on_accept(uv_poll_t *h, int status, int events);
 static void event_worker_publish_connections(struct event_worker *w);
 static void event_worker_listen(struct event_worker *w);
@@ -631,7 +623,7 @@ static void event_worker_on_accept(uv_poll_t *h, int status, int events)
     int i = (int)(h - w->listeners), owed = accept_backlog_owed(&w->backlog, i);
     /* Every event worker wakes for a new connection; all but the one that
      * should take it step back for a moment (scoreboard_should_yield). */
-    if (!owed && scoreboard_should_yield(w->nconns, ACCEPT_SLACK, event_worker_keep(w))) {
+    if (!owed && scoreboard_should_yield(w->nconns, ACCEPT_SLACK)) {
         event_worker_unlisten(w);
         uv_timer_start(&w->yield, event_worker_on_yield_over, ACCEPT_YIELD_MS, 0);
         return;

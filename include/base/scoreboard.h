@@ -112,15 +112,11 @@ int scoreboard_used(void);
  * As EPOLLEXCLUSIVE wakes the first process asleep in epoll_wait, the first
  * idle worker in slot order takes it, and a worker with requests in flight
  * leaves it to an idle one: light load stays on few workers (fewer context
- * switches, more requests per wake-up) and slow requests spread. But an idle
- * worker holding `keep` connections or more leaves it to any sibling holding
- * fewer, and is no idle sibling for the others to leave theirs to: Nginx sends a
- * burst over the connections it keeps first, and one worker holding them all
- * would queue the burst on its own database pool while its siblings stay idle.
- * When every worker has requests in flight, one holding more than `slack`
- * connections over the least loaded sibling yields. Siblings that are hung, not
- * serving yet or not accepting (full, draining, stopping) do not count. */
-int scoreboard_should_yield(int my_connections, int slack, int keep);
+ * switches, more requests per wake-up) and slow requests spread. When every
+ * worker has requests in flight, one holding more than `slack` connections
+ * over the least loaded sibling yields. Siblings that are hung, not serving
+ * yet or not accepting (full, draining, stopping) do not count. */
+int scoreboard_should_yield(int my_connections, int slack);
 
 /* What is in flight: how many requests, since when the oldest (0 = none) and
  * which it is. */

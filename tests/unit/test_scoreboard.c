@@ -54,7 +54,7 @@ static struct scoreboard_slot *serving(int n, const int *connections, const int 
 static int yields(int me, const int *connections, const int *busy, const int *accepting)
 {
     struct scoreboard_slot *slots = serving(4, connections, busy, accepting, me);
-    int yield = scoreboard_should_yield(connections[me], 2, 15);
+    int yield = scoreboard_should_yield(connections[me], 2);
     scoreboard_self = NULL;
     scoreboard_destroy(slots, 4);
     return yield;
@@ -63,8 +63,8 @@ static int yields(int me, const int *connections, const int *busy, const int *ac
 static void the_first_idle_worker_takes_a_new_connection(void **state)
 {
     (void)state;
-    const int all[4] = {1, 1, 1, 1}, none_busy[4] = {0}, conns[4] = {10, 8, 0, 0};
-    /* Light load stays where it is: the first idle worker takes it. */
+    const int all[4] = {1, 1, 1, 1}, none_busy[4] = {0}, conns[4] = {40, 20, 0, 0};
+    /* Light load stays where it is: the first idle worker takes it, however many it holds. */
     assert_false(yields(0, conns, none_busy, all));
     assert_true(yields(1, conns, none_busy, all));
     assert_true(yields(3, conns, none_busy, all));
@@ -76,22 +76,6 @@ static void the_first_idle_worker_takes_a_new_connection(void **state)
     /* An idle worker that does not accept (full, draining, stopping) is passed over. */
     const int first_closed[4] = {0, 1, 1, 1};
     assert_false(yields(1, conns, none_busy, first_closed));
-}
-
-static void an_idle_worker_holding_keep_connections_leaves_new_ones_to_siblings_with_fewer(void **state)
-{
-    (void)state;
-    const int all[4] = {1, 1, 1, 1}, none_busy[4] = {0}, conns[4] = {15, 14, 0, 0};
-    assert_true(yields(0, conns, none_busy, all));  /* 15 = keep: slot 1 holds fewer */
-    assert_false(yields(1, conns, none_busy, all)); /* slot 0 before it is no open sibling */
-    assert_true(yields(2, conns, none_busy, all));  /* slot 1 is, before it */
-    /* A busy sibling with fewer takes it too: an idle one at `keep` is no reason to yield. */
-    const int others_busy[4] = {0, 1, 1, 1}, at_keep[4] = {15, 15, 3, 15};
-    assert_true(yields(0, at_keep, others_busy, all));
-    assert_false(yields(2, at_keep, others_busy, all)); /* the least loaded of the busy ones */
-    /* Every sibling holds `keep` or more: the first idle worker takes it all the same. */
-    const int full[4] = {20, 15, 16, 15};
-    assert_false(yields(0, full, none_busy, all));
 }
 
 static void when_all_are_busy_connections_spread_by_count(void **state)
@@ -156,7 +140,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(holds_count_against_one_cap_and_come_back_when_a_worker_goes),
         cmocka_unit_test(the_first_idle_worker_takes_a_new_connection),
-        cmocka_unit_test(an_idle_worker_holding_keep_connections_leaves_new_ones_to_siblings_with_fewer),
         cmocka_unit_test(when_all_are_busy_connections_spread_by_count),
         cmocka_unit_test(busy_time_adds_the_spans_with_a_request_in_flight),
         cmocka_unit_test(queue_waits_land_in_their_bucket_and_the_worst_is_kept),
