@@ -2,6 +2,7 @@
  * with Redis and PostgreSQL driven from the same loop. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stddef.h>
@@ -41,6 +42,9 @@ enum ev_due { DUE_NONE, DUE_IDLE, DUE_READ };
  * the worker buffer without bound. One read (16 KiB) adds at most twice its
  * size in answers, so the output stays below OUT_CAP + 32 KiB. */
 #define OUT_CAP (64 * 1024)
+/* How long a worker goes without beginning a request, after connections closed,
+ * before it hands the memory they freed back to the kernel (event_worker_on_rest). */
+#define REST_MS 1000
 
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
@@ -102,6 +106,8 @@ struct event_worker {
      * idle kept connection (thousands after a burst). */
     struct ev_req *spares;
     int nspares;
+    uv_timer_t rest; /* armed by a connection's close: malloc_trim once the worker rests */
+    unsigned long begun, begun_at_rest; /* requests begun, in all and when rest was armed */
     int stopping;
     int draining; /* max_requests taken: no new connection, kept ones close */
 };
@@ -178,6 +184,7 @@ static struct ev_req *ev_req_new(struct ev_conn *c, const struct fcgi_event *e)
     r->id = c->parser.request_id;
     exchange_start(&r->ex, &req, c->w->cfg);
     c->w->nreqs++;
+    c->w->begun++;
     return r;
 }
 
@@ -300,6 +307,34 @@ static void ev_op_done(void *ctx, const struct backend_result *res)
 
 /* ---- connections ---- */
 
+/*
+ * glibc's malloc keeps what a burst of connections freed (their structs and
+ * buffers, 2 KiB and more each, interleaved with what stays) and returns none
+ * of it while the heap's top is in use: after thousands of connections a worker
+ * held megabytes it no longer used. Once it has rested REST_MS since the last
+ * close, with no request begun, malloc_trim gives the free pages back, as
+ * jemalloc's decay does on its own. A worker under load re-arms instead (one
+ * timer start a second, never per request).
+ */
+static void event_worker_on_rest(uv_timer_t *t)
+{
+    struct event_worker *w = t->data;
+    if (w->stopping) return;
+    if (w->nreqs || w->begun != w->begun_at_rest) {
+        w->begun_at_rest = w->begun;
+        uv_timer_start(&w->rest, event_worker_on_rest, REST_MS, 0);
+        return;
+    }
+    malloc_trim(0);
+}
+
+static void event_worker_rest_soon(struct event_worker *w)
+{
+    if (w->stopping || uv_is_active((uv_handle_t *)&w->rest)) return;
+    w->begun_at_rest = w->begun;
+    uv_timer_start(&w->rest, event_worker_on_rest, REST_MS, 0);
+}
+
 static void ev_conn_handle_closed(uv_handle_t *h)
 {
     struct ev_conn *c = h->data;
@@ -333,6 +368,7 @@ static void ev_conn_close(struct ev_conn *c)
         event_worker_listen(w);
     }
     event_worker_publish_connections(w);
+    event_worker_rest_soon(w);
     event_worker_maybe_exit(w);
 }
 
@@ -746,6 +782,8 @@ int worker_event_run(const struct worker_env *env)
     event_worker_publish_connections(w);
     uv_timer_init(&w->loop, &w->yield);
     w->yield.data = w;
+    uv_timer_init(&w->loop, &w->rest);
+    w->rest.data = w;
     /* libuv's own signal handling wakes the loop; these replace the
      * flag-only handlers the other classes use. */
     uv_signal_init(&w->loop, &w->sig_term);

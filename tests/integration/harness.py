@@ -267,6 +267,21 @@ def proc_stat_fields(pid):
     return stat.rsplit(")", 1)[1].split()
 
 
+def worker_is_sanitized(pid):
+    """Whether worker pid runs an AddressSanitizer build (False when it is not on this host)."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
+
+
+def private_kb(pid):
+    """Memory pid alone uses (Private_Clean + Private_Dirty of /proc/PID/smaps_rollup), KiB."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
 def proc_alive(pid):
     """A live process, not a zombie."""
     fields = proc_stat_fields(pid)

@@ -8,7 +8,7 @@ import os
 import threading
 
 from harness import (MAX_HELD_MB, assert_app_answer, category_stats, cpu_ticks, get, head,
-                     http, json_body, need_local_stack, psql, redis_cli, wait_until, worker_pids)
+                     http, json_body, need_local_stack, psql, redis_cli, wait_until, worker_is_sanitized, worker_pids)
 
 # Only answers through Nginx and the backends' data: runs on the docker-compose stack too.
 RUNS_ON_EXTERNAL_STACK = True
@@ -227,15 +227,6 @@ def test_memory_test_default_is_10_mb():
     obj = assert_app_answer(status, h, body)
     assert obj["mb"] == 10, obj
     assert obj["rss_peak_kb"] >= obj["rss_before_kb"] + 0.9 * 10 * 1024, obj
-
-
-def worker_is_sanitized(pid):
-    """Whether worker pid runs an AddressSanitizer build (False when it is not on this host)."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            return "libasan" in f.read()
-    except OSError:
-        return False
 
 
 def test_memory_test_gives_back_every_size_at_once():

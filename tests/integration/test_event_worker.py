@@ -9,6 +9,7 @@ backends of the event class are covered by the whole suite run with that class.
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -18,7 +19,8 @@ import tempfile
 import threading
 import time
 
-from harness import PERFCGI_BIN, HungPostgres, Proc, Skip, children_of, free_port, wait_until
+from harness import (PERFCGI_BIN, HungPostgres, Proc, Skip, children_of, free_port, private_kb, wait_until,
+                     worker_is_sanitized)
 
 NEEDS_STACK = False
 
@@ -313,6 +315,44 @@ def test_event_worker_connections_bounds_open_connections():
         assert b"Hello" in out, "the waiting connection was not served once one closed"
         third.close()
         held[1].close()
+
+
+def test_event_worker_gives_back_what_closed_connections_used_once_it_rests():
+    # glibc's malloc kept every byte a burst of connections had used (their structs and
+    # buffers, interleaved with what stays): a worker held megabytes after Nginx let
+    # them go. Once it rests, it hands the free pages back (malloc_trim).
+    n = 600
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 200:
+        if hard != resource.RLIM_INFINITY and hard < n + 200:
+            raise Skip(f"needs {n + 200} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n + 200, hard))
+    with EventServer("--keepalive-timeout", "60") as s:
+        (worker,) = children_of(s.proc.pid)
+        if worker_is_sanitized(worker):
+            raise Skip("an AddressSanitizer build allocates with its own allocator, not glibc's")
+        before = private_kb(worker)
+        held = []
+        try:
+            for _ in range(n):
+                c = Conn(s.sock)
+                held.append(c)
+                c.send(request(1, "/", query="pad=" + "x" * 1500))
+            for c in held:
+                out, status = c.response(1)
+                assert status == 0 and b"Hello" in out, out[:200]
+            grown = private_kb(worker) - before
+        finally:
+            for c in held:
+                c.close()
+        assert grown > n, f"{n} connections added only {grown} KiB: the test does not load the heap"
+        wait_until(lambda: private_kb(worker) - before < grown / 4, 15,
+                   message=f"the worker giving back most of the {grown} KiB its {n} closed connections used")
+        # And it serves on.
+        c = Conn(s.sock)
+        c.send(request(1, "/", keep=False))
+        assert b"Hello" in c.response(1)[0]
+        c.close()
 
 
 def test_event_serves_cgi_fcgi():
