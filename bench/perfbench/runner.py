@@ -27,9 +27,12 @@ OPENLOOP_MAX_RATE = 3000
 MEMORY_PROBES = 5
 # The idle probe's burst: /cached-data opens each worker's Redis connection (a cache hit
 # goes no further), /io-intensive?ms=0 its PostgreSQL one. The workers then settle this
-# long before their RSS is read.
+# long before their RSS is read: past the stack's upstream keepalive_timeout (4 s, one
+# under perfcgi's keepalive_timeout: deploy/nginx_timeouts.sh), by which Nginx has let go
+# the connections the steps left open (a thousand after the 2,000-connection step), and
+# past the second an event worker rests before it gives their memory back.
 IDLE_BURST_MIX = {"/cached-data?category=7": 1, "/io-intensive?ms=0": 1}
-IDLE_SETTLE_S = 1.0
+IDLE_SETTLE_S = 5.5
 
 
 def now_iso():
