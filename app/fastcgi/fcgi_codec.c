@@ -181,6 +181,37 @@ void *fcgi_parser_take_params(struct fcgi_parser *p)
     return data;
 }
 
+int fcgi_parser_give_room(struct fcgi_parser *p, struct fcgi_room *room)
+{
+    if (p->request_state != REQ_NONE || (!p->params.data && !p->pairs)) return 0;
+    room->params = p->params;
+    room->params.len = 0;
+    room->pairs = p->pairs;
+    room->pairs_cap = p->pairs_cap;
+    fcgi_buf_init(&p->params);
+    p->pairs = NULL;
+    p->npairs = p->pairs_cap = 0;
+    return 1;
+}
+
+int fcgi_parser_take_room(struct fcgi_parser *p, const struct fcgi_room *room)
+{
+    if (p->params.data || p->pairs) return 0;
+    p->params = room->params;
+    p->pairs = room->pairs;
+    p->pairs_cap = room->pairs_cap;
+    p->npairs = 0;
+    return 1;
+}
+
+void fcgi_room_free(struct fcgi_room *room)
+{
+    fcgi_buf_free(&room->params);
+    free(room->pairs);
+    room->pairs = NULL;
+    room->pairs_cap = 0;
+}
+
 static enum fcgi_event_type parser_fail(struct fcgi_parser *p, struct fcgi_event *ev, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

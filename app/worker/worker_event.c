@@ -46,6 +46,9 @@ enum ev_due { DUE_NONE, DUE_IDLE, DUE_READ };
  * before it hands the memory they freed back to the kernel (event_worker_on_rest). */
 #define REST_MS 1000
 
+/* About the requests a worker has in flight at once under a steady load. */
+#define EV_SPARES_MAX 8
+
 /* One request from its params to its answer. It outlives its connection when
  * the web server hangs up while a backend operation is under way. */
 struct ev_req {
@@ -106,6 +109,11 @@ struct event_worker {
      * idle kept connection (thousands after a burst). */
     struct ev_req *spares;
     int nspares;
+    /* Likewise the buffers of connections between requests (ev_conn_lend): a
+     * thousand kept connections then hold their structs only. */
+    struct fcgi_room rooms[EV_SPARES_MAX];
+    struct fcgi_buf outs[EV_SPARES_MAX];
+    int nrooms, nouts;
     uv_timer_t rest; /* armed by a connection's close: malloc_trim once the worker rests */
     unsigned long begun, begun_at_rest; /* requests begun, in all and when rest was armed */
     int stopping;
@@ -132,9 +140,6 @@ static void ev_req_free_cb(uv_handle_t *h)
 {
     ev_req_release(h->data);
 }
-
-/* About the requests a worker has in flight at once under a steady load. */
-#define EV_SPARES_MAX 8
 
 /* An ended request's struct is kept as a spare, for a next request to take
  * without a malloc (one with a sleep timer is not: its handle closes
@@ -426,6 +431,32 @@ static void ev_conn_watch(struct ev_conn *c)
     uv_poll_start(&c->poll, events, ev_conn_on_io);
 }
 
+/* A connection between requests lends its parser's room and its emptied output
+ * buffer to the worker's spares (freed beyond EV_SPARES_MAX), and borrows them
+ * back when a request arrives: the few in use at once serve every connection. */
+static void ev_conn_lend(struct ev_conn *c)
+{
+    struct event_worker *w = c->w;
+    struct fcgi_room room;
+    if (fcgi_parser_give_room(&c->parser, &room)) {
+        if (w->nrooms < EV_SPARES_MAX) w->rooms[w->nrooms++] = room;
+        else fcgi_room_free(&room);
+    }
+    if (c->out.data && !ev_conn_pending(c)) {
+        c->out.len = c->out_off = 0;
+        if (w->nouts < EV_SPARES_MAX) w->outs[w->nouts++] = c->out;
+        else fcgi_buf_free(&c->out);
+        fcgi_buf_init(&c->out);
+    }
+}
+
+static void ev_conn_borrow(struct ev_conn *c)
+{
+    struct event_worker *w = c->w;
+    if (w->nrooms && fcgi_parser_take_room(&c->parser, &w->rooms[w->nrooms - 1])) w->nrooms--;
+    if (!c->out.data && w->nouts) c->out = w->outs[--w->nouts];
+}
+
 /* With no request under way a connection waits keepalive_timeout for the next
  * one, from the last time it made progress (an answer taken in part counts:
  * a client that stops reading is idle too). */
@@ -439,6 +470,7 @@ static void ev_conn_idle(struct ev_conn *c)
         return;
     }
     ev_conn_deadline(c, DUE_IDLE, c->w->cfg->keepalive_timeout);
+    ev_conn_lend(c);
 }
 
 static void ev_conn_flush(struct ev_conn *c)
@@ -560,6 +592,7 @@ static void ev_conn_read(struct ev_conn *c)
             return;
         }
         if (n < 0) return;
+        ev_conn_borrow(c);
         size_t pos = 0;
         while (pos < (size_t)n && !c->close_after_flush) {
             struct fcgi_event e;
@@ -689,6 +722,8 @@ static void event_worker_maybe_exit(struct event_worker *w)
         ev_req_release(r);
     }
     w->nspares = 0;
+    while (w->nrooms) fcgi_room_free(&w->rooms[--w->nrooms]);
+    while (w->nouts) fcgi_buf_free(&w->outs[--w->nouts]);
     if (w->redis) {
         redis_async_free(w->redis);
         w->redis = NULL;

@@ -166,6 +166,27 @@ void fcgi_parser_reset_request(struct fcgi_parser *p);
  * end would let the parser reuse that memory. fcgi_param finds none after. */
 void *fcgi_parser_take_params(struct fcgi_parser *p);
 
+/*
+ * The room a parser keeps for a request's params (their bytes and their pairs),
+ * so that the next request on its connection needs no malloc. A caller holding
+ * many idle connections lends it out between requests (fcgi_parser_give_room)
+ * and gives one back before feeding the parser again (fcgi_parser_take_room): a
+ * few rooms then serve them all. A parser without one allocates its own.
+ */
+struct fcgi_room {
+    struct fcgi_buf params;
+    struct fcgi_pair *pairs;
+    size_t pairs_cap;
+};
+
+/* Moves the parser's room to *room when it has one and no request is active;
+ * returns whether it did. */
+int fcgi_parser_give_room(struct fcgi_parser *p, struct fcgi_room *room);
+/* Gives a parser without a room the one in *room; returns whether it did (then
+ * *room is the parser's). */
+int fcgi_parser_take_room(struct fcgi_parser *p, const struct fcgi_room *room);
+void fcgi_room_free(struct fcgi_room *room);
+
 /* The value of parameter `name` of the active request, or NULL (absent, or
  * before FCGI_EV_PARAMS_DONE). The first of repeated names wins. */
 const char *fcgi_param(const struct fcgi_parser *p, const char *name);

@@ -307,6 +307,48 @@ static void taken_params_outlive_the_request(void **state)
     fcgi_buf_free(&b);
 }
 
+/* Between requests a parser lends its room out; a parser given a room decodes
+ * into it, and one without allocates its own. */
+static void a_room_goes_from_one_parser_to_another_between_requests(void **state)
+{
+    (void)state;
+    struct fcgi_buf b;
+    fcgi_buf_init(&b);
+    nginx_request(&b, 1, FCGI_FLAG_KEEP_CONN, "n=5", "");
+    struct fcgi_parser p, q;
+    struct fcgi_event ev;
+    struct fcgi_room room;
+    size_t off = 0;
+    fcgi_parser_init(&p, NULL);
+    fcgi_parser_init(&q, NULL);
+    assert_false(fcgi_parser_give_room(&p, &room)); /* none yet */
+    expect(&p, &b, &off, FCGI_EV_BEGIN, &ev);
+    expect(&p, &b, &off, FCGI_EV_PARAMS_DONE, &ev);
+    assert_false(fcgi_parser_give_room(&p, &room)); /* a request is active */
+    expect(&p, &b, &off, FCGI_EV_STDIN_END, &ev);
+    fcgi_parser_reset_request(&p);
+    assert_true(fcgi_parser_give_room(&p, &room));
+    assert_non_null(room.params.data);
+    assert_non_null(room.pairs);
+    assert_false(fcgi_parser_give_room(&p, &room)); /* lent already */
+    assert_true(fcgi_parser_take_room(&q, &room));
+    assert_false(fcgi_parser_take_room(&q, &room)); /* it has one */
+    const void *lent = room.params.data;
+    off = 0;
+    expect(&q, &b, &off, FCGI_EV_BEGIN, &ev);
+    expect(&q, &b, &off, FCGI_EV_PARAMS_DONE, &ev);
+    assert_ptr_equal(q.params.data, lent);
+    assert_string_equal(fcgi_param(&q, "QUERY_STRING"), "n=5");
+    expect(&q, &b, &off, FCGI_EV_STDIN_END, &ev);
+    off = 0; /* p, without its room, allocates another */
+    expect(&p, &b, &off, FCGI_EV_BEGIN, &ev);
+    expect(&p, &b, &off, FCGI_EV_PARAMS_DONE, &ev);
+    assert_string_equal(fcgi_param(&p, "QUERY_STRING"), "n=5");
+    fcgi_parser_free(&p);
+    fcgi_parser_free(&q);
+    fcgi_buf_free(&b);
+}
+
 static void any_cut_gives_the_same_events(void **state)
 {
     (void)state;
@@ -1062,6 +1104,7 @@ int main(void)
         cmocka_unit_test(an_answer_before_the_body_skips_the_body),
         cmocka_unit_test(other_roles_and_second_requests_are_rejected),
         cmocka_unit_test(protocol_errors),
+        cmocka_unit_test(a_room_goes_from_one_parser_to_another_between_requests),
         cmocka_unit_test(limits_are_enforced),
         cmocka_unit_test(writers_decode_back),
         cmocka_unit_test(encoded_params_decode_back),
