@@ -2,6 +2,10 @@
 -- for the benchmark engine. Arguments after `--`:
 --   mix PATH=WEIGHT,...   send a weighted random mix of paths instead of the URL's path
 --   cache                 count the answers' X-Cache-Status (costs a header parse per answer)
+--   hold-gc               no garbage collection during the run, for runs of a second or two:
+--                         the collector, run over the header table `cache` makes of every
+--                         answer, paused a thread for 30-45 ms in 3 runs of 6, and the
+--                         latency of every answer waiting on it counted the pause
 local threads = {}
 local mix, count_cache = nil, false
 
@@ -21,6 +25,9 @@ local function parse_args(args)
             i = i + 2
         elseif args[i] == "cache" then
             count_cache = true
+            i = i + 1
+        elseif args[i] == "hold-gc" then
+            collectgarbage("stop")
             i = i + 1
         else
             error("report.lua: unknown argument " .. args[i])
