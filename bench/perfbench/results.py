@@ -2,6 +2,7 @@
 spread; the run -> results.json and results.csv (the format: BENCH_SCHEMA in README)."""
 import csv
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -31,7 +32,8 @@ def make_row(step, rep, rate, figures, resources, metrics_delta, settings):
     row = {"step_id": step.id, "kind": step.kind, "group": step.group, "class": step.cls,
            "baseline": step.baseline, "endpoint": step.endpoint, "path": step.path,
            "concurrency": step.concurrency, "cache": step.cache, "rate": rate,
-           "sweep_value": step.sweep_value, "rep": rep, "front": step.front, "rss_return_kb": None}
+           "sweep_value": step.sweep_value, "rep": rep, "front": step.front, "rss_return_kb": None,
+           "nginx_p99_ms": None, "warm_p99_ms": None}
     row.update({k: _round(figures.get(k)) for k in ("rps", *LATENCY, "requests", *FAILURES.values())})
     row["cache_hit_ratio"] = hit_ratio(figures.get("cache_hits"), figures.get("cache_misses"))
     for column, group, figure in RESOURCE_COLUMNS:
@@ -49,6 +51,14 @@ def _round(v):
 def _median(values):
     values = [v for v in values if v is not None]
     return _round(statistics.median(values)) if values else None
+
+
+def percentile(values, p):
+    """The nearest-rank p-th percentile of values, None when there are none."""
+    values = sorted(values)
+    if not values:
+        return None
+    return _round(values[max(0, math.ceil(p / 100 * len(values)) - 1)])
 
 
 def aggregate(step, rows, note=""):
@@ -77,6 +87,9 @@ def aggregate(step, rows, note=""):
     # The worst repetition: the target is RSS back after every request.
     returns = [r.get("rss_return_kb") for r in rows if r.get("rss_return_kb") is not None]
     out["rss_return_kb"] = max(returns, default=None)
+    # Cold waves only: their p99 in Nginx's own log, and the client's on the warm URL.
+    for k in ("nginx_p99_ms", "warm_p99_ms"):
+        out[k] = _median(r.get(k) for r in rows)
     out["note"] = note
     return out
 

@@ -33,6 +33,8 @@ MEMORY_PROBES = 5
 # past the second an event worker rests before it gives their memory back.
 IDLE_BURST_MIX = {"/cached-data?category=7": 1, "/io-intensive?ms=0": 1}
 IDLE_SETTLE_S = 5.5
+# The stack's Nginx flushes its buffered access log every second (nginx/nginx.conf.template).
+NGINX_LOG_FLUSH_S = 1.2
 
 
 def now_iso():
@@ -143,11 +145,13 @@ class Run:
             # a forgotten Redis entry: the first second of a cache entry's life; or of its
             # life after it expired (created, then left for longer than its max-age).
             target.make_cold(COLD_WAVE_CATEGORY)
-            url += f"&wave={next(self.wave)}-{int(time.time())}"
+            wave = f"wave={next(self.wave)}-{int(time.time())}"
+            url += "&" + wave
             if step.sweep_value == "expired":
                 http_get(url, timeout=30)
                 time.sleep(CACHED_DATA_MAX_AGE_S + 0.5)
             seconds = 1
+            log_from = target.access_log_size()
         else:
             seconds = self.p.duration_s
             if self.p.warmup_s:
@@ -169,11 +173,26 @@ class Run:
                                metrics_delta(before, target.metrics()), in_force)
         if step.endpoint == "/memory-test" and step.kind == "matrix" and isinstance(target, StackTarget):
             row["rss_return_kb"] = self._rss_return(target, step)
+        if step.kind == "cold_wave":
+            row.update(self._wave_views(target, step, url, wave, log_from))
         self.rows.setdefault(step.id, []).append(row)
         self.steps[step.id] = step
         self.done += 1
         self._say(step, row)
         self.save()
+
+    def _wave_views(self, target, step, url, wave, log_from):
+        """Two figures beside a cold wave's client p99: the wave in the stack's Nginx log
+        (p99 of $request_time over its requests, each counted once, as answered), and the
+        same client on the same URL once warm, for the same second."""
+        views = {"nginx_p99_ms": None, "warm_p99_ms": None}
+        if log_from is not None:
+            time.sleep(NGINX_LOG_FLUSH_S)
+            views["nginx_p99_ms"] = results.percentile(target.request_times_ms(wave, log_from), 99)
+        if isinstance(target, StackTarget):
+            target.wait_idle()
+        views["warm_p99_ms"] = load.wrk(url, step.concurrency, 1, count_cache=True)["p99_ms"]
+        return views
 
     def _rss_return(self, target, step):
         """The most a worker's RSS stayed above its level before the request, over

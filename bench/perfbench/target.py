@@ -29,6 +29,10 @@ VARIED = ("worker_class", "workers", "threads", "worker_connections", "pool_size
           "pool_max_overflow", "max_requests", "max_requests_jitter")
 
 
+# The stack's access log format (nginx/nginx.conf.template) gives $request_time as rt=S.mmm.
+REQUEST_TIME = re.compile(rb" rt=([0-9.]+)")
+
+
 class TargetError(RuntimeError):
     pass
 
@@ -117,6 +121,12 @@ class UrlTarget:
 
     def make_cold(self, category):
         pass  # someone else's Redis: only the Nginx cache key is made fresh
+
+    def access_log_size(self):
+        return None  # someone else's Nginx: its log is not ours to read
+
+    def request_times_ms(self, marker, since):
+        return []
 
     def versions(self):
         return {}
@@ -266,6 +276,32 @@ class StackTarget:
         by a fresh URL)."""
         subprocess.run(["redis-cli", "-p", str(self.redis_port), "DEL", f"perfcgi:cached-data:{category}"],
                        capture_output=True, timeout=10)
+
+    def _access_log(self):
+        return Path(self.run_dir) / "nginx-access.log"
+
+    def access_log_size(self):
+        """Where the next line of the stack's Nginx access log will start."""
+        try:
+            return self._access_log().stat().st_size
+        except OSError:
+            return 0
+
+    def request_times_ms(self, marker, since):
+        """Nginx's $request_time (ms) of each request logged from byte `since` on whose
+        line holds marker (the log is buffered: flushed within a second)."""
+        times = []
+        try:
+            with open(self._access_log(), "rb") as log:
+                log.seek(since)
+                for line in log:
+                    if marker.encode() in line:
+                        m = REQUEST_TIME.search(line)
+                        if m:
+                            times.append(float(m.group(1)) * 1000)
+        except OSError:
+            pass
+        return times
 
     def versions(self):
         def first_line(cmd):

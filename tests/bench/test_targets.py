@@ -5,7 +5,9 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent.parent / "bench"))
-from perfbench.report_targets import MET, NOT_MET, high_concurrency_lines, idle_lines, memory_lines  # noqa: E402
+from perfbench.report_targets import (MET, NOT_MET, cold_wave_lines, high_concurrency_lines, idle_lines,  # noqa: E402
+                                      memory_lines)
+from perfbench.results import percentile  # noqa: E402
 
 
 def step(kind, endpoint, concurrency, rps, cls=None, baseline=None, **more):
@@ -43,10 +45,6 @@ class HighConcurrencyTarget(unittest.TestCase):
         self.assertEqual(line[3], NOT_MET)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class IdleTarget(unittest.TestCase):
     def entry(self, **more):
         return {"class": "sync", "workers": 4, "workers_with_both_backends": 4,
@@ -62,3 +60,31 @@ class IdleTarget(unittest.TestCase):
         (line,) = idle_lines([self.entry(idle_worker_rss_kb={"median": 5000, "max": 6000})])
         self.assertNotIn("Pss", line[1])
         self.assertEqual(line[3], NOT_MET)
+
+
+class ColdWaveTarget(unittest.TestCase):
+    def wave(self, **more):
+        return step("cold_wave", "/cached-data", 64, 30000, cls="event", cache="on", sweep_value="created", **more)
+
+    def test_the_warm_and_nginx_figures_beside_the_clients(self):
+        (line,) = cold_wave_lines([self.wave(p99_ms=80.0, nginx_p99_ms=3.0, warm_p99_ms=12.0)], 64)
+        self.assertEqual(line[1], "80.0 ms (warm, the same second: 12.0 ms; in Nginx's log: 3.0 ms)")
+        self.assertEqual(line[3], NOT_MET)  # judged on the client's figure
+        (line,) = cold_wave_lines([self.wave(p99_ms=20.0, nginx_p99_ms=60.0)], 64)
+        self.assertEqual(line[3], MET)
+
+    def test_an_older_run_shows_the_clients_figure_alone(self):
+        (line,) = cold_wave_lines([self.wave(p99_ms=30.0)], 64)
+        self.assertEqual(line[1], "30.0 ms")
+        self.assertEqual(line[3], MET)
+
+
+class Percentile(unittest.TestCase):
+    def test_nearest_rank(self):
+        self.assertEqual(percentile(range(1, 101), 99), 99)
+        self.assertEqual(percentile([5.0, 1.0], 99), 5.0)
+        self.assertIsNone(percentile([], 99))
+
+
+if __name__ == "__main__":
+    unittest.main()
