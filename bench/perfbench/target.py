@@ -119,7 +119,7 @@ class UrlTarget:
         status, body = http_get(self.base_url + "/metrics", timeout=3)
         return parse_metrics(body) if status == 200 else {}
 
-    def make_cold(self, category):
+    def make_cold(self, *categories):
         pass  # someone else's Redis: only the Nginx cache key is made fresh
 
     def access_log_size(self):
@@ -271,11 +271,11 @@ class StackTarget:
         status, body = http_get(self.base_url + "/metrics", timeout=3)
         return parse_metrics(body) if status == 200 else {}
 
-    def make_cold(self, category):
-        """Forgets /cached-data's Redis entry for category (the Nginx entry is made cold
-        by a fresh URL)."""
-        subprocess.run(["redis-cli", "-p", str(self.redis_port), "DEL", f"perfcgi:cached-data:{category}"],
-                       capture_output=True, timeout=10)
+    def make_cold(self, *categories):
+        """Forgets /cached-data's Redis entries for these categories (the Nginx entry is
+        made cold by a fresh URL)."""
+        keys = [f"perfcgi:cached-data:{c}" for c in categories]
+        subprocess.run(["redis-cli", "-p", str(self.redis_port), "DEL", *keys], capture_output=True, timeout=10)
 
     def _access_log(self):
         return Path(self.run_dir) / "nginx-access.log"
