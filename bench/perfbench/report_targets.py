@@ -125,8 +125,9 @@ def cold_wave_lines(steps, conc):
         beside = []
         if w.get("warm_p99_ms") is not None:
             beside.append(f"warm, the same second: {fmt(w['warm_p99_ms'])} ms")
-        if w.get("nginx_p99_ms") is not None:
-            beside.append(f"in Nginx's log: {fmt(w['nginx_p99_ms'])} ms")
+        nginx = w.get("nginx_p99_ms")
+        if nginx is not None:  # Nginx logs whole milliseconds
+            beside.append("in Nginx's log: " + ("under 1 ms" if nginx < 1 else f"{fmt(nginx)} ms"))
         measured = f"{fmt(w.get('p99_ms'))} ms" + (f" ({'; '.join(beside)})" if beside else "")
         lines.append([what, measured, f"≤ {COLD_WAVE_P99_GOAL_MS} ms", _at_most(w.get("p99_ms"), COLD_WAVE_P99_GOAL_MS)])
     return lines or [["cold-key wave p99", "–", f"≤ {COLD_WAVE_P99_GOAL_MS} ms", NOT_MEASURED]]
