@@ -34,9 +34,10 @@ def _run(cmd, marker, limit_s):
 
 
 # Runs this short that count the cache hold wrk's Lua garbage collector (bench/wrk/report.lua).
-# wrk alone on cold-key waves, counting the cache: p99 40-55 ms in 3 waves of 6 with the
-# collector running, 11-13 ms in every wave with it held. Held for 2 s at 40,000 answers a
-# second, wrk's RSS was 45 MB (5.6 MB collecting).
+# Created cold-key waves on steady event workers, the two alternated, 6 each: p99 median
+# 9.4 ms held, 12.9 ms collecting (ranges 8.1-25.7 and 7.2-38.3 overlap: a small gain,
+# since wrk's coordinated-omission correction multiplies any pause of its own). Held for
+# 2 s at 40,000 answers a second, wrk's RSS was 45 MB (5.6 MB collecting).
 HOLD_GC_MAX_S = 2
 
 

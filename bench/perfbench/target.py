@@ -290,12 +290,12 @@ class StackTarget:
     def request_times_ms(self, marker, since):
         """Nginx's $request_time (ms) of each request logged from byte `since` on whose
         line holds marker (the log is buffered: flushed within a second)."""
-        times = []
+        times, wanted = [], marker.encode()
         try:
             with open(self._access_log(), "rb") as log:
                 log.seek(since)
                 for line in log:
-                    if marker.encode() in line:
+                    if wanted in line:
                         m = REQUEST_TIME.search(line)
                         if m:
                             times.append(float(m.group(1)) * 1000)

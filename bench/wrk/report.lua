@@ -4,8 +4,8 @@
 --   cache                 count the answers' X-Cache-Status (costs a header parse per answer)
 --   hold-gc               no garbage collection during the run, for runs of a second or two:
 --                         with `cache`, the collector runs over the header table made for
---                         every answer, and its pauses were in the latencies: a one-second
---                         cold-key wave's p99 was 40-55 ms in 3 runs of 6, 11-13 ms held
+--                         every answer, and its pauses are in the latencies (figures:
+--                         HOLD_GC_MAX_S in perfbench/load.py)
 local threads = {}
 local mix, count_cache = nil, false
 
