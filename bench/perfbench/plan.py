@@ -144,6 +144,11 @@ def _matrix_steps(p, cls, served):
                 steps.append(Step("front", ep, conc, cls=cls, front="minimal"))
         if p.extreme and ep in p.extreme[1]:
             steps.append(Step("matrix", ep, p.extreme[0], cls=cls))
+            # The event class there behind the minimal Nginx too: with the bare responder's
+            # own figures, it tells what the stack's Nginx, and what perfcgi, lose to that
+            # many connections (report_targets.high_concurrency_lines).
+            if ep == "/" and cls == "event" and p.baselines and cls in p.front_classes:
+                steps.append(Step("front", ep, p.extreme[0], cls=cls, front="minimal"))
         if p.cache_on and ep in CACHEABLE:
             steps.append(Step("matrix", ep, p.reference, cls=cls, cache="on"))
     if p.cold_wave and "/cached-data" in served:

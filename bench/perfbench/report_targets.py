@@ -134,9 +134,11 @@ def cold_wave_lines(steps, conc):
 
 
 def high_concurrency_lines(steps, conc):
-    """The event class at HIGH_CONCURRENCY against the reference level, with the bare
-    kept-alive responder's own ratio beside it: what Nginx and the client lose to that
-    many connections on this machine, with no perfcgi at all."""
+    """The event class at HIGH_CONCURRENCY against the reference level, with two ratios
+    beside it: the same perfcgi behind the minimal Nginx (what is left once the stack's
+    Nginx is taken out), and the bare kept-alive responder behind it (what the minimal
+    Nginx and the client lose to that many connections on this machine, with no perfcgi
+    at all)."""
     what = f"`/` at {HIGH_CONCURRENCY:,} connections against {conc}, event"
     high = _find(steps, kind="matrix", cache="bypass", endpoint="/", concurrency=HIGH_CONCURRENCY,
                  **{"class": "event"})
@@ -152,11 +154,16 @@ def high_concurrency_lines(steps, conc):
         verdict = NOT_MET
     measured = (f"{'–' if ratio is None else _times(ratio)} ({fmt(high.get('rps'))} / {fmt(low.get('rps'))} "
                 f"req/s), {errors} socket errors, {kinds.get('non2xx') or 0} non-2xx, p99 {fmt(high.get('p99_ms'))} ms")
-    responder = [_find(steps, kind="baseline", baseline="nonblocking-fcgi", endpoint="/", concurrency=c)
-                 for c in (HIGH_CONCURRENCY, conc)]
-    own = _ratio(*((b or {}).get("rps") for b in responder))
-    if own is not None:
-        measured += f"; the bare responder's own: {_times(own)}"
+    front = [(_find(steps, kind="front", endpoint="/", concurrency=c, **{"class": "event"}) or {}).get("rps")
+             for c in (HIGH_CONCURRENCY, conc)]
+    bare = [(_find(steps, kind="baseline", baseline="nonblocking-fcgi", endpoint="/", concurrency=c) or {}).get("rps")
+            for c in (HIGH_CONCURRENCY, conc)]
+    if _ratio(*front) is not None:
+        measured += f"; behind the minimal Nginx: {_times(_ratio(*front))}"
+        if bare[0]:  # the two side by side at the high level: perfcgi's own cost there
+            measured += f" ({fmt(front[0])} req/s, {_times(_ratio(front[0], bare[0]))} the bare responder's)"
+    if _ratio(*bare) is not None:
+        measured += f"; the bare responder's own: {_times(_ratio(*bare))}"
     return [[what, measured, goal, verdict]]
 
 

@@ -42,7 +42,21 @@ class HighConcurrencyTarget(unittest.TestCase):
         (line,) = high_concurrency_lines(steps, 64)
         self.assertIn("0.67x", line[1])
         self.assertIn("the bare responder's own: 0.50x", line[1])
+        self.assertNotIn("minimal Nginx", line[1])  # a run without the front steps
         self.assertEqual(line[3], NOT_MET)
+
+    def test_perfcgi_behind_the_minimal_nginx_is_shown(self):
+        steps = [step("matrix", "/", 2000, 18000, cls="event", failed_by_kind={}, p99_ms=180),
+                 step("matrix", "/", 64, 30000, cls="event"),
+                 step("front", "/", 2000, 24000, cls="event", front="minimal"),
+                 step("front", "/", 64, 30000, cls="event", front="minimal"),
+                 step("front", "/", 2000, 9000, cls="sync", front="minimal"),
+                 step("baseline", "/", 2000, 16000, baseline="nonblocking-fcgi"),
+                 step("baseline", "/", 64, 20000, baseline="nonblocking-fcgi")]
+        (line,) = high_concurrency_lines(steps, 64)
+        self.assertIn("0.60x", line[1])
+        self.assertIn("behind the minimal Nginx: 0.80x (24,000 req/s, 1.50x the bare responder's); "
+                      "the bare responder's own: 0.80x", line[1])
 
 
 class IdleTarget(unittest.TestCase):
