@@ -1,6 +1,5 @@
 /* answer: how an exchange ends, a 200 with the endpoint's JSON or a JSON error. Called by
  * the endpoints and by the exchange's own checks (declared in core/exchange.h). */
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,10 +32,10 @@ static enum step finish(struct exchange *ex, int status, json_t *obj)
 
 size_t exchange_elapsed_text(double ms, char out[EXCHANGE_ELAPSED_TEXT])
 {
-    /* round(ms * 1e3) / 1e3 in %.15g is exactly its whole number of thousandths
+    /* decimal_round(ms * 1e3) / 1e3 in %.15g is exactly its whole number of thousandths
      * below 1e12 ms (the double is within 2^-53 of it, far under the 15th digit),
      * so it is written from that integer, which costs no floating-point printing. */
-    double thousandths = round(ms * 1e3);
+    double thousandths = decimal_round(ms * 1e3);
     if (!(thousandths >= 0 && thousandths < 1e15)) { /* negative, huge, NaN: as jansson does it */
         json_t *real = json_real(thousandths / 1e3);
         size_t n = real ? json_dumpb(real, out, EXCHANGE_ELAPSED_TEXT - 1, JSON_ENCODE_ANY | ANSWER_REAL_FLAGS) : 0;
@@ -94,7 +93,7 @@ enum step exchange_reply_members(struct exchange *ex, const char *members)
 enum step exchange_reply(struct exchange *ex, json_t *obj)
 {
     double elapsed = clock_ms() - ex->started_ms;
-    json_object_set_new(obj, "elapsed_ms", json_real(round(elapsed * 1e3) / 1e3));
+    json_object_set_new(obj, "elapsed_ms", json_real(decimal_round(elapsed * 1e3) / 1e3));
     json_object_set_new(obj, "worker", json_integer(self_pid()));
     ex->resp.cache_control = ex->route->cache_control;
     return finish(ex, 200, obj);

@@ -1,8 +1,9 @@
 /* pg_sleep: the PostgreSQL round trip /io-intensive and /mixed wait on, and its timings. */
 #include "core/pg_sleep.h"
 
-#include <math.h>
 #include <stdio.h>
+
+#include "base/decimal.h"
 
 static const char SQL_SLEEP[] = "SELECT pg_sleep($1)";
 
@@ -18,7 +19,7 @@ enum step pg_sleep_start(struct exchange *ex, struct pg_sleep *ps, long ms, json
 /* Milliseconds rounded to the microsecond, as a JSON number. */
 static json_t *pg_sleep_ms(double ms)
 {
-    return json_real(round(ms * 1e3) / 1e3);
+    return json_real(decimal_round(ms * 1e3) / 1e3);
 }
 
 enum step pg_sleep_done(struct exchange *ex, struct pg_sleep *ps, const struct backend_result *res)

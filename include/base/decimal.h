@@ -1,4 +1,5 @@
-/* decimal: unsigned numbers written in decimal without printf, for what every request writes. */
+/* decimal: numbers written in decimal, and rounded for it, without printf or libm, for what
+ * every request writes. */
 #ifndef PERFCGI_DECIMAL_H
 #define PERFCGI_DECIMAL_H
 
@@ -18,6 +19,21 @@ static inline size_t decimal_write(char *out, unsigned long long v)
     } while (v);
     while (n) out[len++] = digits[--n];
     return len;
+}
+
+/*
+ * x rounded to the nearest whole number, halves away from zero: libm's round(). Here
+ * because it was the one libm function a worker called on every request, and a first
+ * call maps 64 KiB of libm's code into each worker (the kernel maps the pages around
+ * the one touched). Exact: x minus its integer part is exact in a double.
+ */
+static inline double decimal_round(double x)
+{
+    if (!(x > -9e18 && x < 9e18)) return x; /* NaN, or so large it is whole */
+    double whole = (double)(long long)x;
+    if (x - whole >= 0.5) whole += 1;
+    else if (x - whole <= -0.5) whole -= 1;
+    return __builtin_copysign(whole, x);
 }
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/decimal.h"
 #include "core/endpoint.h"
 #include "core/exchange.h"
 #include "core/routes.h"
@@ -128,6 +129,23 @@ static void elapsed_text_is_what_jansson_writes(void **state)
         free(expect);
         json_decref(real);
     }
+}
+
+/* decimal_round is libm's round(): halves away from zero, the sign of zero kept. */
+static void decimal_round_is_libm_round(void **state)
+{
+    (void)state;
+    const double fixed[] = {0,   -0.0, 0.5, -0.5, 1.5, -1.5, 2.5,  0.49999999999999994, -0.49999999999999994,
+                            4503599627370495.5, 4503599627370497.0, 1e18 + 0.5, 9.5e18, -9.5e18, 1e300, INFINITY};
+    unsigned seed = 7;
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0] + 20000; i++) {
+        double x = i < sizeof fixed / sizeof fixed[0] ? fixed[i]
+                   : ((double)rand_r(&seed) - RAND_MAX / 2.0) / (1 + rand_r(&seed) % 1000) * 1e3;
+        double got = decimal_round(x), want = round(x);
+        assert_true(got == want);
+        assert_int_equal(signbit(got) != 0, signbit(want) != 0);
+    }
+    assert_true(isnan(decimal_round(NAN)));
 }
 
 static void routing_errors_come_in_order(void **state)
@@ -550,6 +568,7 @@ int main(void)
         cmocka_unit_test(hello_answers_at_once),
         cmocka_unit_test(hello_body_is_what_jansson_writes),
         cmocka_unit_test(elapsed_text_is_what_jansson_writes),
+        cmocka_unit_test(decimal_round_is_libm_round),
         cmocka_unit_test(routing_errors_come_in_order),
         cmocka_unit_test(head_is_get_without_body),
         cmocka_unit_test(bad_parameters_name_the_parameter),

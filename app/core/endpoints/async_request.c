@@ -1,9 +1,9 @@
 /* endpoint /async-request: one HTTP GET to the external API (upstream_url), its JSON passed back. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/decimal.h"
 #include "core/endpoint.h"
 
 struct async_request_state {
@@ -31,7 +31,7 @@ static enum step async_request_answer(struct exchange *ex, const struct backend_
         return exchange_backend_error(ex, &bad, "upstream");
     }
     return exchange_reply(ex, json_pack("{s:i,s:f,s:o}", "upstream_status", res->http_status, "upstream_ms",
-                                        round(res->http_ms * 1e3) / 1e3, "upstream", upstream));
+                                        decimal_round(res->http_ms * 1e3) / 1e3, "upstream", upstream));
 }
 
 static enum step async_request_step(struct exchange *ex, const struct backend_result *res)

@@ -1,5 +1,4 @@
 /* endpoint /cached-data: a category's aggregates, cache-aside in Redis with stampede protection. */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,8 +82,9 @@ static int cached_data_hit(struct exchange *ex, const char *v, size_t len)
         json_decref(doc);
         return -1;
     }
-    long ttl = (long)ceil(json_number_value(expires) - clock_wall_s());
-    if (ttl < 1) ttl = 1;
+    /* Whole seconds left, rounded up (without libm: see decimal_round). */
+    double left = json_number_value(expires) - clock_wall_s();
+    long ttl = left < 1 ? 1 : (long)left + ((double)(long)left < left);
     ex->resp.x_cache = "HIT";
     cached_data_answer(ex, stats, "cache", ttl);
     json_decref(doc);
