@@ -176,6 +176,7 @@ static void spawn(struct master *m)
     int slot = free_slot(m);
     if (slot < 0) return;
     memset(&m->slots[slot], 0, sizeof m->slots[slot]);
+    memset(scoreboard_reqs(&m->slots[slot]), 0, SCOREBOARD_REQS * sizeof(struct scoreboard_req));
     atomic_store(&m->slots[slot].state, SLOT_STARTING);
     pid_t pid = fork_child(m->listeners, m->nlisteners, 1);
     if (pid < 0) {
@@ -184,7 +185,7 @@ static void spawn(struct master *m)
         return;
     }
     if (pid == 0) {
-        scoreboard_self = &m->slots[slot];
+        scoreboard_take(&m->slots[slot]);
         atomic_store(&scoreboard_self->pid, getpid());
         struct worker_env env = {m->cfg, m->listeners, m->nlisteners, getppid(), wake_pipe[1]};
         worker_main(&env);

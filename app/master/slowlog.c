@@ -102,7 +102,7 @@ int slowlog_check(const struct settings *cfg, struct scoreboard_slot *s, pid_t p
     int64_t slow_us = (int64_t)(cfg->request_slowlog_timeout * 1e6), kill_us = (int64_t)(cfg->timeout * 1e6);
     int ready = 1;
     for (int i = 0; i < SCOREBOARD_REQS; i++) {
-        struct scoreboard_req *r = &s->reqs[i];
+        struct scoreboard_req *r = &scoreboard_reqs(s)[i];
         /* The clock first: the strings are copied only for a request that is due. */
         int64_t started = atomic_load(&r->started_us);
         int64_t since = slow_us > 0 && (!killing || slow_us < kill_us) ? slow_us : kill_us;

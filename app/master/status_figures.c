@@ -87,7 +87,7 @@ static json_t *status_in_flight(const struct scoreboard_slot *s, int64_t now_us,
     json_t *reqs = json_array();
     for (int i = 0; reqs && i < SCOREBOARD_REQS; i++) {
         struct slowlog_view v;
-        if (slowlog_read(&s->reqs[i], &v) != 0) continue;
+        if (slowlog_read(&scoreboard_reqs(s)[i], &v) != 0) continue;
         json_t *o = json_pack("{s:s,s:s,s:f}", "uri", v.uri, "state", v.state, "busy_ms",
                               round((double)(now_us - v.started_us) / 1e3 * 1e3) / 1e3);
         if (o && v.op_started_us > 0) {

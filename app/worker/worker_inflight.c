@@ -37,7 +37,7 @@ int worker_inflight_take(int64_t started_us)
     /* Threads of a thread worker take records at once: a compare-and-swap on
      * started_us claims one. */
     for (int i = 0; i < SCOREBOARD_REQS; i++) {
-        struct scoreboard_req *r = &s->reqs[i];
+        struct scoreboard_req *r = &scoreboard_reqs(s)[i];
         int64_t free_mark = 0;
         if (atomic_load_explicit(&r->started_us, memory_order_relaxed) != 0) continue;
         if (!atomic_compare_exchange_strong(&r->started_us, &free_mark, started_us)) continue;
@@ -57,13 +57,13 @@ void worker_inflight_release(int rec)
     struct scoreboard_slot *s = scoreboard_self;
     if (!s) return;
     if (rec < 0) atomic_fetch_sub_explicit(&s->reqs_untracked, 1, memory_order_relaxed);
-    else atomic_store(&s->reqs[rec].started_us, 0);
+    else atomic_store(&scoreboard_reqs(s)[rec].started_us, 0);
 }
 
 void worker_inflight_uri(int rec, const char *uri)
 {
     if (rec < 0 || !scoreboard_self) return;
-    char *dst = scoreboard_self->reqs[rec].uri;
+    char *dst = scoreboard_reqs(scoreboard_self)[rec].uri;
     size_t n = strnlen(uri, SCOREBOARD_URI - 1);
     memcpy(dst, uri, n);
     dst[n] = '\0';
@@ -179,7 +179,7 @@ static uint64_t doing_word(int route, int step, enum inflight_doing doing, enum 
 void worker_inflight_state(int rec, const struct exchange *ex, int step, enum inflight_doing doing)
 {
     if (rec < 0 || !scoreboard_self) return;
-    struct scoreboard_req *r = &scoreboard_self->reqs[rec];
+    struct scoreboard_req *r = &scoreboard_reqs(scoreboard_self)[rec];
     int waiting = doing == INFLIGHT_WAITING;
     uint64_t word = doing_word(ex->route ? route_index(ex->route) : -1, step, doing,
                                waiting ? ex->op.kind : BACKEND_NONE);
@@ -247,7 +247,7 @@ static void on_stack_signal(int sig, siginfo_t *si, void *uc)
     int i = si->si_value.sival_int;
     struct scoreboard_slot *s = scoreboard_self;
     if (s && i >= 0 && i < SCOREBOARD_REQS) {
-        struct scoreboard_req *r = &s->reqs[i];
+        struct scoreboard_req *r = &scoreboard_reqs(s)[i];
         uint32_t ask = atomic_load(&r->stack_ask);
         int n = 0;
         unw_cursor_t cursor;

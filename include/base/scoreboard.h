@@ -91,13 +91,17 @@ struct scoreboard_slot {
     _Atomic int64_t worst_wait_us; /* longest queue wait since the master last took it */
     char last_uri[128];                 /* best effort: a torn read shows a mixed URI */
     char oldest_uri[128];               /* of the oldest request in flight */
-    struct scoreboard_req reqs[SCOREBOARD_REQS];
     _Atomic int reqs_untracked;         /* requests in flight without a record (all were taken) */
     struct scoreboard_counters counters;
 };
 
-/* Maps `nslots` zeroed slots shared with every process forked afterwards. */
+/* Maps `nslots` zeroed slots shared with every process forked afterwards, and their
+ * request records in a mapping of their own (scoreboard_reqs). */
 struct scoreboard_slot *scoreboard_create(int nslots);
+/* Slot s's SCOREBOARD_REQS request records (s in the scoreboard last created). */
+struct scoreboard_req *scoreboard_reqs(const struct scoreboard_slot *s);
+/* In a worker after fork: slot s is this process's (scoreboard_self). */
+void scoreboard_take(struct scoreboard_slot *s);
 void scoreboard_destroy(struct scoreboard_slot *slots, int nslots);
 /* The master tells how many slots from the first may be in use. */
 void scoreboard_set_used(int n);

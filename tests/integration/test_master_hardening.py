@@ -379,7 +379,8 @@ def test_status_survives_a_corrupt_slot():
         victim = int(assert_app_answer(s, h, b)["worker"])
         wait_until(lambda: next((r for r in pm_status(full=True)["processes"] if r["pid"] == victim
                                  and r["state"] == "idle"), None), 10, message=f"worker {victim} idle")
-        # The scoreboard: the largest shared anonymous mapping of the master.
+        # The scoreboard's slots: the shared anonymous mapping of the master that holds
+        # the victim's (its request records are in another).
         maps = []
         with open(f"/proc/{own.pid}/maps") as f:
             for line in f:
@@ -388,10 +389,10 @@ def test_status_survives_a_corrupt_slot():
                     lo, hi = (int(x, 16) for x in fields[0].split("-"))
                     maps.append((hi - lo, lo))
         assert maps, "no shared anonymous mapping in the master"
-        size, start = max(maps)
         mem = os.open(f"/proc/{own.pid}/mem", os.O_RDWR)
         try:
-            off = _slot_offset(mem, start, size, victim)
+            off, start = next(((o, lo) for size, lo in sorted(maps, reverse=True)
+                               if (o := _slot_offset(mem, lo, size, victim)) > 0), (-1, 0))
             assert off > 0, f"the slot of worker {victim} was not found"
             uri = os.pread(mem, 4096, start + off).find(f"GET {mark}".encode())
             assert uri > 0, "the last_uri of the victim's slot was not found"

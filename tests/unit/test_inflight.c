@@ -43,12 +43,12 @@ static void records_run_out_and_the_rest_are_counted(void **state)
     worker_inflight_release(-1);
     assert_int_equal(atomic_load(&scoreboard_self->reqs_untracked), 0);
     /* A record given back is taken again, as another request (its gen moves on). */
-    uint32_t gen = atomic_load(&scoreboard_self->reqs[recs[3]].gen);
+    uint32_t gen = atomic_load(&scoreboard_reqs(scoreboard_self)[recs[3]].gen);
     worker_inflight_release(recs[3]);
     struct slowlog_view v;
-    assert_int_equal(slowlog_read(&scoreboard_self->reqs[recs[3]], &v), -1);
+    assert_int_equal(slowlog_read(&scoreboard_reqs(scoreboard_self)[recs[3]], &v), -1);
     assert_int_equal(worker_inflight_take(6000), recs[3]);
-    assert_int_equal(atomic_load(&scoreboard_self->reqs[recs[3]].gen), gen + 1);
+    assert_int_equal(atomic_load(&scoreboard_reqs(scoreboard_self)[recs[3]].gen), gen + 1);
     for (int i = 0; i < SCOREBOARD_REQS; i++) worker_inflight_release(recs[i]);
 }
 
@@ -71,20 +71,20 @@ static void a_wait_on_postgresql_shows_the_sql_and_its_parameters(void **state)
     /* Not routed yet: the endpoint is named from the path. */
     worker_inflight_state(rec, ex, 0, INFLIGHT_CPU);
     struct slowlog_view v;
-    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_int_equal(slowlog_read(&scoreboard_reqs(scoreboard_self)[rec], &v), 0);
     assert_string_equal(v.state, "io_intensive step 0: in CPU");
     assert_int_equal(v.op_started_us, 0);
     ex->route = route_find("/io-intensive");
     const char *params[] = {"2.500"};
     backend_pg(&ex->op, "SELECT pg_sleep($1)", 1, params);
     worker_inflight_state(rec, ex, 1, INFLIGHT_WAITING);
-    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_int_equal(slowlog_read(&scoreboard_reqs(scoreboard_self)[rec], &v), 0);
     assert_string_equal(v.uri, "GET /io-intensive?ms=2500");
     assert_string_equal(v.state, "io_intensive step 1: waiting on postgresql");
     assert_string_equal(v.op, "SELECT pg_sleep($1) -- $1='2.500'");
     assert_true(v.op_started_us > 0);
     worker_inflight_state(rec, ex, 1, INFLIGHT_ANSWERING);
-    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_int_equal(slowlog_read(&scoreboard_reqs(scoreboard_self)[rec], &v), 0);
     assert_string_equal(v.state, "io_intensive step 1: answering");
     assert_int_equal(v.op_started_us, SCOREBOARD_NO_STACK);
     worker_inflight_release(rec);
@@ -103,7 +103,7 @@ static void a_long_redis_argument_is_cut_so_that_the_keys_show(void **state)
     backend_redis(&ex->op, 4, argv);
     worker_inflight_state(rec, ex, 2, INFLIGHT_WAITING);
     struct slowlog_view v;
-    assert_int_equal(slowlog_read(&scoreboard_self->reqs[rec], &v), 0);
+    assert_int_equal(slowlog_read(&scoreboard_reqs(scoreboard_self)[rec], &v), 0);
     assert_string_equal(v.state, "cached_data step 2: waiting on redis");
     assert_non_null(strstr(v.op, "... 2 perfcgi:cached-data:7"));
     assert_true(strlen(v.op) < SCOREBOARD_OP);
@@ -115,7 +115,7 @@ static void the_stack_signal_unwinds_the_serving_thread(void **state)
     (void)state;
     worker_inflight_signals();
     int rec = worker_inflight_take(1000);
-    struct scoreboard_req *r = &scoreboard_self->reqs[rec];
+    struct scoreboard_req *r = &scoreboard_reqs(scoreboard_self)[rec];
     atomic_fetch_add(&r->stack_ask, 1);
     assert_int_equal(signals_send_stack(getpid(), atomic_load(&r->tid), rec), 0);
     /* Delivered to this thread before the call returns. */
@@ -141,18 +141,18 @@ static void the_master_asks_a_stack_only_of_a_request_in_cpu(void **state)
     worker_inflight_state(waits, ex, 1, INFLIGHT_WAITING);
     worker_inflight_state(runs, ex, 0, INFLIGHT_CPU);
     worker_inflight_state(fresh, ex, 0, INFLIGHT_CPU);
-    struct scoreboard_req *r = &scoreboard_self->reqs[runs];
+    struct scoreboard_req *r = &scoreboard_reqs(scoreboard_self)[runs];
     uint64_t written = 0;
     /* The one waiting is written at once, without a stack; the one in CPU
      * waits for its stack (this thread's: its signal comes in before the
      * call returns); the one under the threshold is left alone. */
     assert_int_equal(slowlog_check(&cfg, scoreboard_self, getpid(), clock_us(), 0, &written), 0);
     assert_int_equal(written, 1);
-    assert_int_equal(atomic_load(&scoreboard_self->reqs[waits].stack_ask), 0);
+    assert_int_equal(atomic_load(&scoreboard_reqs(scoreboard_self)[waits].stack_ask), 0);
     assert_int_equal(atomic_load(&r->stack_ask), 1);
     assert_int_equal(atomic_load(&r->stack_done), 1);
     assert_true(atomic_load(&r->stack_frames) >= 2);
-    assert_int_equal(atomic_load(&scoreboard_self->reqs[fresh].stack_ask), 0);
+    assert_int_equal(atomic_load(&scoreboard_reqs(scoreboard_self)[fresh].stack_ask), 0);
     assert_int_equal(slowlog_check(&cfg, scoreboard_self, getpid(), clock_us(), 0, &written), 1);
     assert_int_equal(written, 2);
     /* Written once: nothing more until a kill. */
