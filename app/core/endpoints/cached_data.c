@@ -82,9 +82,11 @@ static int cached_data_hit(struct exchange *ex, const char *v, size_t len)
         json_decref(doc);
         return -1;
     }
-    /* Whole seconds left, rounded up (without libm: see decimal_round). */
+    /* Whole seconds left, rounded up in integers (no libm: see decimal_round). */
     double left = json_number_value(expires) - clock_wall_s();
-    long ttl = left < 1 ? 1 : (long)left + ((double)(long)left < left);
+    long ttl = (long)left;
+    if (ttl < left) ttl++;
+    if (ttl < 1) ttl = 1;
     ex->resp.x_cache = "HIT";
     cached_data_answer(ex, stats, "cache", ttl);
     json_decref(doc);
